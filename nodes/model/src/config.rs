@@ -1,0 +1,197 @@
+//! Model configuration: serde (`config.json` beside `model.safetensors`) with named presets.
+
+use crate::error::{Error, Result};
+use crate::layout::AttentionMask;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Hyper-parameters of the scene transformer. Tensor shapes follow from these alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Number of joint (MMDiT) blocks.
+    pub depth: usize,
+    pub num_heads: usize,
+    /// Hidden width of each MLP.
+    pub mlp_hidden_size: usize,
+    /// Channels of the autoencoder latent.
+    pub latent_channels: usize,
+    /// Spatial patch size; one video token covers `patch_size x patch_size` latent pixels.
+    pub patch_size: usize,
+    /// Width of the text encoder's token embeddings.
+    pub text_dim: usize,
+    /// Channels of each head given to the (frame, height, width) RoPE axes; they sum to the
+    /// head dimension and each is even.
+    pub rope_axes: [usize; 3],
+    pub rope_theta: f64,
+    /// Width of the sinusoidal timestep features fed to the timestep MLP.
+    pub timestep_features: usize,
+    /// Per-shot text length used in training; prompts are padded or truncated to it so the
+    /// text-to-video RoPE offset matches training (LCT.md section 3).
+    pub shot_text_len: usize,
+    /// Text length of the global prompt segment.
+    pub global_text_len: usize,
+    /// Which mask the weights were tuned for: bidirectional (LCT) or context-causal (fine-tuned).
+    pub attention: AttentionMask,
+}
+
+impl Config {
+    /// Names accepted by [`Config::preset`].
+    pub const PRESETS: [&'static str; 3] = ["tiny", "small", "reference"];
+
+    /// A few hundred parameters per layer: for unit tests.
+    pub fn tiny() -> Self {
+        Self {
+            hidden_size: 32,
+            depth: 2,
+            num_heads: 2,
+            mlp_hidden_size: 64,
+            latent_channels: 4,
+            patch_size: 1,
+            text_dim: 16,
+            rope_axes: [4, 6, 6],
+            rope_theta: 10_000.0,
+            timestep_features: 32,
+            shot_text_len: 4,
+            global_text_len: 6,
+            attention: AttentionMask::Bidirectional,
+        }
+    }
+
+    /// The size of the embedded default model.
+    pub fn small() -> Self {
+        Self {
+            hidden_size: 192,
+            depth: 6,
+            num_heads: 6,
+            mlp_hidden_size: 768,
+            latent_channels: 8,
+            patch_size: 2,
+            text_dim: 64,
+            rope_axes: [8, 12, 12],
+            rope_theta: 10_000.0,
+            timestep_features: 128,
+            shot_text_len: 12,
+            global_text_len: 24,
+            attention: AttentionMask::Bidirectional,
+        }
+    }
+
+    /// The benchmark configuration: width 512, 8 layers, 8 heads (head dim 64).
+    pub fn reference() -> Self {
+        Self {
+            hidden_size: 512,
+            depth: 8,
+            num_heads: 8,
+            mlp_hidden_size: 2048,
+            latent_channels: 16,
+            patch_size: 2,
+            text_dim: 256,
+            rope_axes: [16, 24, 24],
+            rope_theta: 10_000.0,
+            timestep_features: 256,
+            shot_text_len: 16,
+            global_text_len: 16,
+            attention: AttentionMask::Bidirectional,
+        }
+    }
+
+    pub fn preset(name: &str) -> Result<Self> {
+        let cfg = match name {
+            "tiny" => Self::tiny(),
+            "small" => Self::small(),
+            "reference" => Self::reference(),
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown preset '{other}'; known presets: {}",
+                    Self::PRESETS.join(", ")
+                )))
+            }
+        };
+        Ok(cfg)
+    }
+
+    pub fn with_attention(mut self, attention: AttentionMask) -> Self {
+        self.attention = attention;
+        self
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads.max(1)
+    }
+
+    /// Values carried by one video token: `latent_channels * patch_size^2`.
+    pub fn patch_dim(&self) -> usize {
+        self.latent_channels * self.patch_size * self.patch_size
+    }
+
+    /// Checks the relations between fields that the tensor shapes rely on.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("depth", self.depth),
+            ("num_heads", self.num_heads),
+            ("mlp_hidden_size", self.mlp_hidden_size),
+            ("latent_channels", self.latent_channels),
+            ("patch_size", self.patch_size),
+            ("text_dim", self.text_dim),
+            ("timestep_features", self.timestep_features),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return fail(format!("{name} must be positive"));
+            }
+        }
+        if self.hidden_size % self.num_heads != 0 {
+            return fail(format!(
+                "hidden_size {} is not divisible by num_heads {}",
+                self.hidden_size, self.num_heads
+            ));
+        }
+        let axes_sum: usize = self.rope_axes.iter().sum();
+        if axes_sum != self.head_dim() {
+            return fail(format!(
+                "rope_axes {:?} sum to {axes_sum} but the head dimension is {}",
+                self.rope_axes,
+                self.head_dim()
+            ));
+        }
+        if self.rope_axes.iter().any(|a| a % 2 != 0) {
+            return fail(format!("rope_axes {:?} must all be even", self.rope_axes));
+        }
+        if self.timestep_features % 2 != 0 {
+            return fail(format!(
+                "timestep_features {} must be even",
+                self.timestep_features
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return fail(format!("rope_theta {} must be > 1", self.rope_theta));
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("config serialises");
+        std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}

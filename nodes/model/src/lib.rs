@@ -1,0 +1,35 @@
+//! # lct-model: the Long Context Tuning engine
+//!
+//! A candle model family: [`Config`] with presets, a [`SceneTransformer`] (MMDiT) built from a
+//! `VarBuilder` whose paths are the checkpoint's tensor names, the [`SceneLayout`] that packs a
+//! scene and owns the RoPE and mask conventions, blocked attention, the [`KvView`] cache, the
+//! rectified-flow [`sampler`], and the [`train`]ing step.
+//!
+//! Role and limits: pure computation on tensors. It knows nothing of node graphs, handles or
+//! the C ABI, and chooses no device or dtype itself (they come from the weights or the
+//! caller). It must not depend on `lct-nodes`, `lct-abi`, `lct-plugin` or `lct-host`.
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod kv_cache;
+pub mod layout;
+pub mod noise;
+pub mod rope;
+pub mod sampler;
+pub mod train;
+pub mod transformer;
+pub mod weights;
+
+pub use attention::{attention, MaskSpec};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use kv_cache::{KvPool, KvView, SegmentKv};
+pub use layout::{AttentionMask, SceneLayout, Segment, SegmentKind, SegmentSpec, ShotRole};
+pub use sampler::{
+    cache_history, generate_autoregressive, sample, HistoryMode, SamplerConfig, SceneRequest,
+    ShotInput, StepControl, StepInfo,
+};
+pub use train::{StepStats, TrainConfig, Trainer, TrainingScene, TrainingShot};
+pub use transformer::{SceneBatch, SceneOutput, SceneTransformer};
+pub use weights::{init_model, init_tensors, load_model, save_checkpoint, Init};

@@ -1,0 +1,373 @@
+//! Long Context Tuning: the training step.
+//!
+//! Each shot draws its own timestep from a logit-normal distribution, every token is
+//! modulated by its shot's timestep, the loss is computed per shot and averaged over shots,
+//! and a shot is replaced by one of its frames with a configurable probability (how images
+//! enter the model). Gradients flow through candle `Var`s; the optimiser is AdamW with global
+//! gradient-norm clipping. Checkpoints hold weights, optimiser moments and the trainer state,
+//! so a run resumes exactly where it stopped.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::{SceneLayout, SegmentSpec, ShotRole};
+use crate::noise::SplitMix64;
+use crate::transformer::{SceneBatch, SceneTransformer};
+use crate::weights::{init_tensors, read_safetensors, save_checkpoint, Init, CONFIG_FILE};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const TRAINER_FILE: &str = "trainer.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    /// Global gradient-norm clip; 0 disables clipping.
+    pub grad_clip: f64,
+    /// Probability that a shot is replaced by a single frame of itself.
+    pub single_frame_prob: f64,
+    /// Probability that a scene's text is dropped (the null prompt guidance relies on).
+    pub text_dropout_prob: f64,
+    pub logit_normal_mean: f64,
+    pub logit_normal_std: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            grad_clip: 1.0,
+            single_frame_prob: 0.1,
+            text_dropout_prob: 0.1,
+            logit_normal_mean: 0.0,
+            logit_normal_std: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// One training scene: an optional global prompt and shots with their clean latents.
+#[derive(Debug, Clone)]
+pub struct TrainingScene {
+    /// `[text_len, text_dim]`.
+    pub global_text: Option<Tensor>,
+    pub shots: Vec<TrainingShot>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainingShot {
+    /// `[C, T, H, W]`.
+    pub latent: Tensor,
+    /// `[text_len, text_dim]`.
+    pub text: Tensor,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f32,
+    pub grad_norm: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    rng: SplitMix64,
+    train: TrainConfig,
+}
+
+/// Owns the trainable weights, the optimiser and the sampling state of a run.
+pub struct Trainer {
+    cfg: Config,
+    train: TrainConfig,
+    model: SceneTransformer,
+    // (name, var, first moment, second moment), sorted by name for reproducibility.
+    params: Vec<(String, Var, Tensor, Tensor)>,
+    step: u64,
+    rng: SplitMix64,
+    device: Device,
+}
+
+impl Trainer {
+    /// A fresh model with a seeded initialisation (adaLN-zero: modulations and the output
+    /// layer start at zero, so every block starts as the identity).
+    pub fn new(cfg: &Config, train: TrainConfig, device: &Device) -> Result<Self> {
+        let vars = VarMap::new();
+        let model = SceneTransformer::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        let initial = init_tensors(cfg, train.seed, Init::AdaLnZero, device)?;
+        let rng = SplitMix64::stream(train.seed, 0x5eed);
+        let trainer = Self::assemble(cfg, train, &vars, model, 0, rng)?;
+        for (name, var, _, _) in &trainer.params {
+            var.set(&initial[name.as_str()])?;
+        }
+        Ok(trainer)
+    }
+
+    fn assemble(
+        cfg: &Config,
+        train: TrainConfig,
+        vars: &VarMap,
+        model: SceneTransformer,
+        step: u64,
+        rng: SplitMix64,
+    ) -> Result<Self> {
+        let device = model.device().clone();
+        let mut params: Vec<(String, Var, Tensor, Tensor)> = vars
+            .data()
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(n, v)| {
+                let zeros = v.zeros_like()?;
+                Ok((n.clone(), v.clone(), zeros.clone(), zeros))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self {
+            cfg: cfg.clone(),
+            train,
+            model,
+            params,
+            step,
+            rng,
+            device,
+        })
+    }
+
+    pub fn model(&self) -> &SceneTransformer {
+        &self.model
+    }
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The weights by checkpoint name.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.params
+            .iter()
+            .map(|(n, v, _, _)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    fn logit_normal(&mut self) -> f32 {
+        let x = self.train.logit_normal_mean + self.train.logit_normal_std * self.rng.normal();
+        (1.0 / (1.0 + (-x).exp())) as f32
+    }
+
+    fn gaussian_like(&mut self, dims: &[usize]) -> Result<Tensor> {
+        let count: usize = dims.iter().product();
+        let values: Vec<f32> = (0..count).map(|_| self.rng.normal() as f32).collect();
+        Ok(Tensor::from_vec(values, dims, &self.device)?)
+    }
+
+    /// The flow-matching loss of one scene: per-shot MSE averaged over shots.
+    pub fn scene_loss(&mut self, scene: &TrainingScene) -> Result<Tensor> {
+        if scene.shots.is_empty() {
+            return Err(Error::Training("a training scene has no shot".into()));
+        }
+        let drop_text = self.rng.uniform() < self.train.text_dropout_prob;
+        let mut specs = Vec::new();
+        let mut text = Vec::new();
+        if let Some(g) = &scene.global_text {
+            specs.push(SegmentSpec::global(g.dim(0)?));
+            text.push(g.clone());
+        }
+        let mut noisy = Vec::new();
+        let mut targets = Vec::new();
+        for (i, shot) in scene.shots.iter().enumerate() {
+            let (_, frames, _, _) = shot.latent.dims4().map_err(|_| {
+                Error::Shape(format!(
+                    "training shot {i}: latent {:?} is not [C, T, H, W]",
+                    shot.latent.dims()
+                ))
+            })?;
+            let mut clean = shot.latent.clone();
+            if frames > 1 && self.rng.uniform() < self.train.single_frame_prob {
+                let frame = self.rng.below(frames);
+                clean = clean.narrow(1, frame, 1)?;
+            }
+            let clean = clean.unsqueeze(0)?;
+            let t = self.logit_normal();
+            let eps = self.gaussian_like(clean.dims())?;
+            noisy.push(((&clean * (1.0 - t as f64))? + (&eps * t as f64)?)?);
+            targets.push((eps - &clean)?);
+            let grid = self
+                .model
+                .token_grid(clean.dims())
+                .map_err(|e| Error::Shape(format!("training shot {i}: {e}")))?;
+            specs.push(SegmentSpec::shot(
+                ShotRole::Generate,
+                shot.text.dim(0)?,
+                grid,
+                t,
+            ));
+            text.push(shot.text.clone());
+        }
+        let text = text
+            .into_iter()
+            .map(|t| {
+                let t = t.unsqueeze(0)?;
+                if drop_text {
+                    Ok(t.zeros_like()?)
+                } else {
+                    Ok(t)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let layout = SceneLayout::new(&specs, 0)?;
+        let batch = SceneBatch {
+            layout: &layout,
+            text: &text,
+            latents: &noisy,
+        };
+        let predictions = self.model.forward(&batch, self.cfg.attention, None)?;
+        let mut per_shot = Vec::with_capacity(predictions.len());
+        for (prediction, target) in predictions.iter().zip(&targets) {
+            per_shot.push((prediction - target)?.sqr()?.mean_all()?);
+        }
+        Ok(Tensor::stack(&per_shot, 0)?.mean_all()?)
+    }
+
+    /// One optimiser step over a batch of scenes (loss averaged over scenes).
+    pub fn step(&mut self, scenes: &[TrainingScene]) -> Result<StepStats> {
+        if scenes.is_empty() {
+            return Err(Error::Training("empty batch".into()));
+        }
+        let mut losses = Vec::with_capacity(scenes.len());
+        for scene in scenes {
+            losses.push(self.scene_loss(scene)?);
+        }
+        let loss = Tensor::stack(&losses, 0)?.mean_all()?;
+        let loss_value = loss.to_scalar::<f32>()?;
+        if !loss_value.is_finite() {
+            return Err(Error::Training(format!(
+                "loss is {loss_value} at step {}",
+                self.step
+            )));
+        }
+        let grads = loss.backward()?;
+        let mut squared = 0f64;
+        for (_, var, _, _) in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                squared += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        let grad_norm = squared.sqrt();
+        let clip = if self.train.grad_clip > 0.0 && grad_norm > self.train.grad_clip {
+            self.train.grad_clip / grad_norm
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.train.beta1, self.train.beta2);
+        let correction1 = 1.0 - b1.powi(t);
+        let correction2 = 1.0 - b2.powi(t);
+        let lr = self.train.learning_rate;
+        for (_, var, m, v) in &mut self.params {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = (g * clip)?;
+            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let m_hat = (&*m / correction1)?;
+            let v_hat = (&*v / correction2)?;
+            let update = (m_hat / (v_hat.sqrt()? + self.train.epsilon)?)?;
+            let decayed = (var.as_tensor() * (1.0 - lr * self.train.weight_decay))?;
+            var.set(&(decayed - (update * lr)?)?)?;
+        }
+        Ok(StepStats {
+            step: self.step,
+            loss: loss_value,
+            grad_norm: grad_norm as f32,
+        })
+    }
+
+    /// Writes `config.json`, `model.safetensors`, `optimizer.safetensors`, `trainer.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save_checkpoint(dir, &self.cfg, &self.tensors())?;
+        let mut moments = HashMap::new();
+        for (name, _, m, v) in &self.params {
+            moments.insert(format!("m.{name}"), m.clone());
+            moments.insert(format!("v.{name}"), v.clone());
+        }
+        let path = dir.join(OPTIMIZER_FILE);
+        candle_core::safetensors::save(&moments, &path).map_err(|e| Error::Io {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let state = TrainerState {
+            step: self.step,
+            rng: self.rng,
+            train: self.train.clone(),
+        };
+        let path = dir.join(TRAINER_FILE);
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&state).expect("serialises"),
+        )
+        .map_err(|source| Error::Io { path, source })
+    }
+
+    /// Continues a run saved by [`Trainer::save`].
+    pub fn resume(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg = Config::load(&dir.join(CONFIG_FILE))?;
+        let path = dir.join(TRAINER_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let state: TrainerState =
+            serde_json::from_str(&text).map_err(|source| Error::Json { path, source })?;
+        let vars = VarMap::new();
+        let model =
+            SceneTransformer::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        let weights_path = dir.join(crate::weights::WEIGHTS_FILE);
+        let weights = read_safetensors(&weights_path, device)?;
+        // Checks names and shapes against the config before anything is overwritten.
+        crate::weights::model_from_tensors(
+            &cfg,
+            weights.clone(),
+            &weights_path,
+            DType::F32,
+            device,
+        )?;
+        let mut trainer = Self::assemble(&cfg, state.train, &vars, model, state.step, state.rng)?;
+        let moments = read_safetensors(&dir.join(OPTIMIZER_FILE), device)?;
+        for (name, var, m, v) in &mut trainer.params {
+            var.set(&weights[name.as_str()])?;
+            let missing = |kind: &str| {
+                Error::Training(format!(
+                    "{}: no {kind} moment for '{name}'",
+                    dir.join(OPTIMIZER_FILE).display()
+                ))
+            };
+            *m = moments
+                .get(&format!("m.{name}"))
+                .ok_or_else(|| missing("first"))?
+                .clone();
+            *v = moments
+                .get(&format!("v.{name}"))
+                .ok_or_else(|| missing("second"))?
+                .clone();
+        }
+        Ok(trainer)
+    }
+}

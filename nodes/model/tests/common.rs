@@ -1,0 +1,28 @@
+//! Shared test helpers: seeded tensors and a random tiny model.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use lct_model::{init_model, noise::gaussian, AttentionMask, Config, Init, SceneTransformer};
+
+pub fn randn(seed: u64, dims: &[usize]) -> Tensor {
+    gaussian(seed, 0, dims, &Device::Cpu).unwrap()
+}
+
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+pub fn tiny_model(mask: AttentionMask, seed: u64) -> SceneTransformer {
+    let cfg = Config::tiny().with_attention(mask);
+    init_model(&cfg, seed, Init::Random, &Device::Cpu).unwrap()
+}
