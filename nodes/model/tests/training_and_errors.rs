@@ -5,9 +5,9 @@ use candle_core::{DType, Device, Tensor};
 use common::{randn, tiny_model};
 use lct_model::weights::{load_model, save_checkpoint};
 use lct_model::{
-    cache_history, init_tensors, sample, AttentionMask, Config, Error, Init, KvView,
-    SamplerConfig, SceneBatch, SceneLayout, SceneRequest, SegmentSpec, ShotInput, ShotRole,
-    StepControl, TrainConfig, Trainer, TrainingScene, TrainingShot,
+    cache_history, init_tensors, sample, AttentionMask, Config, Error, Init, KvView, SamplerConfig,
+    SceneBatch, SceneLayout, SceneRequest, SegmentSpec, ShotInput, ShotRole, StepControl,
+    TrainConfig, Trainer, TrainingScene, TrainingShot,
 };
 
 fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
@@ -48,7 +48,10 @@ fn a_tiny_model_overfits_a_handful_of_scenes() {
     }
     let first: f32 = losses[..20].iter().sum::<f32>() / 20.0;
     let last: f32 = losses[losses.len() - 20..].iter().sum::<f32>() / 20.0;
-    assert!(first / last >= 10.0, "loss fell only from {first} to {last}");
+    assert!(
+        first / last >= 10.0,
+        "loss fell only from {first} to {last}"
+    );
 }
 
 #[test]
@@ -62,7 +65,9 @@ fn training_resumes_exactly_from_a_checkpoint() {
     };
     let scenes = synthetic_scenes(2);
     let mut straight = Trainer::new(&cfg, train.clone(), &Device::Cpu).unwrap();
-    let straight_losses: Vec<f32> = (0..5).map(|_| straight.step(&scenes).unwrap().loss).collect();
+    let straight_losses: Vec<f32> = (0..5)
+        .map(|_| straight.step(&scenes).unwrap().loss)
+        .collect();
 
     let dir = tempdir("resume");
     let mut first = Trainer::new(&cfg, train, &Device::Cpu).unwrap();
@@ -73,7 +78,9 @@ fn training_resumes_exactly_from_a_checkpoint() {
     drop(first);
     let mut resumed = Trainer::resume(&dir, &Device::Cpu).unwrap();
     assert_eq!(resumed.step_count(), 3);
-    let resumed_losses: Vec<f32> = (0..2).map(|_| resumed.step(&scenes).unwrap().loss).collect();
+    let resumed_losses: Vec<f32> = (0..2)
+        .map(|_| resumed.step(&scenes).unwrap().loss)
+        .collect();
     assert_eq!(resumed_losses, straight_losses[3..]);
     // The saved weights load for inference with the same config.
     assert!(load_model(&dir, DType::F32, &Device::Cpu).is_ok());
@@ -94,30 +101,58 @@ fn a_config_that_disagrees_with_the_weights_is_a_clear_error() {
     save_checkpoint(&dir, &cfg, &tensors).unwrap();
     assert!(load_model(&dir, DType::F32, &Device::Cpu).is_ok());
 
-    let deeper = Config { depth: 3, ..cfg.clone() };
+    let deeper = Config {
+        depth: 3,
+        ..cfg.clone()
+    };
     deeper.save(&dir.join("config.json")).unwrap();
     let err = load_model(&dir, DType::F32, &Device::Cpu).unwrap_err();
-    assert!(matches!(&err, Error::MissingTensor { name, .. } if name.starts_with("blocks.2.")), "{err}");
+    assert!(
+        matches!(&err, Error::MissingTensor { name, .. } if name.starts_with("blocks.2.")),
+        "{err}"
+    );
 
-    let wider = Config { mlp_hidden_size: 80, ..cfg.clone() };
+    let wider = Config {
+        mlp_hidden_size: 80,
+        ..cfg.clone()
+    };
     wider.save(&dir.join("config.json")).unwrap();
     let err = load_model(&dir, DType::F32, &Device::Cpu).unwrap_err();
     let message = err.to_string();
     assert!(matches!(&err, Error::TensorShape { .. }), "{err}");
-    assert!(message.contains("mlp_in") && message.contains("[64, 32]") && message.contains("[80, 32]"), "{message}");
+    assert!(
+        message.contains("mlp_in") && message.contains("[64, 32]") && message.contains("[80, 32]"),
+        "{message}"
+    );
 
-    let shallower = Config { depth: 1, ..cfg.clone() };
+    let shallower = Config {
+        depth: 1,
+        ..cfg.clone()
+    };
     shallower.save(&dir.join("config.json")).unwrap();
     let err = load_model(&dir, DType::F32, &Device::Cpu).unwrap_err();
-    assert!(matches!(&err, Error::UnusedTensors { first, .. } if first.starts_with("blocks.1.")), "{err}");
+    assert!(
+        matches!(&err, Error::UnusedTensors { first, .. } if first.starts_with("blocks.1.")),
+        "{err}"
+    );
 
-    let broken = Config { num_heads: 3, ..cfg.clone() };
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&broken).unwrap()).unwrap();
+    let broken = Config {
+        num_heads: 3,
+        ..cfg.clone()
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&broken).unwrap(),
+    )
+    .unwrap();
     let err = load_model(&dir, DType::F32, &Device::Cpu).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
 
     std::fs::write(dir.join("config.json"), "{\"hidden_size\": 32}").unwrap();
-    assert!(matches!(load_model(&dir, DType::F32, &Device::Cpu), Err(Error::Json { .. })));
+    assert!(matches!(
+        load_model(&dir, DType::F32, &Device::Cpu),
+        Err(Error::Json { .. })
+    ));
     assert!(matches!(
         load_model(&dir.join("nowhere"), DType::F32, &Device::Cpu),
         Err(Error::Io { .. })
@@ -128,45 +163,92 @@ fn a_config_that_disagrees_with_the_weights_is_a_clear_error() {
 fn bad_scene_input_is_an_error_not_a_panic() {
     let model = tiny_model(AttentionMask::Bidirectional, 1);
     // Zero shots.
-    assert!(matches!(SceneLayout::scene(Some(4), &[]), Err(Error::Layout(_))));
-    assert!(sample(&model, &SceneRequest::default(), &SamplerConfig::default(), None, |_| StepControl::Continue).is_err());
+    assert!(matches!(
+        SceneLayout::scene(Some(4), &[]),
+        Err(Error::Layout(_))
+    ));
+    assert!(sample(
+        &model,
+        &SceneRequest::default(),
+        &SamplerConfig::default(),
+        None,
+        |_| StepControl::Continue
+    )
+    .is_err());
     // A timestep outside [0, 1].
     for t in [1.5, -0.1, f32::NAN] {
-        let err = SceneLayout::scene(None, &[SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], t)]).unwrap_err();
+        let err = SceneLayout::scene(
+            None,
+            &[SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], t)],
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Timestep { segment: 0, .. }), "{err}");
     }
     let text = randn(1, &[1, 2, 16]);
     let latent = randn(2, &[1, 4, 1, 2, 2]);
-    assert!(matches!(model.forward_single_shot(&latent, &text, 2.0), Err(Error::Timestep { .. })));
+    assert!(matches!(
+        model.forward_single_shot(&latent, &text, 2.0),
+        Err(Error::Timestep { .. })
+    ));
     // A zero-sized grid and a misplaced global prompt.
-    assert!(SceneLayout::scene(None, &[SegmentSpec::shot(ShotRole::Generate, 2, [0, 2, 2], 0.5)]).is_err());
-    assert!(SceneLayout::new(&[SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], 0.5), SegmentSpec::global(3)], 0).is_err());
+    assert!(SceneLayout::scene(
+        None,
+        &[SegmentSpec::shot(ShotRole::Generate, 2, [0, 2, 2], 0.5)]
+    )
+    .is_err());
+    assert!(SceneLayout::new(
+        &[
+            SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], 0.5),
+            SegmentSpec::global(3)
+        ],
+        0
+    )
+    .is_err());
 
-    let layout = SceneLayout::scene(None, &[SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], 0.5)]).unwrap();
+    let layout = SceneLayout::scene(
+        None,
+        &[SegmentSpec::shot(ShotRole::Generate, 2, [1, 2, 2], 0.5)],
+    )
+    .unwrap();
     let forward = |text: &Tensor, latent: &Tensor| {
         model.forward(
-            &SceneBatch { layout: &layout, text: std::slice::from_ref(text), latents: std::slice::from_ref(latent) },
+            &SceneBatch {
+                layout: &layout,
+                text: std::slice::from_ref(text),
+                latents: std::slice::from_ref(latent),
+            },
             AttentionMask::Bidirectional,
             None,
         )
     };
     assert!(forward(&text, &latent).is_ok());
     let cases = [
-        (randn(3, &[1, 2, 15]), latent.clone(), "text"),        // wrong text width
-        (randn(3, &[1, 3, 16]), latent.clone(), "text"),        // wrong text length
-        (text.clone(), randn(4, &[1, 3, 1, 2, 2]), "latent"),   // wrong channels
-        (text.clone(), randn(4, &[1, 4, 1, 2, 3]), "grid"),     // grid disagrees with layout
-        (text.clone(), randn(4, &[1, 4, 2, 2]), "latent"),      // 4-D latent
-        (randn(3, &[2, 2, 16]), latent.clone(), "batch"),       // batch mismatch
+        (randn(3, &[1, 2, 15]), latent.clone(), "text"), // wrong text width
+        (randn(3, &[1, 3, 16]), latent.clone(), "text"), // wrong text length
+        (text.clone(), randn(4, &[1, 3, 1, 2, 2]), "latent"), // wrong channels
+        (text.clone(), randn(4, &[1, 4, 1, 2, 3]), "grid"), // grid disagrees with layout
+        (text.clone(), randn(4, &[1, 4, 2, 2]), "latent"), // 4-D latent
+        (randn(3, &[2, 2, 16]), latent.clone(), "batch"), // batch mismatch
     ];
     for (text, latent, what) in cases {
         let err = forward(&text, &latent).unwrap_err();
         assert!(matches!(err, Error::Shape(_)), "{what}: {err}");
-        assert!(err.to_string().contains("segment 0") || err.to_string().contains(what), "{what}: {err}");
+        assert!(
+            err.to_string().contains("segment 0") || err.to_string().contains(what),
+            "{what}: {err}"
+        );
     }
     // Wrong number of tensors.
     let err = model
-        .forward(&SceneBatch { layout: &layout, text: &[], latents: &[] }, AttentionMask::Bidirectional, None)
+        .forward(
+            &SceneBatch {
+                layout: &layout,
+                text: &[],
+                latents: &[],
+            },
+            AttentionMask::Bidirectional,
+            None,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Shape(_)), "{err}");
 }
@@ -181,12 +263,27 @@ fn bad_sampler_requests_are_errors() {
         latent: None,
         scene_index: 0,
     };
-    let request = SceneRequest { global_text: None, shots: vec![shot.clone()] };
+    let request = SceneRequest {
+        global_text: None,
+        shots: vec![shot.clone()],
+    };
     for bad in [
-        SamplerConfig { steps: 0, ..Default::default() },
-        SamplerConfig { history_timestep: 1.2, ..Default::default() },
-        SamplerConfig { shift: 0.0, ..Default::default() },
-        SamplerConfig { guidance: f32::NAN, ..Default::default() },
+        SamplerConfig {
+            steps: 0,
+            ..Default::default()
+        },
+        SamplerConfig {
+            history_timestep: 1.2,
+            ..Default::default()
+        },
+        SamplerConfig {
+            shift: 0.0,
+            ..Default::default()
+        },
+        SamplerConfig {
+            guidance: f32::NAN,
+            ..Default::default()
+        },
     ] {
         let err = sample(&model, &request, &bad, None, |_| StepControl::Continue).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
@@ -194,16 +291,47 @@ fn bad_sampler_requests_are_errors() {
     // A condition shot without its latent, and one whose latent disagrees with its shape.
     let mut missing = request.clone();
     missing.shots[0].role = ShotRole::Condition;
-    let generate = ShotInput { scene_index: 1, ..shot.clone() };
+    let generate = ShotInput {
+        scene_index: 1,
+        ..shot.clone()
+    };
     missing.shots.push(generate.clone());
-    assert!(matches!(sample(&model, &missing, &SamplerConfig::default(), None, |_| StepControl::Continue), Err(Error::Shape(_))));
+    assert!(matches!(
+        sample(&model, &missing, &SamplerConfig::default(), None, |_| {
+            StepControl::Continue
+        }),
+        Err(Error::Shape(_))
+    ));
     missing.shots[0].latent = Some(randn(5, &[1, 4, 2, 2, 2]));
-    assert!(matches!(sample(&model, &missing, &SamplerConfig::default(), None, |_| StepControl::Continue), Err(Error::Shape(_))));
+    assert!(matches!(
+        sample(&model, &missing, &SamplerConfig::default(), None, |_| {
+            StepControl::Continue
+        }),
+        Err(Error::Shape(_))
+    ));
     // No shot to generate.
-    let only_given = SceneRequest { global_text: None, shots: vec![ShotInput { role: ShotRole::Condition, latent: Some(randn(6, &[1, 4, 1, 2, 2])), ..shot }] };
-    assert!(matches!(sample(&model, &only_given, &SamplerConfig::default(), None, |_| StepControl::Continue), Err(Error::Layout(_))));
+    let only_given = SceneRequest {
+        global_text: None,
+        shots: vec![ShotInput {
+            role: ShotRole::Condition,
+            latent: Some(randn(6, &[1, 4, 1, 2, 2])),
+            ..shot
+        }],
+    };
+    assert!(matches!(
+        sample(&model, &only_given, &SamplerConfig::default(), None, |_| {
+            StepControl::Continue
+        }),
+        Err(Error::Layout(_))
+    ));
     // A KV cache for a bidirectional model.
-    let err = cache_history(&model, &request, &SamplerConfig::default(), &KvView::empty()).unwrap_err();
+    let err = cache_history(
+        &model,
+        &request,
+        &SamplerConfig::default(),
+        &KvView::empty(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::KvCache(_)), "{err}");
     // Unknown preset.
     assert!(matches!(Config::preset("huge"), Err(Error::Config(m)) if m.contains("tiny")));
