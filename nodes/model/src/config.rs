@@ -145,7 +145,7 @@ impl Config {
                 return fail(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return fail(format!(
                 "hidden_size {} is not divisible by num_heads {}",
                 self.hidden_size, self.num_heads
@@ -162,7 +162,7 @@ impl Config {
         if self.rope_axes.iter().any(|a| a % 2 != 0) {
             return fail(format!("rope_axes {:?} must all be even", self.rope_axes));
         }
-        if self.timestep_features % 2 != 0 {
+        if !self.timestep_features.is_multiple_of(2) {
             return fail(format!(
                 "timestep_features {} must be even",
                 self.timestep_features
