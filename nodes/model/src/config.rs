@@ -1,7 +1,9 @@
 //! Model configuration: serde (`config.json` beside `model.safetensors`) with named presets.
 
+use crate::autoencoder::AutoencoderConfig;
 use crate::error::{Error, Result};
 use crate::layout::AttentionMask;
+use crate::text_encoder::TextEncoderConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -35,6 +37,12 @@ pub struct Config {
     pub global_text_len: usize,
     /// Which mask the weights were tuned for: bidirectional (LCT) or context-causal (fine-tuned).
     pub attention: AttentionMask,
+    /// The prompt encoder shipped with the weights (tensors under `text_encoder.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderConfig>,
+    /// The frame autoencoder shipped with the weights (tensors under `autoencoder.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoencoder: Option<AutoencoderConfig>,
 }
 
 impl Config {
@@ -57,6 +65,8 @@ impl Config {
             shot_text_len: 4,
             global_text_len: 6,
             attention: AttentionMask::Bidirectional,
+            text_encoder: None,
+            autoencoder: None,
         }
     }
 
@@ -76,6 +86,8 @@ impl Config {
             shot_text_len: 12,
             global_text_len: 24,
             attention: AttentionMask::Bidirectional,
+            text_encoder: None,
+            autoencoder: None,
         }
     }
 
@@ -95,6 +107,8 @@ impl Config {
             shot_text_len: 16,
             global_text_len: 16,
             attention: AttentionMask::Bidirectional,
+            text_encoder: None,
+            autoencoder: None,
         }
     }
 
@@ -170,6 +184,24 @@ impl Config {
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return fail(format!("rope_theta {} must be > 1", self.rope_theta));
+        }
+        if let Some(te) = &self.text_encoder {
+            let longest = self.shot_text_len.max(self.global_text_len);
+            if te.max_len < longest {
+                return fail(format!(
+                    "text_encoder.max_len {} is shorter than the prompt length {longest}",
+                    te.max_len
+                ));
+            }
+        }
+        if let Some(ae) = &self.autoencoder {
+            let cell = ae.patch * self.patch_size;
+            if ae.frame_size.iter().any(|s| s % cell != 0) {
+                return fail(format!(
+                    "autoencoder.frame_size {:?} must be a multiple of {cell} (autoencoder patch x transformer patch)",
+                    ae.frame_size
+                ));
+            }
         }
         Ok(())
     }

@@ -63,6 +63,12 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    #[error("unknown word '{word}' in the prompt; the vocabulary is: {vocabulary}")]
+    UnknownWord { word: String, vocabulary: String },
+
+    #[error("this model has no {0}; its config.json has no such section")]
+    MissingComponent(&'static str),
+
     #[error("training: {0}")]
     Training(String),
 }

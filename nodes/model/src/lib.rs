@@ -10,26 +10,34 @@
 //! caller). It must not depend on `lct-nodes`, `lct-abi`, `lct-plugin` or `lct-host`.
 
 pub mod attention;
+pub mod autoencoder;
 pub mod config;
 pub mod error;
 pub mod kv_cache;
 pub mod layout;
 pub mod noise;
+pub mod pipeline;
 pub mod rope;
 pub mod sampler;
+pub mod text_encoder;
 pub mod train;
 pub mod transformer;
 pub mod weights;
 
 pub use attention::{attention, MaskSpec};
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use kv_cache::{KvPool, KvView, SegmentKv};
 pub use layout::{AttentionMask, SceneLayout, Segment, SegmentKind, SegmentSpec, ShotRole};
+pub use pipeline::Pipeline;
 pub use sampler::{
     cache_history, generate_autoregressive, sample, HistoryMode, SamplerConfig, SceneRequest,
     ShotInput, StepControl, StepInfo,
 };
+pub use text_encoder::{TextEncoder, TextEncoderConfig};
 pub use train::{StepStats, TrainConfig, Trainer, TrainingScene, TrainingShot};
 pub use transformer::{SceneBatch, SceneOutput, SceneTransformer};
-pub use weights::{init_model, init_tensors, load_model, save_checkpoint, Init};
+pub use weights::{
+    init_model, init_pipeline, init_tensors, load_model, load_pipeline, save_checkpoint, Init,
+};

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{SceneLayout, SegmentSpec, ShotRole};
 use crate::noise::SplitMix64;
+use crate::pipeline::Pipeline;
 use crate::transformer::{SceneBatch, SceneTransformer};
 use crate::weights::{init_tensors, read_safetensors, save_checkpoint, Init, CONFIG_FILE};
 use candle_core::{DType, Device, Tensor, Var};
@@ -106,7 +107,8 @@ impl Trainer {
     /// layer start at zero, so every block starts as the identity).
     pub fn new(cfg: &Config, train: TrainConfig, device: &Device) -> Result<Self> {
         let vars = VarMap::new();
-        let model = SceneTransformer::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        let model =
+            Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?.transformer;
         let initial = init_tensors(cfg, train.seed, Init::AdaLnZero, device)?;
         let rng = SplitMix64::stream(train.seed, 0x5eed);
         let trainer = Self::assemble(cfg, train, &vars, model, 0, rng)?;
@@ -342,7 +344,7 @@ impl Trainer {
         let weights_path = dir.join(crate::weights::WEIGHTS_FILE);
         let weights = read_safetensors(&weights_path, device)?;
         // Checks names and shapes against the config before anything is overwritten.
-        crate::weights::model_from_tensors(
+        crate::weights::pipeline_from_tensors(
             &cfg,
             weights.clone(),
             &weights_path,

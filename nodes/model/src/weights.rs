@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
 use crate::transformer::SceneTransformer;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -103,15 +104,15 @@ impl SimpleBackend for CheckedTensors {
     }
 }
 
-/// Builds the model from named tensors, checking names and shapes against `cfg`.
-pub fn model_from_tensors(
-    cfg: &Config,
+/// Builds a model part from named tensors through `build`, checking every requested name
+/// and shape, then that no tensor was left unused.
+pub fn build_checked<T>(
     tensors: HashMap<String, Tensor>,
     origin: &Path,
     dtype: DType,
     device: &Device,
-) -> Result<SceneTransformer> {
-    cfg.validate()?;
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
     let backend = std::sync::Arc::new(CheckedTensors {
         path: origin.to_owned(),
         tensors,
@@ -119,12 +120,11 @@ pub fn model_from_tensors(
         problem: Mutex::default(),
     });
     let shared: Box<dyn SimpleBackend> = Box::new(SharedBackend(backend.clone()));
-    let vb = VarBuilder::from_backend(shared, dtype, device.clone());
-    let built = SceneTransformer::new(cfg, vb);
+    let built = build(VarBuilder::from_backend(shared, dtype, device.clone()));
     if let Some(problem) = backend.problem.lock().expect("not poisoned").take() {
         return Err(problem);
     }
-    let model = built?;
+    let built = built?;
     let used = backend.used.lock().expect("not poisoned");
     let unused: Vec<&String> = backend
         .tensors
@@ -138,7 +138,20 @@ pub fn model_from_tensors(
             first: (*first).clone(),
         });
     }
-    Ok(model)
+    Ok(built)
+}
+
+/// Builds the whole pipeline (transformer and any text encoder and autoencoder) from named
+/// tensors, checking names and shapes against `cfg`.
+pub fn pipeline_from_tensors(
+    cfg: &Config,
+    tensors: HashMap<String, Tensor>,
+    origin: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<Pipeline> {
+    cfg.validate()?;
+    build_checked(tensors, origin, dtype, device, |vb| Pipeline::new(cfg, vb))
 }
 
 struct SharedBackend(std::sync::Arc<CheckedTensors>);
@@ -163,11 +176,16 @@ impl SimpleBackend for SharedBackend {
 }
 
 /// Loads `dir/config.json` and `dir/model.safetensors`.
-pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<SceneTransformer> {
+pub fn load_pipeline(dir: &Path, dtype: DType, device: &Device) -> Result<Pipeline> {
     let cfg = Config::load(&dir.join(CONFIG_FILE))?;
     let path = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&path, device)?;
-    model_from_tensors(&cfg, tensors, &path, dtype, device)
+    pipeline_from_tensors(&cfg, tensors, &path, dtype, device)
+}
+
+/// Loads only what the scene transformer needs (see [`load_pipeline`]).
+pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<SceneTransformer> {
+    Ok(load_pipeline(dir, dtype, device)?.transformer)
 }
 
 /// Writes `dir/config.json` and `dir/model.safetensors` from named tensors.
@@ -202,7 +220,7 @@ pub fn init_tensors(
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
     let vars = candle_nn::VarMap::new();
-    SceneTransformer::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
     let mut shapes: Vec<(String, Vec<usize>)> = vars
         .data()
         .lock()
@@ -218,6 +236,12 @@ pub fn init_tensors(
         let fan_in = *dims.last().unwrap_or(&1) as f64;
         let zero = init == Init::AdaLnZero
             && (name.contains("modulation") || name.starts_with("final_out"));
+        // Patch autoencoder: start near the identity on the first channels' worth of pixels.
+        let fan_in = if name.starts_with("autoencoder.") {
+            fan_in.max(3.0)
+        } else {
+            fan_in
+        };
         let values: Vec<f32> = if zero || (init == Init::AdaLnZero && name.ends_with(".bias")) {
             vec![0.0; count]
         } else if name.ends_with("norm.weight") {
@@ -248,6 +272,11 @@ pub fn init_model(
     init: Init,
     device: &Device,
 ) -> Result<SceneTransformer> {
+    Ok(init_pipeline(cfg, seed, init, device)?.transformer)
+}
+
+/// A whole pipeline with seeded weights (see [`Init`]).
+pub fn init_pipeline(cfg: &Config, seed: u64, init: Init, device: &Device) -> Result<Pipeline> {
     let tensors = init_tensors(cfg, seed, init, device)?;
-    model_from_tensors(cfg, tensors, Path::new("<initialised>"), DType::F32, device)
+    pipeline_from_tensors(cfg, tensors, Path::new("<initialised>"), DType::F32, device)
 }
