@@ -26,3 +26,7 @@ pub fn tiny_model(mask: AttentionMask, seed: u64) -> SceneTransformer {
     let cfg = Config::tiny().with_attention(mask);
     init_model(&cfg, seed, Init::Random, &Device::Cpu).unwrap()
 }
+
+// Every binary of the project uses mimalloc, test binaries included.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
