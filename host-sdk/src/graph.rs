@@ -1,0 +1,278 @@
+//! Graphs as plain data: built in code or read from JSON, validated against a plugin later.
+//!
+//! JSON form:
+//! ```json
+//! {
+//!   "nodes": {
+//!     "pattern": { "type": "TestPattern", "params": { "frames": 4 } },
+//!     "save":    { "type": "SaveFrames", "inputs": { "frames": "pattern.frames" } }
+//!   },
+//!   "outputs": ["save"]
+//! }
+//! ```
+//! An input names `"node.output"`, or just `"node"` when that node has one output. `outputs`
+//! is optional: without it every output node (SaveFrames...) is evaluated.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A widget value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// STRING or ENUM.
+    Text(String),
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool(v) => write!(f, "{v}"),
+            Self::Int(v) => write!(f, "{v}"),
+            Self::Float(v) => write!(f, "{v}"),
+            Self::Text(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+impl From<bool> for ParamValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+impl From<i64> for ParamValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<i32> for ParamValue {
+    fn from(v: i32) -> Self {
+        Self::Int(v.into())
+    }
+}
+impl From<u32> for ParamValue {
+    fn from(v: u32) -> Self {
+        Self::Int(v.into())
+    }
+}
+impl From<f64> for ParamValue {
+    fn from(v: f64) -> Self {
+        Self::Float(v)
+    }
+}
+impl From<&str> for ParamValue {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+impl From<String> for ParamValue {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+
+/// Where an input comes from: a node's label and, optionally, which of its outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct Connection {
+    pub node: String,
+    /// `None`: the node's only output.
+    pub output: Option<String>,
+}
+
+impl From<String> for Connection {
+    fn from(text: String) -> Self {
+        // Port names never contain '.', labels may: split at the last one.
+        match text.rsplit_once('.') {
+            Some((node, output)) => Self {
+                node: node.to_owned(),
+                output: Some(output.to_owned()),
+            },
+            None => Self {
+                node: text,
+                output: None,
+            },
+        }
+    }
+}
+
+impl From<Connection> for String {
+    fn from(c: Connection) -> Self {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.output {
+            Some(output) => write!(f, "{}.{output}", self.node),
+            None => f.write_str(&self.node),
+        }
+    }
+}
+
+/// One node of a graph: its type, the widgets it sets, and where its inputs come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(rename = "type")]
+    pub node_type: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamValue>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, Connection>,
+}
+
+impl NodeSpec {
+    pub fn param(&mut self, name: &str, value: impl Into<ParamValue>) -> &mut Self {
+        self.params.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Connects input `port` of this node to output `output` of node `from`.
+    pub fn input(&mut self, port: &str, from: &str, output: &str) -> &mut Self {
+        self.inputs.insert(
+            port.to_owned(),
+            Connection {
+                node: from.to_owned(),
+                output: Some(output.to_owned()),
+            },
+        );
+        self
+    }
+}
+
+/// A node graph keyed by node labels (the user's names for nodes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Graph {
+    pub nodes: BTreeMap<String, NodeSpec>,
+    /// Labels of the nodes to evaluate; empty means every output node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+}
+
+/// A graph file that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphFileError {
+    #[error("cannot read graph {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("graph {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the node `label` of type `node_type`; set its widgets and inputs on
+    /// the returned spec.
+    pub fn add(&mut self, label: &str, node_type: &str) -> &mut NodeSpec {
+        self.nodes.insert(
+            label.to_owned(),
+            NodeSpec {
+                node_type: node_type.to_owned(),
+                params: BTreeMap::new(),
+                inputs: BTreeMap::new(),
+            },
+        );
+        self.nodes.get_mut(label).expect("just inserted")
+    }
+
+    pub fn node_mut(&mut self, label: &str) -> Option<&mut NodeSpec> {
+        self.nodes.get_mut(label)
+    }
+
+    /// Connects `from.output` to `to.port`; does nothing if `to` does not exist (validation
+    /// reports dangling references, not the builder).
+    pub fn connect(&mut self, from: &str, output: &str, to: &str, port: &str) -> &mut Self {
+        if let Some(node) = self.nodes.get_mut(to) {
+            node.input(port, from, output);
+        }
+        self
+    }
+
+    /// Marks `label` as a node to evaluate.
+    pub fn output(&mut self, label: &str) -> &mut Self {
+        self.outputs.push(label.to_owned());
+        self
+    }
+
+    pub fn from_json(text: &str) -> Result<Graph, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a graph always serialises")
+    }
+
+    pub fn load(path: impl AsRef<Path>) -> Result<Graph, GraphFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| GraphFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Graph::from_json(&text).map_err(|source| GraphFileError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let text = r#"{
+            "nodes": {
+                "pattern": { "type": "TestPattern", "params": { "frames": 4, "gain": 0.5, "on": true, "mode": "x" } },
+                "save": { "type": "SaveFrames", "inputs": { "frames": "pattern.frames", "other": "my.node" } }
+            },
+            "outputs": ["save"]
+        }"#;
+        let graph = Graph::from_json(text).unwrap();
+        let pattern = &graph.nodes["pattern"];
+        assert_eq!(pattern.params["frames"], ParamValue::Int(4));
+        assert_eq!(pattern.params["gain"], ParamValue::Float(0.5));
+        assert_eq!(pattern.params["on"], ParamValue::Bool(true));
+        assert_eq!(pattern.params["mode"], ParamValue::Text("x".into()));
+        let save = &graph.nodes["save"];
+        assert_eq!(save.inputs["frames"].node, "pattern");
+        assert_eq!(save.inputs["other"].node, "my");
+        assert_eq!(Graph::from_json(&graph.to_json()).unwrap(), graph);
+    }
+
+    #[test]
+    fn builder_matches_json() {
+        let mut graph = Graph::new();
+        graph.add("pattern", "TestPattern").param("frames", 4);
+        graph
+            .add("save", "SaveFrames")
+            .input("frames", "pattern", "frames");
+        graph.output("save");
+        let json = r#"{"nodes":{"pattern":{"type":"TestPattern","params":{"frames":4}},
+            "save":{"type":"SaveFrames","inputs":{"frames":"pattern.frames"}}},"outputs":["save"]}"#;
+        assert_eq!(graph, Graph::from_json(json).unwrap());
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = Graph::from_json(r#"{"nodes":{"a":{"type":"X","parmas":{}}}}"#).unwrap_err();
+        assert!(err.to_string().contains("parmas"), "{err}");
+    }
+}

@@ -1,0 +1,233 @@
+//! `lct`: list a plugin's nodes, run a graph file, or (with the model nodes) a plain scene.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lct_host::scene::{scene_graph, SceneSpec};
+use lct_host::{
+    default_plugin_path, plugin_file_name, EvalOptions, Evaluator, Event, Graph, Plugin, ValueKind,
+    WidgetLimits,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "lct",
+    version,
+    about = "Long Context Tuning: run lct node graphs from the command line"
+)]
+struct Cli {
+    /// The plugin library; default: $LCT_PLUGIN, else the one next to this executable.
+    #[arg(long, global = true)]
+    plugin: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the plugin's node types with their ports and widgets.
+    Nodes,
+    /// Evaluate a graph file (JSON) and write its outputs under --out.
+    Run {
+        graph: PathBuf,
+        /// Directory for outputs (relative SaveFrames directories start here).
+        #[arg(long)]
+        out: PathBuf,
+        /// Evaluate only these nodes (labels); default: the graph's outputs.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+    /// Generate a scene from a plain description (global prompt, shots, mode); needs the
+    /// model nodes.
+    Scene {
+        scene: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let path = match cli.plugin.or_else(default_plugin_path) {
+        Some(path) => path,
+        None => {
+            return Err(format!(
+                "no plugin found: pass --plugin or set LCT_PLUGIN to {}",
+                plugin_file_name()
+            )
+            .into())
+        }
+    };
+    let plugin = Plugin::load(&path)?;
+    match cli.command {
+        Command::Nodes => list_nodes(&plugin),
+        Command::Run {
+            graph,
+            out,
+            targets,
+        } => {
+            let graph = Graph::load(&graph)?;
+            let targets = (!targets.is_empty()).then_some(targets);
+            run_graph(&plugin, &graph, &out, targets)
+        }
+        Command::Scene { scene, out } => {
+            let text = std::fs::read_to_string(&scene)
+                .map_err(|e| format!("cannot read {}: {e}", scene.display()))?;
+            let spec: SceneSpec =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", scene.display()))?;
+            run_graph(&plugin, &scene_graph(&spec), &out, None)
+        }
+    }
+}
+
+fn list_nodes(plugin: &Plugin) -> Result<(), Error> {
+    println!(
+        "{} {} ({})",
+        plugin.name(),
+        plugin.version(),
+        plugin.path().display()
+    );
+    for node in plugin.nodes() {
+        let mut flags = Vec::new();
+        if node.is_output {
+            flags.push("output");
+        }
+        if node.not_idempotent {
+            flags.push("not idempotent");
+        }
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", flags.join(", "))
+        };
+        println!(
+            "\n{} v{} \"{}\" in {}{flags}",
+            node.id, node.version, node.display_name, node.category
+        );
+        println!("  {}", node.description);
+        for (direction, ports) in [("in ", &node.inputs), ("out", &node.outputs)] {
+            for port in ports {
+                let optional = if port.optional { " (optional)" } else { "" };
+                println!(
+                    "  {direction} {:<14} {:<9}{optional}  {}",
+                    port.name, port.kind_name, port.tooltip
+                );
+            }
+        }
+        for widget in &node.widgets {
+            let limits = match &widget.limits {
+                WidgetLimits::Int { min, max, step } => format!("{min}..={max} step {step}"),
+                WidgetLimits::Float { min, max, step } => format!("{min}..={max} step {step}"),
+                WidgetLimits::Choices(choices) => choices.join(" | "),
+                WidgetLimits::Bool | WidgetLimits::Text { .. } => String::new(),
+            };
+            let kind = widget.kind.name().unwrap_or("?");
+            println!(
+                "  set {:<14} {kind:<9} = {} {limits}  {}",
+                widget.name, widget.default, widget.tooltip
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_graph(
+    plugin: &Plugin,
+    graph: &Graph,
+    out: &Path,
+    targets: Option<Vec<String>>,
+) -> Result<(), Error> {
+    // Validation first: a bad graph fails before anything runs or any folder is created.
+    let graph = plugin.validate(graph)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let evaluator = Evaluator::new(plugin);
+    let (events, receiver) = crossbeam_channel::unbounded();
+    let options = EvalOptions {
+        targets,
+        events: Some(events),
+        cancel: None,
+        output_directory: Some(out.to_path_buf()),
+    };
+    let bars = MultiProgress::new();
+    let style =
+        ProgressStyle::with_template("{prefix:>16} {bar:32.cyan/blue} {pos:>4}/{len:<4} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
+    let result = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let result = evaluator.evaluate(&graph, &options);
+            drop(options); // closes the event channel, ending the loop below
+            result
+        });
+        let mut node_bars: HashMap<String, ProgressBar> = HashMap::new();
+        for event in receiver.iter() {
+            match event {
+                Event::Started {
+                    node,
+                    node_type,
+                    position,
+                    total,
+                } => {
+                    let bar = bars.add(ProgressBar::new(1).with_style(style.clone()));
+                    bar.set_prefix(node.clone());
+                    bar.set_message(format!("{node_type} ({position}/{total})"));
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    node_bars.insert(node, bar);
+                }
+                Event::Progress { node, step, total } => {
+                    if let Some(bar) = node_bars.get(&node) {
+                        bar.set_length(total.into());
+                        bar.set_position(step.into());
+                    }
+                }
+                Event::Finished { node } => {
+                    if let Some(bar) = node_bars.get(&node) {
+                        bar.finish();
+                    }
+                }
+                Event::Cached { node } => {
+                    let _ = bars.println(format!("{node:>16} cached"));
+                }
+            }
+        }
+        for bar in node_bars.values() {
+            bar.abandon();
+        }
+        worker.join().expect("the evaluation thread does not panic")
+    })?;
+    for (label, outputs) in &result.outputs {
+        for (port, value) in outputs {
+            let shown = match value.kind() {
+                ValueKind::STRING | ValueKind::ENUM => value.read_string()?,
+                ValueKind::INT | ValueKind::BOOL => value.read_int()?.to_string(),
+                ValueKind::FLOAT => value.read_float()?.to_string(),
+                kind => format!(
+                    "{kind} {:?} (hash {:016x})",
+                    value.shape()?,
+                    value.content_hash()?
+                ),
+            };
+            println!("{label}.{port}: {shown}");
+        }
+    }
+    Ok(())
+}

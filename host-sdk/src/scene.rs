@@ -1,0 +1,65 @@
+//! `lct scene`: the usual graph built from a plain scene description, for people who do not
+//! want to write a graph.
+//!
+//! The graph uses the model-backed nodes (LoadModel, ShotGenerate, DecodeFrames). Until the
+//! plugin provides them, validation refuses it with "unknown node type", which is the message
+//! `lct scene` shows. Keep the node and port names here in step with those nodes.
+
+use serde::Deserialize;
+
+use crate::graph::Graph;
+
+/// A scene as people write it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneSpec {
+    pub global_prompt: String,
+    #[serde(default)]
+    pub characters: Vec<String>,
+    pub shots: Vec<String>,
+    /// "joint" or "autoregressive".
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub seed: i64,
+    /// Model directory; the embedded default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+fn default_mode() -> String {
+    "joint".to_owned()
+}
+
+/// LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames.
+pub fn scene_graph(scene: &SceneSpec) -> Graph {
+    let mut graph = Graph::new();
+    let model = graph.add("model", "LoadModel");
+    if let Some(path) = &scene.model {
+        model.param("path", path.as_str());
+    }
+    graph
+        .add("scene", "SceneContext")
+        .param("global_prompt", scene.global_prompt.as_str())
+        .param("characters", scene.characters.join("\n"))
+        .param(
+            "shots",
+            serde_json::to_string(&scene.shots).expect("strings serialise"),
+        );
+    graph
+        .add("generate", "ShotGenerate")
+        .param("mode", scene.mode.as_str())
+        .param("seed", scene.seed)
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph
+        .add("save", "SaveFrames")
+        .param("name", "scene")
+        .input("frames", "decode", "frames");
+    graph.output("save");
+    graph
+}

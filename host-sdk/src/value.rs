@@ -1,0 +1,188 @@
+//! Values on the host side: shared owners of plugin handles, released when the last owner goes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use lct_abi::{
+    LctColorSpace, LctFrameBuffer, LctFramesInfo, LctHandle, LctSampleFormat, LctStatus,
+    LctValueKind,
+};
+
+use crate::plugin::{call, Plugin, PluginError};
+
+/// An immutable value living in the plugin. Clones share one handle; the handle is released
+/// when the last clone is dropped (so a cache and a running evaluation can share it safely).
+#[derive(Clone)]
+pub struct Value(Arc<ValueInner>);
+
+struct ValueInner {
+    plugin: Plugin,
+    handle: LctHandle,
+    kind: LctValueKind,
+}
+
+impl Drop for ValueInner {
+    fn drop(&mut self) {
+        // Cannot fail for a handle we own; nothing useful to do if it did.
+        let _ = unsafe { call!(self.plugin.0.api_ref(), value_release(self.handle)) };
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Value({} {:#x})", self.0.kind, self.0.handle.0)
+    }
+}
+
+/// Frames copied out of the plugin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FramesData {
+    pub frame_count: u32,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub color_space: LctColorSpace,
+    /// 8-bit samples, frame-major, rows top to bottom, channels interleaved.
+    pub pixels: Vec<u8>,
+}
+
+impl Value {
+    /// Takes ownership of a handle the plugin just returned.
+    pub(crate) fn adopt(plugin: &Plugin, handle: LctHandle) -> Result<Value, PluginError> {
+        let mut kind = LctValueKind::NONE;
+        let status = unsafe { call!(plugin.0.api_ref(), value_kind(handle, &mut kind)) };
+        let value = Value(Arc::new(ValueInner {
+            plugin: plugin.clone(),
+            handle,
+            kind,
+        }));
+        plugin.check(status)?;
+        Ok(value)
+    }
+
+    pub fn handle(&self) -> LctHandle {
+        self.0.handle
+    }
+    pub fn kind(&self) -> LctValueKind {
+        self.0.kind
+    }
+
+    fn plugin(&self) -> &Plugin {
+        &self.0.plugin
+    }
+
+    pub fn content_hash(&self) -> Result<u64, PluginError> {
+        let mut hash = 0;
+        let status = unsafe {
+            call!(
+                self.plugin().0.api_ref(),
+                value_hash(self.0.handle, &mut hash)
+            )
+        };
+        self.plugin().check(status).map(|()| hash)
+    }
+
+    pub fn shape(&self) -> Result<Vec<u64>, PluginError> {
+        let mut dims = [0u64; 8];
+        let mut rank = 0;
+        let status = unsafe {
+            call!(
+                self.plugin().0.api_ref(),
+                value_shape(self.0.handle, dims.as_mut_ptr(), dims.len(), &mut rank)
+            )
+        };
+        self.plugin().check(status)?;
+        Ok(dims[..rank].to_vec())
+    }
+
+    pub fn read_int(&self) -> Result<i64, PluginError> {
+        let mut value = 0;
+        let status = unsafe {
+            call!(
+                self.plugin().0.api_ref(),
+                value_read_int(self.0.handle, &mut value)
+            )
+        };
+        self.plugin().check(status).map(|()| value)
+    }
+
+    pub fn read_float(&self) -> Result<f64, PluginError> {
+        let mut value = 0.0;
+        let status = unsafe {
+            call!(
+                self.plugin().0.api_ref(),
+                value_read_float(self.0.handle, &mut value)
+            )
+        };
+        self.plugin().check(status).map(|()| value)
+    }
+
+    pub fn read_string(&self) -> Result<String, PluginError> {
+        let api = self.plugin().0.api_ref();
+        let mut len = 0;
+        let status = unsafe {
+            call!(
+                api,
+                value_read_string(self.0.handle, std::ptr::null_mut(), 0, &mut len)
+            )
+        };
+        if status != LctStatus::BUFFER_TOO_SMALL {
+            self.plugin().check(status)?;
+        }
+        let mut buffer = vec![0u8; len + 1];
+        let status = unsafe {
+            call!(
+                api,
+                value_read_string(
+                    self.0.handle,
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    &mut len
+                )
+            )
+        };
+        self.plugin().check(status)?;
+        buffer.truncate(len);
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+
+    /// Copies every frame out as 8-bit samples in `color_space` (`UNSPECIFIED`: as stored).
+    pub fn read_frames(&self, color_space: LctColorSpace) -> Result<FramesData, PluginError> {
+        let api = self.plugin().0.api_ref();
+        let mut info = LctFramesInfo {
+            frame_count: 0,
+            width: 0,
+            height: 0,
+            channels: 0,
+            color_space: LctColorSpace::UNSPECIFIED,
+        };
+        let status = unsafe { call!(api, frames_info(self.0.handle, &mut info)) };
+        self.plugin().check(status)?;
+        let size = info.frame_count as usize
+            * info.width as usize
+            * info.height as usize
+            * info.channels as usize;
+        let mut pixels = vec![0u8; size];
+        let mut buffer = LctFrameBuffer {
+            data: pixels.as_mut_ptr().cast(),
+            capacity_bytes: pixels.len(),
+            first_frame: 0,
+            frame_count: 0,
+            width: 0,
+            height: 0,
+            channels: 0,
+            sample_format: LctSampleFormat::U8,
+            color_space,
+        };
+        let status = unsafe { call!(api, frames_copy(self.0.handle, &mut buffer)) };
+        self.plugin().check(status)?;
+        Ok(FramesData {
+            frame_count: buffer.frame_count,
+            width: buffer.width,
+            height: buffer.height,
+            channels: buffer.channels,
+            color_space: buffer.color_space,
+            pixels,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! SceneContext: the prompts and shot plan every shot of a scene shares.
+
+use std::sync::Arc;
+
+use crate::node::{
+    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
+    WidgetSpec,
+};
+use crate::value::{Scene, Value, ValueKind};
+
+pub struct SceneContext;
+
+static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
+    id: "SceneContext",
+    version: 1,
+    display_name: "Scene Context",
+    category: "lct/scene",
+    description: "Collects the global prompt, the characters and one prompt per shot (one per \
+                  line, or a JSON list of strings) into a SCENE, with optional reference frames.",
+    inputs: &[PortDescriptor::optional(
+        "reference",
+        ValueKind::Frames,
+        "Reference images of characters or places, shared by every shot",
+    )],
+    outputs: &[PortDescriptor::required(
+        "scene",
+        ValueKind::Scene,
+        "The scene: global prompt, characters, shot plan, references",
+    )],
+    widgets: &[
+        WidgetDescriptor {
+            name: "global_prompt",
+            tooltip: "What every shot shares: setting, style, time of day",
+            spec: WidgetSpec::String {
+                default: "",
+                multiline: true,
+            },
+        },
+        WidgetDescriptor {
+            name: "characters",
+            tooltip: "One character per line (\"Mara: red coat, grey hair\") or a JSON list",
+            spec: WidgetSpec::String {
+                default: "",
+                multiline: true,
+            },
+        },
+        WidgetDescriptor {
+            name: "shots",
+            tooltip: "One prompt per shot, one per line or a JSON list of strings",
+            spec: WidgetSpec::String {
+                default: "",
+                multiline: true,
+            },
+        },
+    ],
+    is_output: false,
+    not_idempotent: false,
+};
+
+/// Splits a widget's text into entries: a JSON list of strings when it starts with `[`,
+/// otherwise one entry per non-empty line.
+fn parse_list(widget: &str, text: &str) -> Result<Vec<String>, NodeError> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(trimmed).map_err(|error| NodeError::Failed {
+            node: DESCRIPTOR.id,
+            message: format!(
+                "widget `{widget}` looks like JSON but is not a list of strings: {error}"
+            ),
+        })
+    } else {
+        Ok(trimmed
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Node for SceneContext {
+    fn descriptor(&self) -> &'static NodeDescriptor {
+        &DESCRIPTOR
+    }
+
+    fn execute(
+        &self,
+        _ctx: &mut ExecContext<'_>,
+        params: &Params,
+        inputs: &Inputs<'_>,
+    ) -> Result<Vec<Value>, NodeError> {
+        let shots = parse_list("shots", params.text("shots")?)?;
+        if shots.is_empty() {
+            return Err(NodeError::Failed {
+                node: DESCRIPTOR.id,
+                message: "widget `shots` is empty: give one prompt per line or a JSON list".into(),
+            });
+        }
+        let scene = Scene {
+            global_prompt: params.text("global_prompt")?.trim().to_owned(),
+            characters: parse_list("characters", params.text("characters")?)?,
+            shots,
+            references: inputs.optional_frames("reference")?.cloned(),
+        };
+        Ok(vec![Value::Scene(Arc::new(scene))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::ParamValue;
+
+    fn run(shots: &str) -> Result<Scene, NodeError> {
+        let params = [
+            (
+                "global_prompt",
+                ParamValue::Text("  a harbour at dawn ".into()),
+            ),
+            (
+                "characters",
+                ParamValue::Text("Mara: red coat\n\nIvo: fisherman".into()),
+            ),
+            ("shots", ParamValue::Text(shots.into())),
+        ];
+        match crate::run_node(&SceneContext, &params, &[None], None)?.remove(0) {
+            Value::Scene(scene) => Ok((*scene).clone()),
+            other => panic!("expected a scene, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shots_split_on_lines_or_json() {
+        let scene = run("Wide shot of the harbour.\n\n  Mara walks in.  \n").unwrap();
+        assert_eq!(scene.shots, ["Wide shot of the harbour.", "Mara walks in."]);
+        assert_eq!(scene.global_prompt, "a harbour at dawn");
+        assert_eq!(scene.characters, ["Mara: red coat", "Ivo: fisherman"]);
+        let scene = run(r#"["one, with a\nnewline", "two"]"#).unwrap();
+        assert_eq!(scene.shots, ["one, with a\nnewline", "two"]);
+    }
+
+    #[test]
+    fn empty_or_malformed_shots_are_errors() {
+        assert!(run("  \n ")
+            .unwrap_err()
+            .to_string()
+            .contains("`shots` is empty"));
+        assert!(run("[1, 2]")
+            .unwrap_err()
+            .to_string()
+            .contains("not a list of strings"));
+    }
+}

@@ -1,0 +1,90 @@
+//! `lct-nodes`: the node library of lct, independent of C and of graphs.
+//!
+//! Role: the [`Node`] trait (a static [`NodeDescriptor`] plus `execute`), the port and widget
+//! schema, the closed set of [`Value`] kinds, colour conversion, and the nodes themselves.
+//! A node is close to a plain function: validated [`Params`] and typed [`Inputs`] in, values
+//! out, progress and abort through [`ExecContext`]. That keeps every node testable alone.
+//!
+//! To add a node: write a unit struct with a `static NodeDescriptor`, implement [`Node`] for
+//! it, and list it in [`all_nodes`]. The plugin crate exposes it through the C table; hosts see
+//! it without any other change.
+//!
+//! Must not depend on: `lct-abi`, `lct-plugin`, `lct-host` (nodes know nothing of C or graph
+//! evaluation). May depend on `lct-model` (the model-backed nodes), `image`.
+
+pub mod builtin;
+mod node;
+mod value;
+
+pub use node::{
+    run_node, ExecContext, Inputs, Node, NodeDescriptor, NodeError, ParamValue, Params,
+    PortDescriptor, WidgetDescriptor, WidgetSpec,
+};
+pub use value::{
+    linear_to_srgb, srgb_to_linear, to_u8, ColorSpace, Frames, FramesError, Scene, StableHasher,
+    Value, ValueKind,
+};
+
+/// Every node type this library provides, in menu order.
+pub fn all_nodes() -> Vec<Box<dyn Node>> {
+    vec![
+        Box::new(builtin::SceneContext),
+        Box::new(builtin::SaveFrames),
+        Box::new(builtin::TestPattern),
+        Box::new(builtin::Delay),
+        Box::new(builtin::DebugPanic),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Catches descriptor mistakes (duplicate ids or port names, defaults outside their
+    /// range) for every node, including ones added later.
+    #[test]
+    fn every_descriptor_is_consistent() {
+        let mut ids = HashSet::new();
+        for node in all_nodes() {
+            let d = node.descriptor();
+            assert!(ids.insert(d.id), "duplicate node id {}", d.id);
+            assert!(
+                d.id.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
+                "{}",
+                d.id
+            );
+            for ports in [d.inputs, d.outputs] {
+                let names: HashSet<_> = ports.iter().map(|p| p.name).collect();
+                assert_eq!(names.len(), ports.len(), "{}: duplicate port name", d.id);
+            }
+            let names: HashSet<_> = d.widgets.iter().map(|w| w.name).collect();
+            assert_eq!(
+                names.len(),
+                d.widgets.len(),
+                "{}: duplicate widget name",
+                d.id
+            );
+            // Resolving no parameters checks every default against its own limits.
+            Params::resolve(d, []).unwrap_or_else(|e| panic!("{}: bad default: {e}", d.id));
+            for widget in d.widgets {
+                match widget.spec {
+                    WidgetSpec::Int {
+                        default, min, max, ..
+                    } => {
+                        assert!(min <= default && default <= max, "{}.{}", d.id, widget.name)
+                    }
+                    WidgetSpec::Float {
+                        default, min, max, ..
+                    } => {
+                        assert!(min <= default && default <= max, "{}.{}", d.id, widget.name)
+                    }
+                    WidgetSpec::Enum { default, choices } => {
+                        assert!(choices.contains(&default), "{}.{}", d.id, widget.name)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

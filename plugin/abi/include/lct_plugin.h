@@ -1,0 +1,388 @@
+/*
+ * lct_plugin.h: the C interface of an lct plugin (ABI version 1).
+ *
+ * GENERATED from plugin/abi/src/lib.rs by lct-abi; do not edit.
+ * Regenerate with: LCT_BLESS=1 cargo test -p lct-abi
+ *
+ * Usage: dlopen the plugin, dlsym("lct_plugin_entry"), call it, check struct_size and
+ * abi_version, call initialize(), then describe and execute nodes. Values are opaque handles;
+ * release every handle you receive. Every function reports failures through LctStatus and a
+ * per-thread message from last_error(); none of them unwinds or aborts on bad input.
+ */
+#ifndef LCT_PLUGIN_H
+#define LCT_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Version of the LctPluginApi layout; fields are only ever appended. */
+#define LCT_ABI_VERSION 1u
+/** Name of the exported entry symbol. */
+#define LCT_ENTRY_SYMBOL "lct_plugin_entry"
+
+/**
+ * Result of every table function that can fail. On anything but `OK` the calling thread's
+ * last error message (see `last_error`) says what and where.
+ */
+typedef int32_t LctStatus;
+/** Success. */
+#define LCT_STATUS_OK ((LctStatus)0)
+/** A null pointer, malformed string, unknown parameter name or wrong argument count. */
+#define LCT_STATUS_INVALID_ARGUMENT ((LctStatus)1)
+/** The handle is not live: never issued, already released, or from another plugin. */
+#define LCT_STATUS_BAD_HANDLE ((LctStatus)2)
+/** A value or parameter of the wrong kind (a STRING where FRAMES was expected). */
+#define LCT_STATUS_WRONG_KIND ((LctStatus)3)
+/** A parameter, index or frame range outside what is allowed. */
+#define LCT_STATUS_OUT_OF_RANGE ((LctStatus)4)
+/** The progress callback asked to stop; nothing was produced and no handle leaked. */
+#define LCT_STATUS_CANCELLED ((LctStatus)5)
+/** The plugin panicked; the panic was caught at the boundary and the plugin is still usable. */
+#define LCT_STATUS_PANICKED ((LctStatus)6)
+/** A bug in the plugin (an invariant did not hold). */
+#define LCT_STATUS_INTERNAL ((LctStatus)7)
+/** No node type with that id or index. */
+#define LCT_STATUS_NOT_FOUND ((LctStatus)8)
+/** The caller's buffer is too small; the required size was reported where possible. */
+#define LCT_STATUS_BUFFER_TOO_SMALL ((LctStatus)9)
+/** The node ran and failed (an I/O error, an invalid scene...). */
+#define LCT_STATUS_NODE_FAILED ((LctStatus)10)
+
+/**
+ * Kind of a value, a port or a widget. Port kinds are spelled in UPPERCASE, as node editors
+ * expect.
+ */
+typedef uint32_t LctValueKind;
+/** No value / not a valid kind. */
+#define LCT_KIND_NONE ((LctValueKind)0)
+/** 64-bit signed integer. */
+#define LCT_KIND_INT ((LctValueKind)1)
+/** 64-bit float. */
+#define LCT_KIND_FLOAT ((LctValueKind)2)
+/** Boolean (read as an int, 0 or 1). */
+#define LCT_KIND_BOOL ((LctValueKind)3)
+/** UTF-8 text. */
+#define LCT_KIND_STRING ((LctValueKind)4)
+/** One of a widget's fixed choices (UTF-8 text). */
+#define LCT_KIND_ENUM ((LctValueKind)5)
+/** A scene: global prompt, characters, shot plan, optional reference frames. */
+#define LCT_KIND_SCENE ((LctValueKind)6)
+/** A scene's shot latents with their timesteps and positions (stays on the plugin's device). */
+#define LCT_KIND_LATENT ((LctValueKind)7)
+/** A prefix view of cached keys and values (stays on the plugin's device). */
+#define LCT_KIND_KV_CACHE ((LctValueKind)8)
+/** A sequence of images; the only kind whose contents are copied out. */
+#define LCT_KIND_FRAMES ((LctValueKind)9)
+/** A loaded model. */
+#define LCT_KIND_MODEL ((LctValueKind)10)
+
+/** Colour space of frame samples. */
+typedef uint32_t LctColorSpace;
+/** Unspecified. In a copy request: "as stored". */
+#define LCT_COLOR_SPACE_UNSPECIFIED ((LctColorSpace)0)
+/** sRGB transfer function and primaries (what PNG viewers expect). */
+#define LCT_COLOR_SPACE_SRGB ((LctColorSpace)1)
+/** Linear light with sRGB / Rec.709 primaries (what compositors work in). */
+#define LCT_COLOR_SPACE_LINEAR ((LctColorSpace)2)
+
+/** Storage of one sample in an `LctFrameBuffer`. */
+typedef uint32_t LctSampleFormat;
+/** Not a valid format. */
+#define LCT_SAMPLE_NONE ((LctSampleFormat)0)
+/** 8-bit unsigned, 0..255 maps to 0.0..1.0. */
+#define LCT_SAMPLE_U8 ((LctSampleFormat)1)
+/** 32-bit float, nominal range 0.0..1.0. */
+#define LCT_SAMPLE_F32 ((LctSampleFormat)2)
+
+/** Bit flags of an `LctNodeDesc`. */
+typedef uint32_t LctNodeFlags;
+/** No flag. */
+#define LCT_NODE_NONE ((LctNodeFlags)0)
+/** An output node (writes files, shows results): evaluated when a graph names no targets. */
+#define LCT_NODE_OUTPUT ((LctNodeFlags)1)
+/** Same inputs may give different results: never served from a cache. */
+#define LCT_NODE_NOT_IDEMPOTENT ((LctNodeFlags)2)
+
+/** Bit flags of an `LctPortDesc`. */
+typedef uint32_t LctPortFlags;
+/** No flag: the input is required. */
+#define LCT_PORT_NONE ((LctPortFlags)0)
+/** The input may be left unconnected (pass `LctHandle::NULL`). */
+#define LCT_PORT_OPTIONAL ((LctPortFlags)1)
+
+/** Bit flags of an `LctWidgetDesc`. */
+typedef uint32_t LctWidgetFlags;
+/** No flag. */
+#define LCT_WIDGET_NONE ((LctWidgetFlags)0)
+/** A STRING widget meant for multi-line text (prompts). */
+#define LCT_WIDGET_MULTILINE ((LctWidgetFlags)1)
+
+/**
+ * Opaque reference to an immutable value owned by the plugin; 0 is never live.
+ * Release every handle you receive with `value_release`.
+ */
+typedef uint64_t LctHandle;
+#define LCT_NULL_HANDLE ((LctHandle)0)
+
+/**
+ * Host progress callback, called by long-running nodes at every step.
+ * `node_index` echoes LctExecuteOptions.node_index. Return 0 to continue, non-zero
+ * to abort (the call then returns LCT_STATUS_CANCELLED).
+ */
+typedef int32_t (*LctProgressFn)(void* user_data, uint32_t node_index, uint32_t step, uint32_t total_steps);
+
+/** An input or output socket of a node type. Strings are static and UTF-8. */
+typedef struct LctPortDesc {
+    /** Port name, unique among the node's inputs (or outputs), e.g. "scene". */
+    const char* name;
+    /** The kind in UPPERCASE ("FRAMES"), as node editors label sockets. */
+    const char* kind_name;
+    /** The kind as a number. */
+    LctValueKind kind;
+    /** LCT_PORT_* flags. */
+    LctPortFlags flags;
+    /** One line for a tooltip. */
+    const char* tooltip;
+} LctPortDesc;
+
+/**
+ * A parameter of a node type with its default and limits.
+ *
+ * INT and BOOL use the `int_*` fields (BOOL: 0 or 1), FLOAT the `float_*` fields, STRING and
+ * ENUM `text_default`; ENUM lists its `choices`. Unused fields are zero / null.
+ */
+typedef struct LctWidgetDesc {
+    /** Parameter name, unique within the node, e.g. "steps". */
+    const char* name;
+    /** INT, FLOAT, BOOL, STRING or ENUM. */
+    LctValueKind kind;
+    /** LCT_WIDGET_* flags. */
+    LctWidgetFlags flags;
+    /** One line for a tooltip. */
+    const char* tooltip;
+    /** Default of an INT or BOOL widget. */
+    int64_t int_default;
+    /** Smallest allowed INT. */
+    int64_t int_min;
+    /** Largest allowed INT. */
+    int64_t int_max;
+    /** Suggested INT increment for a UI. */
+    int64_t int_step;
+    /** Default of a FLOAT widget. */
+    double float_default;
+    /** Smallest allowed FLOAT. */
+    double float_min;
+    /** Largest allowed FLOAT. */
+    double float_max;
+    /** Suggested FLOAT increment for a UI. */
+    double float_step;
+    /** Default of a STRING or ENUM widget. */
+    const char* text_default;
+    /** The allowed values of an ENUM widget. */
+    const char* const* choices;
+    /** Number of entries in `choices`. */
+    size_t choice_count;
+} LctWidgetDesc;
+
+/**
+ * Static description of a node type, readable before anything runs. Valid as long as the
+ * library is loaded (plugins are never unloaded).
+ */
+typedef struct LctNodeDesc {
+    /** CamelCase id, stable across versions ("SceneContext"). */
+    const char* id;
+    /** Bumped when the node's results change for the same inputs (invalidates caches). */
+    uint32_t version;
+    /** LCT_NODE_* flags. */
+    LctNodeFlags flags;
+    /** Name for menus ("Scene Context"). */
+    const char* display_name;
+    /** Slash-separated menu path ("lct/scene"). */
+    const char* category;
+    /** What the node does, a sentence or two. */
+    const char* description;
+    /** Input ports, in the order `node_execute` expects their handles. */
+    const LctPortDesc* inputs;
+    /** Number of input ports. */
+    size_t input_count;
+    /** Output ports, in the order `node_execute` writes their handles. */
+    const LctPortDesc* outputs;
+    /** Number of output ports. */
+    size_t output_count;
+    /** Widgets (parameters). */
+    const LctWidgetDesc* widgets;
+    /** Number of widgets. */
+    size_t widget_count;
+} LctNodeDesc;
+
+/**
+ * One parameter value passed to `node_execute`. Widgets not mentioned take their default.
+ *
+ * `kind` says which field is read: INT and BOOL read `int_value`, FLOAT reads `float_value`
+ * (an INT is accepted for a FLOAT widget), STRING and ENUM read `text_value` (UTF-8, NUL
+ * terminated).
+ */
+typedef struct LctParam {
+    /** The widget's name. */
+    const char* name;
+    /** Kind of the value supplied. */
+    LctValueKind kind;
+    /** INT or BOOL value. */
+    int64_t int_value;
+    /** FLOAT value. */
+    double float_value;
+    /** STRING or ENUM value. */
+    const char* text_value;
+} LctParam;
+
+/**
+ * Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
+ * fields are only ever appended.
+ */
+typedef struct LctExecuteOptions {
+    /** sizeof(LctExecuteOptions) as the host knows it. */
+    uint32_t struct_size;
+    /** Echoed to `progress` so one callback can serve a whole graph. */
+    uint32_t node_index;
+    /** Called at every step of long nodes; may be null. */
+    LctProgressFn progress;
+    /** Passed back to `progress` untouched. */
+    void* user_data;
+    /** Base directory for relative output paths (SaveFrames); null means the current directory. */
+    const char* output_directory;
+} LctExecuteOptions;
+
+/** Dimensions of a FRAMES value. */
+typedef struct LctFramesInfo {
+    /** Number of frames. */
+    uint32_t frame_count;
+    /** Width in pixels. */
+    uint32_t width;
+    /** Height in pixels. */
+    uint32_t height;
+    /** Channels per pixel (3 = RGB, 4 = RGBA). */
+    uint32_t channels;
+    /** Colour space the samples are stored in. */
+    LctColorSpace color_space;
+} LctFramesInfo;
+
+/**
+ * Pixels crossing the boundary: frame-major, rows top to bottom, channels interleaved, no
+ * padding. Size in bytes = frame_count * height * width * channels * bytes per sample.
+ *
+ * `frames_copy`: the host sets `data`, `capacity_bytes`, `first_frame`, `frame_count` (0 = all
+ * from `first_frame`), `sample_format` and `color_space` (UNSPECIFIED = as stored); the plugin
+ * fills in the rest and converts. `frames_import`: the host sets every field.
+ */
+typedef struct LctFrameBuffer {
+    /** The pixels. */
+    void* data;
+    /** Size of `data` in bytes. */
+    size_t capacity_bytes;
+    /** Index of the first frame in the buffer. */
+    uint32_t first_frame;
+    /** Number of frames in the buffer. */
+    uint32_t frame_count;
+    /** Width in pixels. */
+    uint32_t width;
+    /** Height in pixels. */
+    uint32_t height;
+    /** Channels per pixel (3 or 4). */
+    uint32_t channels;
+    /** LCT_SAMPLE_U8 or LCT_SAMPLE_F32. */
+    LctSampleFormat sample_format;
+    /** Colour space of the samples in `data`. */
+    LctColorSpace color_space;
+} LctFrameBuffer;
+
+/**
+ * The plugin's root function table, returned by `lct_plugin_entry`.
+ *
+ * A host checks `struct_size >= sizeof(LctPluginApi)` and `abi_version >= LCT_ABI_VERSION`
+ * before touching anything else, then calls `initialize`. Every function is thread-safe,
+ * catches panics (LCT_STATUS_PANICKED), and on failure records a message for the calling
+ * thread, readable with `last_error`. Out-pointers are written only on LCT_STATUS_OK.
+ */
+typedef struct LctPluginApi {
+    /** sizeof(LctPluginApi) as compiled into the plugin. */
+    uint32_t struct_size;
+    /** LCT_ABI_VERSION the plugin was built with. */
+    uint32_t abi_version;
+    /** Plugin name, static UTF-8. */
+    const char* plugin_name;
+    /** Plugin version, static UTF-8; part of every cache signature. */
+    const char* plugin_version;
+    /** Prepares the node registry. Call once after checking the table; calling again is harmless. */
+    LctStatus (*initialize)(void);
+    /**
+     * Copies the calling thread's last error message (UTF-8, NUL terminated, truncated to
+     * `capacity`) and returns its full length in bytes without the NUL; 0 when the last call
+     * succeeded. `buffer` may be null to ask for the length.
+     */
+    size_t (*last_error)(char* buffer, size_t capacity);
+    /** Number of node types. */
+    uint32_t (*node_count)(void);
+    /** Points `out_desc` at the static descriptor of node type `index` (0..node_count). */
+    LctStatus (*node_describe)(uint32_t index, const LctNodeDesc** out_desc);
+    /** Finds a node type by id; LCT_STATUS_NOT_FOUND if there is none. */
+    LctStatus (*node_find)(const char* id, uint32_t* out_index);
+    /**
+     * Runs node type `index`. `inputs` holds one handle per input port, in port order
+     * (LCT_NULL_HANDLE for an unconnected optional port); the call does not take ownership
+     * of them. On success one new handle per output port is written to `outputs`; the
+     * caller owns them. `options` may be null. On failure no handle is created.
+     */
+    LctStatus (*node_execute)(uint32_t index, const LctParam* params, size_t param_count, const LctHandle* inputs, size_t input_count, const LctExecuteOptions* options, LctHandle* outputs, size_t output_capacity);
+    /**
+     * The part of `input` (on input port `port`) that node type `index` with these `params`
+     * depends on, as a hash. Usually the value's content hash; a node may narrow it (a shot
+     * generator depends on the prompts up to its shot only) so that caches are not
+     * invalidated by edits it ignores.
+     */
+    LctStatus (*node_input_signature)(uint32_t index, const LctParam* params, size_t param_count, uint32_t port, LctHandle input, uint64_t* out_signature);
+    /** Kind of a value. */
+    LctStatus (*value_kind)(LctHandle handle, LctValueKind* out_kind);
+    /**
+     * Shape of a value: FRAMES [frames, height, width, channels], SCENE [shots], STRING and
+     * ENUM [bytes], scalars rank 0. Writes the rank to `out_rank` and up to `capacity` dims;
+     * LCT_STATUS_BUFFER_TOO_SMALL (rank still written) when `capacity` is less than the rank.
+     */
+    LctStatus (*value_shape)(LctHandle handle, uint64_t* out_dims, size_t capacity, size_t* out_rank);
+    /** Content hash of a value, stable for a given plugin build. */
+    LctStatus (*value_hash)(LctHandle handle, uint64_t* out_hash);
+    /** Reads an INT or BOOL value. */
+    LctStatus (*value_read_int)(LctHandle handle, int64_t* out_value);
+    /** Reads a FLOAT (or INT) value. */
+    LctStatus (*value_read_float)(LctHandle handle, double* out_value);
+    /**
+     * Copies a STRING or ENUM value like `last_error` does, writes its length in bytes
+     * (without the NUL) to `out_len`; LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+     */
+    LctStatus (*value_read_string)(LctHandle handle, char* buffer, size_t capacity, size_t* out_len);
+    /** Releases a handle. The value lives on while other handles or running nodes use it. */
+    LctStatus (*value_release)(LctHandle handle);
+    /** Dimensions and colour space of a FRAMES value. */
+    LctStatus (*frames_info)(LctHandle handle, LctFramesInfo* out_info);
+    /** Copies frames out of a FRAMES value into the host's buffer (see LctFrameBuffer). */
+    LctStatus (*frames_copy)(LctHandle handle, LctFrameBuffer* buffer);
+    /** Creates a FRAMES value from the host's pixels (a reference image, a plate). */
+    LctStatus (*frames_import)(const LctFrameBuffer* buffer, LctHandle* out_handle);
+    /** Number of live handles in this process; for leak checks. */
+    uint64_t (*live_handle_count)(void);
+} LctPluginApi;
+
+/** Type of the entry point: returns the plugin's static table, or NULL. */
+typedef const LctPluginApi* (*LctPluginEntryFn)(void);
+
+/** The entry point, when linking against the plugin directly instead of using dlsym. */
+const LctPluginApi* lct_plugin_entry(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LCT_PLUGIN_H */

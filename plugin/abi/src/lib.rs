@@ -1,0 +1,719 @@
+//! `lct-abi`: the contract between an lct plugin and any host, as `#[repr(C)]` types.
+//!
+//! Role: the single source of truth for the C boundary. The plugin (`lct-plugin`) fills an
+//! [`LctPluginApi`] table; hosts (`lct-host`, C programs, Python ctypes) read it. The committed
+//! header `include/lct_plugin.h` is generated from these definitions by [`c_header`]; a test
+//! fails when it is stale (regenerate with `LCT_BLESS=1 cargo test -p lct-abi`).
+//!
+//! Invariants:
+//! - One exported C symbol, [`LCT_ENTRY_SYMBOL`], returns a pointer to a static
+//!   [`LctPluginApi`] whose first two fields are `struct_size` and `abi_version`. Fields are only
+//!   ever appended; every append bumps [`LCT_ABI_VERSION`]. A host accepts a plugin whose
+//!   `abi_version` and `struct_size` are at least its own and reads only the prefix it knows.
+//! - Enumerations are `#[repr(transparent)]` integers with named constants, never Rust enums, so a
+//!   value this version does not know (or garbage from C) is representable and never UB.
+//! - Values never cross the boundary: they are opaque [`LctHandle`]s. Only frames are copied out,
+//!   into an [`LctFrameBuffer`] tagged with its colour space.
+//!
+//! Must not depend on: anything. Both sides link this crate; it stays dependency-free.
+
+use core::ffi::{c_char, c_void};
+
+mod header;
+pub use header::{c_header, struct_sizes};
+
+/// Version of the function table layout. Bumped on every append to [`LctPluginApi`].
+pub const LCT_ABI_VERSION: u32 = 1;
+
+/// Name of the one exported C entry point, of type [`LctPluginEntryFn`].
+pub const LCT_ENTRY_SYMBOL: &str = "lct_plugin_entry";
+
+/// Signature of [`LCT_ENTRY_SYMBOL`]: returns the plugin's static table (never freed), or null
+/// when the plugin cannot provide one.
+pub type LctPluginEntryFn = unsafe extern "C" fn() -> *const LctPluginApi;
+
+/// Host progress callback, called by long-running nodes at every step (every sampler step).
+///
+/// `node_index` echoes [`LctExecuteOptions::node_index`] so one callback can serve a whole graph.
+/// Return 0 to continue; any other value asks the node to stop, and the call then returns
+/// [`LctStatus::CANCELLED`].
+pub type LctProgressFn = unsafe extern "C" fn(
+    user_data: *mut c_void,
+    node_index: u32,
+    step: u32,
+    total_steps: u32,
+) -> i32;
+
+/// Rust types that have a spelling in the generated C header.
+pub trait CType {
+    /// The C type as written in a declaration before the name (`"uint32_t"`, `"const char*"`).
+    fn c_type() -> String;
+    /// Whether the C spelling already ends in `*` (decides where `const` goes when nesting).
+    const IS_POINTER: bool = false;
+}
+
+/// Items that contribute a definition to the generated header.
+pub trait CItem {
+    /// Appends the C definition (with its doc comment) to `out`.
+    fn c_definition(out: &mut String);
+}
+
+macro_rules! c_primitive {
+    ($($rust:ty => $c:literal),* $(,)?) => {
+        $(impl CType for $rust { fn c_type() -> String { $c.to_owned() } })*
+    };
+}
+c_primitive!(u32 => "uint32_t", i32 => "int32_t", u64 => "uint64_t", i64 => "int64_t",
+    f64 => "double", usize => "size_t", c_char => "char", c_void => "void");
+
+impl<T: CType> CType for *const T {
+    const IS_POINTER: bool = true;
+    fn c_type() -> String {
+        if T::IS_POINTER {
+            format!("{} const*", T::c_type())
+        } else {
+            format!("const {}*", T::c_type())
+        }
+    }
+}
+
+impl<T: CType> CType for *mut T {
+    const IS_POINTER: bool = true;
+    fn c_type() -> String {
+        format!("{}*", T::c_type())
+    }
+}
+
+impl CType for Option<LctProgressFn> {
+    fn c_type() -> String {
+        "LctProgressFn".to_owned()
+    }
+}
+
+/// Writes `lines` (rustdoc lines, each starting with a space) as a C doc comment, dropping
+/// rustdoc's link brackets.
+fn push_doc(out: &mut String, indent: &str, lines: &[&str]) {
+    let lines: Vec<String> = lines
+        .iter()
+        .map(|line| line.trim_end().replace("[`", "`").replace("`]", "`"))
+        .collect();
+    match lines.as_slice() {
+        [] => {}
+        [line] => out.push_str(&format!("{indent}/**{line} */\n")),
+        _ => {
+            out.push_str(&format!("{indent}/**\n"));
+            for line in &lines {
+                out.push_str(&format!("{indent} *{line}\n"));
+            }
+            out.push_str(&format!("{indent} */\n"));
+        }
+    }
+}
+
+/// An integer type with named constants: `#[repr(transparent)]` in Rust, a typedef plus
+/// `#define`s in C.
+macro_rules! c_enum {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident($repr:ty) as $prefix:literal {
+            $( $(#[doc = $vdoc:literal])* $variant:ident = $value:literal, )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(transparent)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct $name(pub $repr);
+
+        impl $name {
+            $( $(#[doc = $vdoc])* pub const $variant: Self = Self($value); )*
+            /// Every named value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// The constant's name (`"BAD_HANDLE"`), or `None` for a value this version does not
+            /// name.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( $value => Some(stringify!($variant)), )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                match self.name() {
+                    Some(name) => f.write_str(name),
+                    None => write!(f, "{}({})", stringify!($name), self.0),
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                core::fmt::Debug::fmt(self, f)
+            }
+        }
+
+        impl CType for $name {
+            fn c_type() -> String {
+                stringify!($name).to_owned()
+            }
+        }
+
+        impl CItem for $name {
+            fn c_definition(out: &mut String) {
+                push_doc(out, "", &[$($doc),*]);
+                out.push_str(&format!("typedef {} {};\n", <$repr as CType>::c_type(), stringify!($name)));
+                $(
+                    push_doc(out, "", &[$($vdoc),*]);
+                    out.push_str(&format!("#define {}_{} (({}){})\n", $prefix, stringify!($variant),
+                        stringify!($name), $value));
+                )*
+                out.push('\n');
+            }
+        }
+    };
+}
+
+/// A plain `#[repr(C)]` struct, mirrored field by field in C.
+macro_rules! c_struct {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident {
+            $( $(#[doc = $fdoc:literal])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name {
+            $( $(#[doc = $fdoc])* pub $field: $ty, )*
+        }
+
+        impl CType for $name {
+            fn c_type() -> String {
+                stringify!($name).to_owned()
+            }
+        }
+
+        impl CItem for $name {
+            fn c_definition(out: &mut String) {
+                push_doc(out, "", &[$($doc),*]);
+                out.push_str(&format!("typedef struct {} {{\n", stringify!($name)));
+                $(
+                    push_doc(out, "    ", &[$($fdoc),*]);
+                    out.push_str(&format!("    {} {};\n", <$ty as CType>::c_type(), stringify!($field)));
+                )*
+                out.push_str(&format!("}} {};\n\n", stringify!($name)));
+            }
+        }
+    };
+}
+
+/// The function table: data fields, then nullable function pointers. Only ever appended to.
+macro_rules! c_function_table {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident {
+            $( $(#[doc = $ddoc:literal])* pub $dfield:ident : $dty:ty, )*
+            functions:
+            $( $(#[doc = $fdoc:literal])* fn $fname:ident ( $( $arg:ident : $aty:ty ),* $(,)? ) -> $ret:ty; )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name {
+            $( $(#[doc = $ddoc])* pub $dfield: $dty, )*
+            $( $(#[doc = $fdoc])* pub $fname: Option<unsafe extern "C" fn($($arg: $aty),*) -> $ret>, )*
+        }
+
+        impl $name {
+            /// Names of the function fields, in table order.
+            pub const FUNCTION_NAMES: &'static [&'static str] = &[$(stringify!($fname)),*];
+
+            /// Names of the function fields that are null (a host must refuse such a table).
+            pub fn missing_functions(&self) -> Vec<&'static str> {
+                let mut missing = Vec::new();
+                $( if self.$fname.is_none() { missing.push(stringify!($fname)); } )*
+                missing
+            }
+        }
+
+        impl CItem for $name {
+            fn c_definition(out: &mut String) {
+                push_doc(out, "", &[$($doc),*]);
+                out.push_str(&format!("typedef struct {} {{\n", stringify!($name)));
+                $(
+                    push_doc(out, "    ", &[$($ddoc),*]);
+                    out.push_str(&format!("    {} {};\n", <$dty as CType>::c_type(), stringify!($dfield)));
+                )*
+                $(
+                    push_doc(out, "    ", &[$($fdoc),*]);
+                    let args: Vec<String> = vec![$(format!("{} {}", <$aty as CType>::c_type(), stringify!($arg))),*];
+                    let args = if args.is_empty() { "void".to_owned() } else { args.join(", ") };
+                    out.push_str(&format!("    {} (*{})({});\n", <$ret as CType>::c_type(), stringify!($fname), args));
+                )*
+                out.push_str(&format!("}} {};\n\n", stringify!($name)));
+            }
+        }
+    };
+}
+
+c_enum! {
+    /// Result of every table function that can fail. On anything but `OK` the calling thread's
+    /// last error message (see `last_error`) says what and where.
+    pub struct LctStatus(i32) as "LCT_STATUS" {
+        /// Success.
+        OK = 0,
+        /// A null pointer, malformed string, unknown parameter name or wrong argument count.
+        INVALID_ARGUMENT = 1,
+        /// The handle is not live: never issued, already released, or from another plugin.
+        BAD_HANDLE = 2,
+        /// A value or parameter of the wrong kind (a STRING where FRAMES was expected).
+        WRONG_KIND = 3,
+        /// A parameter, index or frame range outside what is allowed.
+        OUT_OF_RANGE = 4,
+        /// The progress callback asked to stop; nothing was produced and no handle leaked.
+        CANCELLED = 5,
+        /// The plugin panicked; the panic was caught at the boundary and the plugin is still usable.
+        PANICKED = 6,
+        /// A bug in the plugin (an invariant did not hold).
+        INTERNAL = 7,
+        /// No node type with that id or index.
+        NOT_FOUND = 8,
+        /// The caller's buffer is too small; the required size was reported where possible.
+        BUFFER_TOO_SMALL = 9,
+        /// The node ran and failed (an I/O error, an invalid scene...).
+        NODE_FAILED = 10,
+    }
+}
+
+c_enum! {
+    /// Kind of a value, a port or a widget. Port kinds are spelled in UPPERCASE, as node editors
+    /// expect.
+    pub struct LctValueKind(u32) as "LCT_KIND" {
+        /// No value / not a valid kind.
+        NONE = 0,
+        /// 64-bit signed integer.
+        INT = 1,
+        /// 64-bit float.
+        FLOAT = 2,
+        /// Boolean (read as an int, 0 or 1).
+        BOOL = 3,
+        /// UTF-8 text.
+        STRING = 4,
+        /// One of a widget's fixed choices (UTF-8 text).
+        ENUM = 5,
+        /// A scene: global prompt, characters, shot plan, optional reference frames.
+        SCENE = 6,
+        /// A scene's shot latents with their timesteps and positions (stays on the plugin's device).
+        LATENT = 7,
+        /// A prefix view of cached keys and values (stays on the plugin's device).
+        KV_CACHE = 8,
+        /// A sequence of images; the only kind whose contents are copied out.
+        FRAMES = 9,
+        /// A loaded model.
+        MODEL = 10,
+    }
+}
+
+impl LctValueKind {
+    /// Whether widgets (parameters) may have this kind.
+    pub fn is_widget_kind(self) -> bool {
+        matches!(
+            self,
+            Self::INT | Self::FLOAT | Self::BOOL | Self::STRING | Self::ENUM
+        )
+    }
+}
+
+c_enum! {
+    /// Colour space of frame samples.
+    pub struct LctColorSpace(u32) as "LCT_COLOR_SPACE" {
+        /// Unspecified. In a copy request: "as stored".
+        UNSPECIFIED = 0,
+        /// sRGB transfer function and primaries (what PNG viewers expect).
+        SRGB = 1,
+        /// Linear light with sRGB / Rec.709 primaries (what compositors work in).
+        LINEAR = 2,
+    }
+}
+
+c_enum! {
+    /// Storage of one sample in an [`LctFrameBuffer`].
+    pub struct LctSampleFormat(u32) as "LCT_SAMPLE" {
+        /// Not a valid format.
+        NONE = 0,
+        /// 8-bit unsigned, 0..255 maps to 0.0..1.0.
+        U8 = 1,
+        /// 32-bit float, nominal range 0.0..1.0.
+        F32 = 2,
+    }
+}
+
+impl LctSampleFormat {
+    /// Bytes per sample, or 0 for an unknown format.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::F32 => 4,
+            _ => 0,
+        }
+    }
+}
+
+c_enum! {
+    /// Bit flags of an [`LctNodeDesc`].
+    pub struct LctNodeFlags(u32) as "LCT_NODE" {
+        /// No flag.
+        NONE = 0,
+        /// An output node (writes files, shows results): evaluated when a graph names no targets.
+        OUTPUT = 1,
+        /// Same inputs may give different results: never served from a cache.
+        NOT_IDEMPOTENT = 2,
+    }
+}
+
+c_enum! {
+    /// Bit flags of an [`LctPortDesc`].
+    pub struct LctPortFlags(u32) as "LCT_PORT" {
+        /// No flag: the input is required.
+        NONE = 0,
+        /// The input may be left unconnected (pass [`LctHandle::NULL`]).
+        OPTIONAL = 1,
+    }
+}
+
+c_enum! {
+    /// Bit flags of an [`LctWidgetDesc`].
+    pub struct LctWidgetFlags(u32) as "LCT_WIDGET" {
+        /// No flag.
+        NONE = 0,
+        /// A STRING widget meant for multi-line text (prompts).
+        MULTILINE = 1,
+    }
+}
+
+macro_rules! flag_ops {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Whether every bit of `other` is set in `self`.
+            pub fn contains(self, other: Self) -> bool {
+                self.0 & other.0 == other.0
+            }
+        }
+        impl core::ops::BitOr for $name {
+            type Output = Self;
+            fn bitor(self, other: Self) -> Self {
+                Self(self.0 | other.0)
+            }
+        }
+    )*};
+}
+flag_ops!(LctNodeFlags, LctPortFlags, LctWidgetFlags);
+
+/// Opaque reference to an immutable value owned by the plugin. `0` is never a live handle.
+///
+/// Handles carry a generation, so a released or forged handle is reported as
+/// [`LctStatus::BAD_HANDLE`] instead of aliasing a newer value.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+pub struct LctHandle(pub u64);
+
+impl LctHandle {
+    /// The null handle: "no value" (an unconnected optional input).
+    pub const NULL: Self = Self(0);
+}
+
+impl CType for LctHandle {
+    fn c_type() -> String {
+        "LctHandle".to_owned()
+    }
+}
+
+impl CItem for LctHandle {
+    fn c_definition(out: &mut String) {
+        push_doc(
+            out,
+            "",
+            &[
+                " Opaque reference to an immutable value owned by the plugin; 0 is never live.",
+                " Release every handle you receive with `value_release`.",
+            ],
+        );
+        out.push_str("typedef uint64_t LctHandle;\n#define LCT_NULL_HANDLE ((LctHandle)0)\n\n");
+    }
+}
+
+/// The progress callback typedef in C.
+pub struct ProgressFnTypedef;
+
+impl CItem for ProgressFnTypedef {
+    fn c_definition(out: &mut String) {
+        push_doc(
+            out,
+            "",
+            &[
+                " Host progress callback, called by long-running nodes at every step.",
+                " `node_index` echoes LctExecuteOptions.node_index. Return 0 to continue, non-zero",
+                " to abort (the call then returns LCT_STATUS_CANCELLED).",
+            ],
+        );
+        out.push_str(
+            "typedef int32_t (*LctProgressFn)(void* user_data, uint32_t node_index, uint32_t step, \
+             uint32_t total_steps);\n\n",
+        );
+    }
+}
+
+c_struct! {
+    /// An input or output socket of a node type. Strings are static and UTF-8.
+    pub struct LctPortDesc {
+        /// Port name, unique among the node's inputs (or outputs), e.g. "scene".
+        pub name: *const c_char,
+        /// The kind in UPPERCASE ("FRAMES"), as node editors label sockets.
+        pub kind_name: *const c_char,
+        /// The kind as a number.
+        pub kind: LctValueKind,
+        /// LCT_PORT_* flags.
+        pub flags: LctPortFlags,
+        /// One line for a tooltip.
+        pub tooltip: *const c_char,
+    }
+}
+
+c_struct! {
+    /// A parameter of a node type with its default and limits.
+    ///
+    /// INT and BOOL use the `int_*` fields (BOOL: 0 or 1), FLOAT the `float_*` fields, STRING and
+    /// ENUM `text_default`; ENUM lists its `choices`. Unused fields are zero / null.
+    pub struct LctWidgetDesc {
+        /// Parameter name, unique within the node, e.g. "steps".
+        pub name: *const c_char,
+        /// INT, FLOAT, BOOL, STRING or ENUM.
+        pub kind: LctValueKind,
+        /// LCT_WIDGET_* flags.
+        pub flags: LctWidgetFlags,
+        /// One line for a tooltip.
+        pub tooltip: *const c_char,
+        /// Default of an INT or BOOL widget.
+        pub int_default: i64,
+        /// Smallest allowed INT.
+        pub int_min: i64,
+        /// Largest allowed INT.
+        pub int_max: i64,
+        /// Suggested INT increment for a UI.
+        pub int_step: i64,
+        /// Default of a FLOAT widget.
+        pub float_default: f64,
+        /// Smallest allowed FLOAT.
+        pub float_min: f64,
+        /// Largest allowed FLOAT.
+        pub float_max: f64,
+        /// Suggested FLOAT increment for a UI.
+        pub float_step: f64,
+        /// Default of a STRING or ENUM widget.
+        pub text_default: *const c_char,
+        /// The allowed values of an ENUM widget.
+        pub choices: *const *const c_char,
+        /// Number of entries in `choices`.
+        pub choice_count: usize,
+    }
+}
+
+c_struct! {
+    /// Static description of a node type, readable before anything runs. Valid as long as the
+    /// library is loaded (plugins are never unloaded).
+    pub struct LctNodeDesc {
+        /// CamelCase id, stable across versions ("SceneContext").
+        pub id: *const c_char,
+        /// Bumped when the node's results change for the same inputs (invalidates caches).
+        pub version: u32,
+        /// LCT_NODE_* flags.
+        pub flags: LctNodeFlags,
+        /// Name for menus ("Scene Context").
+        pub display_name: *const c_char,
+        /// Slash-separated menu path ("lct/scene").
+        pub category: *const c_char,
+        /// What the node does, a sentence or two.
+        pub description: *const c_char,
+        /// Input ports, in the order `node_execute` expects their handles.
+        pub inputs: *const LctPortDesc,
+        /// Number of input ports.
+        pub input_count: usize,
+        /// Output ports, in the order `node_execute` writes their handles.
+        pub outputs: *const LctPortDesc,
+        /// Number of output ports.
+        pub output_count: usize,
+        /// Widgets (parameters).
+        pub widgets: *const LctWidgetDesc,
+        /// Number of widgets.
+        pub widget_count: usize,
+    }
+}
+
+c_struct! {
+    /// One parameter value passed to `node_execute`. Widgets not mentioned take their default.
+    ///
+    /// `kind` says which field is read: INT and BOOL read `int_value`, FLOAT reads `float_value`
+    /// (an INT is accepted for a FLOAT widget), STRING and ENUM read `text_value` (UTF-8, NUL
+    /// terminated).
+    pub struct LctParam {
+        /// The widget's name.
+        pub name: *const c_char,
+        /// Kind of the value supplied.
+        pub kind: LctValueKind,
+        /// INT or BOOL value.
+        pub int_value: i64,
+        /// FLOAT value.
+        pub float_value: f64,
+        /// STRING or ENUM value.
+        pub text_value: *const c_char,
+    }
+}
+
+c_struct! {
+    /// Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
+    /// fields are only ever appended.
+    pub struct LctExecuteOptions {
+        /// sizeof(LctExecuteOptions) as the host knows it.
+        pub struct_size: u32,
+        /// Echoed to `progress` so one callback can serve a whole graph.
+        pub node_index: u32,
+        /// Called at every step of long nodes; may be null.
+        pub progress: Option<LctProgressFn>,
+        /// Passed back to `progress` untouched.
+        pub user_data: *mut c_void,
+        /// Base directory for relative output paths (SaveFrames); null means the current directory.
+        pub output_directory: *const c_char,
+    }
+}
+
+c_struct! {
+    /// Dimensions of a FRAMES value.
+    pub struct LctFramesInfo {
+        /// Number of frames.
+        pub frame_count: u32,
+        /// Width in pixels.
+        pub width: u32,
+        /// Height in pixels.
+        pub height: u32,
+        /// Channels per pixel (3 = RGB, 4 = RGBA).
+        pub channels: u32,
+        /// Colour space the samples are stored in.
+        pub color_space: LctColorSpace,
+    }
+}
+
+c_struct! {
+    /// Pixels crossing the boundary: frame-major, rows top to bottom, channels interleaved, no
+    /// padding. Size in bytes = frame_count * height * width * channels * bytes per sample.
+    ///
+    /// `frames_copy`: the host sets `data`, `capacity_bytes`, `first_frame`, `frame_count` (0 = all
+    /// from `first_frame`), `sample_format` and `color_space` (UNSPECIFIED = as stored); the plugin
+    /// fills in the rest and converts. `frames_import`: the host sets every field.
+    pub struct LctFrameBuffer {
+        /// The pixels.
+        pub data: *mut c_void,
+        /// Size of `data` in bytes.
+        pub capacity_bytes: usize,
+        /// Index of the first frame in the buffer.
+        pub first_frame: u32,
+        /// Number of frames in the buffer.
+        pub frame_count: u32,
+        /// Width in pixels.
+        pub width: u32,
+        /// Height in pixels.
+        pub height: u32,
+        /// Channels per pixel (3 or 4).
+        pub channels: u32,
+        /// LCT_SAMPLE_U8 or LCT_SAMPLE_F32.
+        pub sample_format: LctSampleFormat,
+        /// Colour space of the samples in `data`.
+        pub color_space: LctColorSpace,
+    }
+}
+
+c_function_table! {
+    /// The plugin's root function table, returned by `lct_plugin_entry`.
+    ///
+    /// A host checks `struct_size >= sizeof(LctPluginApi)` and `abi_version >= LCT_ABI_VERSION`
+    /// before touching anything else, then calls `initialize`. Every function is thread-safe,
+    /// catches panics (LCT_STATUS_PANICKED), and on failure records a message for the calling
+    /// thread, readable with `last_error`. Out-pointers are written only on LCT_STATUS_OK.
+    pub struct LctPluginApi {
+        /// sizeof(LctPluginApi) as compiled into the plugin.
+        pub struct_size: u32,
+        /// LCT_ABI_VERSION the plugin was built with.
+        pub abi_version: u32,
+        /// Plugin name, static UTF-8.
+        pub plugin_name: *const c_char,
+        /// Plugin version, static UTF-8; part of every cache signature.
+        pub plugin_version: *const c_char,
+        functions:
+        /// Prepares the node registry. Call once after checking the table; calling again is harmless.
+        fn initialize() -> LctStatus;
+        /// Copies the calling thread's last error message (UTF-8, NUL terminated, truncated to
+        /// `capacity`) and returns its full length in bytes without the NUL; 0 when the last call
+        /// succeeded. `buffer` may be null to ask for the length.
+        fn last_error(buffer: *mut c_char, capacity: usize) -> usize;
+        /// Number of node types.
+        fn node_count() -> u32;
+        /// Points `out_desc` at the static descriptor of node type `index` (0..node_count).
+        fn node_describe(index: u32, out_desc: *mut *const LctNodeDesc) -> LctStatus;
+        /// Finds a node type by id; LCT_STATUS_NOT_FOUND if there is none.
+        fn node_find(id: *const c_char, out_index: *mut u32) -> LctStatus;
+        /// Runs node type `index`. `inputs` holds one handle per input port, in port order
+        /// (LCT_NULL_HANDLE for an unconnected optional port); the call does not take ownership
+        /// of them. On success one new handle per output port is written to `outputs`; the
+        /// caller owns them. `options` may be null. On failure no handle is created.
+        fn node_execute(
+            index: u32,
+            params: *const LctParam,
+            param_count: usize,
+            inputs: *const LctHandle,
+            input_count: usize,
+            options: *const LctExecuteOptions,
+            outputs: *mut LctHandle,
+            output_capacity: usize,
+        ) -> LctStatus;
+        /// The part of `input` (on input port `port`) that node type `index` with these `params`
+        /// depends on, as a hash. Usually the value's content hash; a node may narrow it (a shot
+        /// generator depends on the prompts up to its shot only) so that caches are not
+        /// invalidated by edits it ignores.
+        fn node_input_signature(
+            index: u32,
+            params: *const LctParam,
+            param_count: usize,
+            port: u32,
+            input: LctHandle,
+            out_signature: *mut u64,
+        ) -> LctStatus;
+        /// Kind of a value.
+        fn value_kind(handle: LctHandle, out_kind: *mut LctValueKind) -> LctStatus;
+        /// Shape of a value: FRAMES [frames, height, width, channels], SCENE [shots], STRING and
+        /// ENUM [bytes], scalars rank 0. Writes the rank to `out_rank` and up to `capacity` dims;
+        /// LCT_STATUS_BUFFER_TOO_SMALL (rank still written) when `capacity` is less than the rank.
+        fn value_shape(handle: LctHandle, out_dims: *mut u64, capacity: usize, out_rank: *mut usize) -> LctStatus;
+        /// Content hash of a value, stable for a given plugin build.
+        fn value_hash(handle: LctHandle, out_hash: *mut u64) -> LctStatus;
+        /// Reads an INT or BOOL value.
+        fn value_read_int(handle: LctHandle, out_value: *mut i64) -> LctStatus;
+        /// Reads a FLOAT (or INT) value.
+        fn value_read_float(handle: LctHandle, out_value: *mut f64) -> LctStatus;
+        /// Copies a STRING or ENUM value like `last_error` does, writes its length in bytes
+        /// (without the NUL) to `out_len`; LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+        fn value_read_string(handle: LctHandle, buffer: *mut c_char, capacity: usize, out_len: *mut usize) -> LctStatus;
+        /// Releases a handle. The value lives on while other handles or running nodes use it.
+        fn value_release(handle: LctHandle) -> LctStatus;
+        /// Dimensions and colour space of a FRAMES value.
+        fn frames_info(handle: LctHandle, out_info: *mut LctFramesInfo) -> LctStatus;
+        /// Copies frames out of a FRAMES value into the host's buffer (see LctFrameBuffer).
+        fn frames_copy(handle: LctHandle, buffer: *mut LctFrameBuffer) -> LctStatus;
+        /// Creates a FRAMES value from the host's pixels (a reference image, a plate).
+        fn frames_import(buffer: *const LctFrameBuffer, out_handle: *mut LctHandle) -> LctStatus;
+        /// Number of live handles in this process; for leak checks.
+        fn live_handle_count() -> u64;
+    }
+}

@@ -1,0 +1,745 @@
+//! `lct-plugin`: the dynamic library hosts load.
+//!
+//! Role: the only crate that knows both sides. It exports one C symbol, `lct_plugin_entry`,
+//! returning the static [`LctPluginApi`] table from `lct-abi`, and implements that table on top
+//! of `lct-nodes`: static node descriptors, node execution, values as handles.
+//!
+//! Invariants:
+//! - Every exported function runs inside the panic firewall ([`firewall::guard`]): no panic or
+//!   error crosses the boundary as anything but a status and a per-thread message.
+//! - Every pointer argument is checked for null and alignment and every count for size before
+//!   use; handles are generation-checked. A host can only crash us by passing pointers that are
+//!   non-null but invalid, which no boundary can detect.
+//! - A failed `node_execute` creates no handle; values only become handles on success.
+//!
+//! Test-only hook: when the environment variable `LCT_PLUGIN_TEST_PANIC_IN_INIT` is set,
+//! `initialize` panics (caught by the firewall), so hosts can test their handling of a plugin
+//! that fails to initialise. Nothing else reads the environment.
+//!
+//! Must not depend on: `lct-host` (hosts and plugins only share `lct-abi`).
+
+use std::ffi::{c_char, CStr};
+use std::path::PathBuf;
+
+use lct_abi::{
+    LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo, LctHandle, LctNodeDesc,
+    LctParam, LctPluginApi, LctSampleFormat, LctStatus, LctValueKind, LCT_ABI_VERSION,
+};
+use lct_nodes::{ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Value};
+
+pub mod firewall;
+mod handles;
+mod registry;
+
+use firewall::{guard, guard_value, Failure, Result};
+use handles::handles;
+use registry::{abi_kind, registry};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Environment variable that makes `initialize` panic; for host tests only.
+pub const TEST_PANIC_IN_INIT_VAR: &str = "LCT_PLUGIN_TEST_PANIC_IN_INIT";
+
+struct StaticApi(LctPluginApi);
+// SAFETY: the table holds function pointers and pointers to static strings only.
+unsafe impl Sync for StaticApi {}
+
+static API: StaticApi = StaticApi(LctPluginApi {
+    struct_size: std::mem::size_of::<LctPluginApi>() as u32,
+    abi_version: LCT_ABI_VERSION,
+    plugin_name: c"lct".as_ptr(),
+    plugin_version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast(),
+    initialize: Some(initialize),
+    last_error: Some(last_error),
+    node_count: Some(node_count),
+    node_describe: Some(node_describe),
+    node_find: Some(node_find),
+    node_execute: Some(node_execute),
+    node_input_signature: Some(node_input_signature),
+    value_kind: Some(value_kind),
+    value_shape: Some(value_shape),
+    value_hash: Some(value_hash),
+    value_read_int: Some(value_read_int),
+    value_read_float: Some(value_read_float),
+    value_read_string: Some(value_read_string),
+    value_release: Some(value_release),
+    frames_info: Some(frames_info),
+    frames_copy: Some(frames_copy),
+    frames_import: Some(frames_import),
+    live_handle_count: Some(live_handle_count),
+});
+
+/// The table, for Rust callers that link this crate (its own tests).
+pub fn api() -> &'static LctPluginApi {
+    &API.0
+}
+
+/// The one exported entry point. Does no work, so it cannot fail.
+#[no_mangle]
+pub extern "C" fn lct_plugin_entry() -> *const LctPluginApi {
+    &API.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointer checks: everything C hands us goes through these.
+
+/// # Safety
+/// `ptr` must be null or valid for writes of a `T`.
+unsafe fn out_ref<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Failure::invalid(format!("`{name}` is null or misaligned")));
+    }
+    // SAFETY: non-null and aligned, valid per the caller's contract.
+    Ok(unsafe { &mut *ptr })
+}
+
+/// # Safety
+/// `ptr` must be null or valid for reads of `len` `T`s.
+unsafe fn in_slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Failure::invalid(format!(
+            "`{name}` is null or misaligned but its count is {len}"
+        )));
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(Failure::invalid(format!(
+            "count {len} of `{name}` is impossibly large"
+        )));
+    }
+    // SAFETY: non-null, aligned, size checked; valid per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// # Safety
+/// `ptr` must be null or point to a NUL-terminated string.
+unsafe fn in_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(Failure::invalid(format!("`{name}` is null")));
+    }
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|e| Failure::invalid(format!("`{name}` is not UTF-8: {e}")))
+}
+
+/// # Safety
+/// As [`in_slice`] for `params`, and every `name` / `text_value` as [`in_str`].
+unsafe fn read_params(
+    node: &'static lct_nodes::NodeDescriptor,
+    params: *const LctParam,
+    count: usize,
+) -> Result<Params> {
+    let raw = unsafe { in_slice(params, count, "params") }?;
+    let mut given = Vec::with_capacity(raw.len());
+    for (i, param) in raw.iter().enumerate() {
+        let name = unsafe { in_str(param.name, &format!("params[{i}].name")) }?;
+        let value = match param.kind {
+            LctValueKind::INT => ParamValue::Int(param.int_value),
+            LctValueKind::FLOAT => ParamValue::Float(param.float_value),
+            LctValueKind::BOOL => ParamValue::Bool(param.int_value != 0),
+            LctValueKind::STRING | LctValueKind::ENUM => ParamValue::Text(
+                unsafe {
+                    in_str(
+                        param.text_value,
+                        &format!("params[{i}].text_value ({name})"),
+                    )
+                }?
+                .to_owned(),
+            ),
+            other => {
+                return Err(Failure::new(
+                    LctStatus::WRONG_KIND,
+                    format!(
+                        "{}: parameter `{name}` has kind {other}, which no widget takes",
+                        node.id
+                    ),
+                ))
+            }
+        };
+        given.push((name, value));
+    }
+    Ok(Params::resolve(node, given)?)
+}
+
+fn lookup(handle: LctHandle) -> Result<Value> {
+    handles().get(handle)
+}
+
+fn frames_of(handle: LctHandle) -> Result<std::sync::Arc<Frames>> {
+    match lookup(handle)? {
+        Value::Frames(frames) => Ok(frames),
+        other => Err(Failure::new(
+            LctStatus::WRONG_KIND,
+            format!("handle {:#x} is {}, not FRAMES", handle.0, other.kind()),
+        )),
+    }
+}
+
+fn color_space_to_abi(space: ColorSpace) -> LctColorSpace {
+    match space {
+        ColorSpace::Srgb => LctColorSpace::SRGB,
+        ColorSpace::Linear => LctColorSpace::LINEAR,
+    }
+}
+
+fn color_space_from_abi(space: LctColorSpace, field: &str) -> Result<ColorSpace> {
+    match space {
+        LctColorSpace::SRGB => Ok(ColorSpace::Srgb),
+        LctColorSpace::LINEAR => Ok(ColorSpace::Linear),
+        other => Err(Failure::invalid(format!(
+            "`{field}` is {other}, expected SRGB or LINEAR"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table's functions, in table order.
+
+unsafe extern "C" fn initialize() -> LctStatus {
+    guard("initialize", || {
+        if std::env::var_os(TEST_PANIC_IN_INIT_VAR).is_some() {
+            panic!(
+                "{TEST_PANIC_IN_INIT_VAR} is set: failing initialisation on purpose (test hook)"
+            );
+        }
+        registry();
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn last_error(buffer: *mut c_char, capacity: usize) -> usize {
+    // Not through `guard`: that would clear the message we are asked for.
+    std::panic::catch_unwind(|| {
+        let message = firewall::last_error();
+        // SAFETY: `buffer` is null or valid for `capacity` bytes per the table's contract.
+        unsafe { firewall::copy_c_string(&message, buffer, capacity) };
+        message.len()
+    })
+    .unwrap_or(0)
+}
+
+unsafe extern "C" fn node_count() -> u32 {
+    guard_value("node_count", 0, || registry().len() as u32)
+}
+
+unsafe extern "C" fn node_describe(index: u32, out_desc: *mut *const LctNodeDesc) -> LctStatus {
+    guard("node_describe", || {
+        let out = unsafe { out_ref(out_desc, "out_desc") }?;
+        *out = registry().descriptor(index)?;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn node_find(id: *const c_char, out_index: *mut u32) -> LctStatus {
+    guard("node_find", || {
+        let id = unsafe { in_str(id, "id") }?;
+        let out = unsafe { out_ref(out_index, "out_index") }?;
+        *out = registry().find(id).ok_or_else(|| {
+            Failure::new(LctStatus::NOT_FOUND, format!("no node type with id {id:?}"))
+        })?;
+        Ok(())
+    })
+}
+
+/// Looks up the input handles of `node`, in port order.
+fn input_values(node: &dyn Node, handles_in: &[LctHandle]) -> Result<Vec<Option<Value>>> {
+    let d = node.descriptor();
+    if handles_in.len() != d.inputs.len() {
+        let ports: Vec<_> = d.inputs.iter().map(|p| p.name).collect();
+        return Err(Failure::invalid(format!(
+            "{} takes {} input handles ({}), got {}",
+            d.id,
+            d.inputs.len(),
+            ports.join(", "),
+            handles_in.len()
+        )));
+    }
+    let table = handles();
+    d.inputs
+        .iter()
+        .zip(handles_in)
+        .map(|(port, &handle)| {
+            if handle == LctHandle::NULL {
+                return Ok(None);
+            }
+            table.get(handle).map(Some).map_err(|f| {
+                Failure::new(
+                    f.status,
+                    format!("{} input `{}`: {}", d.id, port.name, f.message),
+                )
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe extern "C" fn node_execute(
+    index: u32,
+    params: *const LctParam,
+    param_count: usize,
+    inputs: *const LctHandle,
+    input_count: usize,
+    options: *const LctExecuteOptions,
+    outputs: *mut LctHandle,
+    output_capacity: usize,
+) -> LctStatus {
+    guard("node_execute", || {
+        let node = registry().node(index)?;
+        let d = node.descriptor();
+        let params = unsafe { read_params(d, params, param_count) }?;
+        let values = input_values(node, unsafe { in_slice(inputs, input_count, "inputs") }?)?;
+        let inputs = Inputs::new(d, &values)?;
+        if output_capacity < d.outputs.len() {
+            return Err(Failure::new(
+                LctStatus::BUFFER_TOO_SMALL,
+                format!(
+                    "{} has {} outputs, `output_capacity` is {output_capacity}",
+                    d.id,
+                    d.outputs.len()
+                ),
+            ));
+        }
+        if !d.outputs.is_empty() && (outputs.is_null() || !outputs.is_aligned()) {
+            return Err(Failure::invalid("`outputs` is null or misaligned"));
+        }
+        let options = if options.is_null() {
+            None
+        } else {
+            // Read the size first: only that prefix is guaranteed to exist.
+            let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+            if size < std::mem::size_of::<LctExecuteOptions>() {
+                return Err(Failure::invalid(format!(
+                    "options.struct_size is {size}, expected at least {}",
+                    std::mem::size_of::<LctExecuteOptions>()
+                )));
+            }
+            Some(unsafe { options.read_unaligned() })
+        };
+        let directory = match options {
+            Some(o) if !o.output_directory.is_null() => Some(PathBuf::from(unsafe {
+                in_str(o.output_directory, "options.output_directory")
+            }?)),
+            _ => None,
+        };
+        let mut progress = |step: u32, total: u32| match options {
+            Some(LctExecuteOptions {
+                progress: Some(callback),
+                user_data,
+                node_index,
+                ..
+            }) => {
+                // SAFETY: the host's callback, called with the user data it gave us.
+                (unsafe { callback(user_data, node_index, step, total) }) == 0
+            }
+            _ => true,
+        };
+        let mut ctx = ExecContext::new(d.id, &mut progress, directory.as_deref());
+        let produced = node.execute(&mut ctx, &params, &inputs)?;
+        let kinds_match = produced.len() == d.outputs.len()
+            && produced
+                .iter()
+                .zip(d.outputs)
+                .all(|(v, p)| v.kind() == p.kind);
+        if !kinds_match {
+            let found: Vec<_> = produced.iter().map(|v| v.kind().name()).collect();
+            let declared: Vec<_> = d.outputs.iter().map(|p| p.kind.name()).collect();
+            return Err(Failure::new(
+                LctStatus::INTERNAL,
+                format!(
+                    "{} returned [{}], declared [{}]",
+                    d.id,
+                    found.join(", "),
+                    declared.join(", ")
+                ),
+            ));
+        }
+        let mut table = handles();
+        for (i, value) in produced.into_iter().enumerate() {
+            // SAFETY: checked non-null and aligned above; capacity >= output count.
+            unsafe { outputs.add(i).write(table.insert(value)) };
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn node_input_signature(
+    index: u32,
+    params: *const LctParam,
+    param_count: usize,
+    port: u32,
+    input: LctHandle,
+    out_signature: *mut u64,
+) -> LctStatus {
+    guard("node_input_signature", || {
+        let node = registry().node(index)?;
+        let d = node.descriptor();
+        let params = unsafe { read_params(d, params, param_count) }?;
+        let port_desc = d.inputs.get(port as usize).ok_or_else(|| {
+            Failure::new(
+                LctStatus::OUT_OF_RANGE,
+                format!("{} has {} inputs, no port {port}", d.id, d.inputs.len()),
+            )
+        })?;
+        let value = lookup(input)?;
+        if value.kind() != port_desc.kind {
+            return Err(Failure::new(
+                LctStatus::WRONG_KIND,
+                format!(
+                    "{} input `{}` expects {}, got {}",
+                    d.id,
+                    port_desc.name,
+                    port_desc.kind,
+                    value.kind()
+                ),
+            ));
+        }
+        let out = unsafe { out_ref(out_signature, "out_signature") }?;
+        *out = node.input_signature(&params, port as usize, &value);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn value_kind(handle: LctHandle, out_kind: *mut LctValueKind) -> LctStatus {
+    guard("value_kind", || {
+        let kind = abi_kind(lookup(handle)?.kind());
+        *unsafe { out_ref(out_kind, "out_kind") }? = kind;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn value_shape(
+    handle: LctHandle,
+    out_dims: *mut u64,
+    capacity: usize,
+    out_rank: *mut usize,
+) -> LctStatus {
+    guard("value_shape", || {
+        let shape = lookup(handle)?.shape();
+        *unsafe { out_ref(out_rank, "out_rank") }? = shape.len();
+        if capacity < shape.len() {
+            return Err(Failure::new(
+                LctStatus::BUFFER_TOO_SMALL,
+                format!(
+                    "the shape has rank {}, `capacity` is {capacity}",
+                    shape.len()
+                ),
+            ));
+        }
+        if !shape.is_empty() {
+            if out_dims.is_null() || !out_dims.is_aligned() {
+                return Err(Failure::invalid("`out_dims` is null or misaligned"));
+            }
+            // SAFETY: non-null, aligned, and `capacity >= shape.len()` elements per the contract.
+            unsafe { std::ptr::copy_nonoverlapping(shape.as_ptr(), out_dims, shape.len()) };
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn value_hash(handle: LctHandle, out_hash: *mut u64) -> LctStatus {
+    guard("value_hash", || {
+        let hash = lookup(handle)?.content_hash();
+        *unsafe { out_ref(out_hash, "out_hash") }? = hash;
+        Ok(())
+    })
+}
+
+fn wrong_kind(handle: LctHandle, value: &Value, expected: &str) -> Failure {
+    Failure::new(
+        LctStatus::WRONG_KIND,
+        format!("handle {:#x} is {}, not {expected}", handle.0, value.kind()),
+    )
+}
+
+unsafe extern "C" fn value_read_int(handle: LctHandle, out_value: *mut i64) -> LctStatus {
+    guard("value_read_int", || {
+        let value = lookup(handle)?;
+        let int = match value {
+            Value::Int(v) => v,
+            Value::Bool(v) => v as i64,
+            ref other => return Err(wrong_kind(handle, other, "INT or BOOL")),
+        };
+        *unsafe { out_ref(out_value, "out_value") }? = int;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn value_read_float(handle: LctHandle, out_value: *mut f64) -> LctStatus {
+    guard("value_read_float", || {
+        let value = lookup(handle)?;
+        let float = match value {
+            Value::Float(v) => v,
+            Value::Int(v) => v as f64,
+            ref other => return Err(wrong_kind(handle, other, "FLOAT or INT")),
+        };
+        *unsafe { out_ref(out_value, "out_value") }? = float;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn value_read_string(
+    handle: LctHandle,
+    buffer: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> LctStatus {
+    guard("value_read_string", || {
+        let value = lookup(handle)?;
+        let text = match &value {
+            Value::String(text) | Value::Enum(text) => text.clone(),
+            other => return Err(wrong_kind(handle, other, "STRING or ENUM")),
+        };
+        if !out_len.is_null() {
+            *unsafe { out_ref(out_len, "out_len") }? = text.len();
+        }
+        if capacity > 0 && buffer.is_null() {
+            return Err(Failure::invalid("`buffer` is null but `capacity` is not 0"));
+        }
+        // SAFETY: `buffer` is valid for `capacity` bytes per the contract.
+        if unsafe { firewall::copy_c_string(&text, buffer, capacity) } {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                LctStatus::BUFFER_TOO_SMALL,
+                format!(
+                    "the text needs {} bytes with its NUL, `capacity` is {capacity}",
+                    text.len() + 1
+                ),
+            ))
+        }
+    })
+}
+
+unsafe extern "C" fn value_release(handle: LctHandle) -> LctStatus {
+    guard("value_release", || handles().release(handle))
+}
+
+unsafe extern "C" fn frames_info(handle: LctHandle, out_info: *mut LctFramesInfo) -> LctStatus {
+    guard("frames_info", || {
+        let frames = frames_of(handle)?;
+        *unsafe { out_ref(out_info, "out_info") }? = LctFramesInfo {
+            frame_count: frames.frame_count(),
+            width: frames.width(),
+            height: frames.height(),
+            channels: frames.channels(),
+            color_space: color_space_to_abi(frames.color_space()),
+        };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn frames_copy(handle: LctHandle, buffer: *mut LctFrameBuffer) -> LctStatus {
+    guard("frames_copy", || {
+        let frames = frames_of(handle)?;
+        let request = unsafe { out_ref(buffer, "buffer") }?;
+        let sample_bytes = request.sample_format.bytes();
+        if sample_bytes == 0 {
+            return Err(Failure::invalid(format!(
+                "`buffer.sample_format` is {}, expected U8 or F32",
+                request.sample_format
+            )));
+        }
+        let target = match request.color_space {
+            LctColorSpace::UNSPECIFIED => frames.color_space(),
+            other => color_space_from_abi(other, "buffer.color_space")?,
+        };
+        let total = frames.frame_count();
+        let first = request.first_frame;
+        let count = if request.frame_count == 0 {
+            total.saturating_sub(first)
+        } else {
+            request.frame_count
+        };
+        if first >= total || count > total - first {
+            return Err(Failure::new(
+                LctStatus::OUT_OF_RANGE,
+                format!(
+                    "frames {first}..{} requested, the value has {total}",
+                    first as u64 + count as u64
+                ),
+            ));
+        }
+        let samples = count as usize * frames.frame_len();
+        let needed = samples * sample_bytes;
+        if request.capacity_bytes < needed {
+            return Err(Failure::new(
+                LctStatus::BUFFER_TOO_SMALL,
+                format!(
+                    "{count} frames need {needed} bytes, `capacity_bytes` is {}",
+                    request.capacity_bytes
+                ),
+            ));
+        }
+        if request.data.is_null() {
+            return Err(Failure::invalid("`buffer.data` is null"));
+        }
+        // SAFETY: `data` is valid for `capacity_bytes >= needed` bytes per the contract; bytes
+        // have no alignment requirement.
+        let out = unsafe { std::slice::from_raw_parts_mut(request.data.cast::<u8>(), needed) };
+        let source = frames.color_space();
+        let start = first as usize * frames.frame_len();
+        let input = &frames.samples()[start..start + samples];
+        match request.sample_format {
+            LctSampleFormat::U8 => {
+                for (dst, &s) in out.iter_mut().zip(input) {
+                    *dst = lct_nodes::to_u8(source.convert(target, s));
+                }
+            }
+            _ => {
+                for (dst, &s) in out.chunks_exact_mut(4).zip(input) {
+                    dst.copy_from_slice(&source.convert(target, s).to_ne_bytes());
+                }
+            }
+        }
+        request.frame_count = count;
+        request.width = frames.width();
+        request.height = frames.height();
+        request.channels = frames.channels();
+        request.color_space = color_space_to_abi(target);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn frames_import(
+    buffer: *const LctFrameBuffer,
+    out_handle: *mut LctHandle,
+) -> LctStatus {
+    guard("frames_import", || {
+        if buffer.is_null() || !buffer.is_aligned() {
+            return Err(Failure::invalid("`buffer` is null or misaligned"));
+        }
+        // SAFETY: non-null and aligned, valid per the contract.
+        let b = unsafe { buffer.read() };
+        let space = color_space_from_abi(b.color_space, "buffer.color_space")?;
+        let sample_bytes = b.sample_format.bytes();
+        if sample_bytes == 0 {
+            return Err(Failure::invalid(format!(
+                "`buffer.sample_format` is {}, expected U8 or F32",
+                b.sample_format
+            )));
+        }
+        let samples = [b.frame_count, b.width, b.height, b.channels]
+            .iter()
+            .try_fold(1usize, |acc, &n| acc.checked_mul(n as usize))
+            .filter(|&n| {
+                n.checked_mul(sample_bytes)
+                    .is_some_and(|bytes| bytes <= isize::MAX as usize)
+            })
+            .ok_or_else(|| Failure::new(LctStatus::OUT_OF_RANGE, "frame dimensions overflow"))?;
+        let needed = samples * sample_bytes;
+        if b.capacity_bytes < needed {
+            return Err(Failure::new(
+                LctStatus::BUFFER_TOO_SMALL,
+                format!(
+                    "{} frames of {}x{}x{} need {needed} bytes, `capacity_bytes` is {}",
+                    b.frame_count, b.width, b.height, b.channels, b.capacity_bytes
+                ),
+            ));
+        }
+        let bytes = unsafe { in_slice(b.data.cast::<u8>().cast_const(), needed, "buffer.data") }?;
+        let values: Vec<f32> = match b.sample_format {
+            LctSampleFormat::U8 => bytes.iter().map(|&v| v as f32 / 255.0).collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
+        let frames = Frames::new(b.width, b.height, b.channels, space, values)
+            .map_err(|e| Failure::invalid(e.to_string()))?;
+        let out = unsafe { out_ref(out_handle, "out_handle") }?;
+        *out = handles().insert(Value::Frames(std::sync::Arc::new(frames)));
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn live_handle_count() -> u64 {
+    guard_value("live_handle_count", 0, || handles().live())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error() -> String {
+        let mut buffer = [0 as c_char; 512];
+        let len = unsafe { last_error(buffer.as_mut_ptr(), buffer.len()) };
+        let text = unsafe { CStr::from_ptr(buffer.as_ptr()) }
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(len, text.len());
+        text
+    }
+
+    fn param(name: &'static CStr, kind: LctValueKind, int_value: i64) -> LctParam {
+        LctParam {
+            name: name.as_ptr(),
+            kind,
+            int_value,
+            float_value: 0.0,
+            text_value: std::ptr::null(),
+        }
+    }
+
+    /// Runs a node without inputs or options; returns the status and its one output.
+    fn run(id: &CStr, params: &[LctParam]) -> (LctStatus, LctHandle) {
+        let mut index = 0;
+        assert_eq!(unsafe { node_find(id.as_ptr(), &mut index) }, LctStatus::OK);
+        let mut out = LctHandle::NULL;
+        let status = unsafe {
+            node_execute(
+                index,
+                params.as_ptr(),
+                params.len(),
+                std::ptr::null(),
+                0,
+                std::ptr::null(),
+                &mut out,
+                1,
+            )
+        };
+        (status, out)
+    }
+
+    #[test]
+    fn a_panicking_node_is_reported_and_the_plugin_stays_usable() {
+        let (status, out) = run(c"DebugPanic", &[param(c"panic", LctValueKind::BOOL, 1)]);
+        assert_eq!(status, LctStatus::PANICKED);
+        assert_eq!(
+            error(),
+            "node_execute: panicked: DebugPanic was asked to panic"
+        );
+        assert_eq!(out, LctHandle::NULL);
+        let (status, out) = run(c"DebugPanic", &[]);
+        assert_eq!(status, LctStatus::OK, "{}", error());
+        assert_eq!(error(), "");
+        let mut value = -1;
+        assert_eq!(unsafe { value_read_int(out, &mut value) }, LctStatus::OK);
+        assert_eq!(value, 0);
+        assert_eq!(unsafe { value_release(out) }, LctStatus::OK);
+        assert_eq!(unsafe { value_release(out) }, LctStatus::BAD_HANDLE);
+    }
+
+    #[test]
+    fn errors_name_the_node_and_the_widget() {
+        let (status, _) = run(c"TestPattern", &[param(c"frames", LctValueKind::INT, 0)]);
+        assert_eq!(status, LctStatus::OUT_OF_RANGE);
+        assert_eq!(
+            error(),
+            "node_execute: TestPattern: widget `frames` is 0, outside 1..=1024"
+        );
+    }
+
+    #[test]
+    fn the_table_is_complete() {
+        assert!(api().missing_functions().is_empty());
+        assert_eq!(
+            api().struct_size as usize,
+            std::mem::size_of::<LctPluginApi>()
+        );
+    }
+}

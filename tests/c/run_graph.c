@@ -1,0 +1,143 @@
+/*
+ * A C host using nothing but lct_plugin.h: load the plugin with dlopen, check the table,
+ * list the nodes with their ports, then run TestPattern -> SaveFrames and copy a pixel out.
+ *
+ *   cc -std=c99 -I plugin/abi/include tests/c/run_graph.c -ldl -o run_graph
+ *   ./run_graph target/debug/liblct_plugin.so OUT_DIR
+ *
+ * Prints what it does; exits non-zero with the plugin's message on any failure.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lct_plugin.h"
+
+static const LctPluginApi* api;
+
+static void check(LctStatus status, const char* what) {
+    if (status != LCT_STATUS_OK) {
+        char message[1024];
+        api->last_error(message, sizeof message);
+        fprintf(stderr, "%s failed with status %d: %s\n", what, (int)status, message);
+        exit(1);
+    }
+}
+
+static int32_t on_progress(void* user_data, uint32_t node_index, uint32_t step, uint32_t total) {
+    (void)node_index;
+    *(uint32_t*)user_data = step;
+    (void)total;
+    return 0; /* continue */
+}
+
+static LctParam int_param(const char* name, int64_t value) {
+    LctParam p;
+    memset(&p, 0, sizeof p);
+    p.name = name;
+    p.kind = LCT_KIND_INT;
+    p.int_value = value;
+    return p;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s PLUGIN OUT_DIR\n", argv[0]);
+        return 2;
+    }
+    void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+        fprintf(stderr, "dlopen: %s\n", dlerror());
+        return 1;
+    }
+    LctPluginEntryFn entry;
+    /* The POSIX way to turn dlsym's void* into a function pointer. */
+    *(void**)(&entry) = dlsym(library, LCT_ENTRY_SYMBOL);
+    if (!entry) {
+        fprintf(stderr, "no %s in %s\n", LCT_ENTRY_SYMBOL, argv[1]);
+        return 1;
+    }
+    api = entry();
+    if (!api || api->abi_version < LCT_ABI_VERSION || api->struct_size < sizeof(LctPluginApi)) {
+        fprintf(stderr, "incompatible plugin\n");
+        return 1;
+    }
+    check(api->initialize(), "initialize");
+    printf("plugin %s %s, abi %u\n", api->plugin_name, api->plugin_version, api->abi_version);
+
+    uint32_t count = api->node_count();
+    for (uint32_t i = 0; i < count; i++) {
+        const LctNodeDesc* node;
+        check(api->node_describe(i, &node), "node_describe");
+        printf("node %s (", node->id);
+        for (size_t p = 0; p < node->input_count; p++) {
+            printf("%s%s: %s", p ? ", " : "", node->inputs[p].name, node->inputs[p].kind_name);
+        }
+        printf(") -> (");
+        for (size_t p = 0; p < node->output_count; p++) {
+            printf("%s%s: %s", p ? ", " : "", node->outputs[p].name, node->outputs[p].kind_name);
+        }
+        printf(")%s\n", (node->flags & LCT_NODE_OUTPUT) ? " output" : "");
+    }
+
+    uint32_t pattern, save;
+    check(api->node_find("TestPattern", &pattern), "node_find TestPattern");
+    check(api->node_find("SaveFrames", &save), "node_find SaveFrames");
+
+    LctParam pattern_params[3] = {int_param("frames", 4), int_param("width", 32), int_param("height", 24)};
+    LctHandle frames;
+    check(api->node_execute(pattern, pattern_params, 3, NULL, 0, NULL, &frames, 1), "TestPattern");
+
+    LctFramesInfo info;
+    check(api->frames_info(frames, &info), "frames_info");
+    printf("frames %u x %ux%ux%u colour space %u\n", info.frame_count, info.width, info.height, info.channels,
+           info.color_space);
+
+    size_t frame_bytes = (size_t)info.width * info.height * info.channels;
+    unsigned char* pixels = malloc(frame_bytes);
+    LctFrameBuffer buffer;
+    memset(&buffer, 0, sizeof buffer);
+    buffer.data = pixels;
+    buffer.capacity_bytes = frame_bytes;
+    buffer.first_frame = 1;
+    buffer.frame_count = 1;
+    buffer.sample_format = LCT_SAMPLE_U8;
+    buffer.color_space = LCT_COLOR_SPACE_SRGB;
+    check(api->frames_copy(frames, &buffer), "frames_copy");
+    printf("frame 1 pixel (1,0) = %u %u %u\n", pixels[3], pixels[4], pixels[5]);
+    free(pixels);
+
+    uint32_t last_step = 0;
+    LctExecuteOptions options;
+    memset(&options, 0, sizeof options);
+    options.struct_size = sizeof options;
+    options.progress = on_progress;
+    options.user_data = &last_step;
+    options.output_directory = argv[2];
+    LctParam save_params[1];
+    memset(save_params, 0, sizeof save_params);
+    save_params[0].name = "name";
+    save_params[0].kind = LCT_KIND_STRING;
+    save_params[0].text_value = "from_c";
+    LctHandle folder;
+    check(api->node_execute(save, save_params, 1, &frames, 1, &options, &folder, 1), "SaveFrames");
+    char path[4096];
+    size_t length;
+    check(api->value_read_string(folder, path, sizeof path, &length), "value_read_string");
+    printf("saved to %s (progress reached step %u)\n", path, last_step);
+
+    /* A stale handle is an error, not a crash. */
+    check(api->value_release(folder), "value_release");
+    if (api->value_release(folder) != LCT_STATUS_BAD_HANDLE) {
+        fprintf(stderr, "releasing twice did not report BAD_HANDLE\n");
+        return 1;
+    }
+    char message[256];
+    api->last_error(message, sizeof message);
+    printf("second release: %s\n", message);
+    check(api->value_release(frames), "value_release");
+    printf("live handles: %llu\n", (unsigned long long)api->live_handle_count());
+    return 0;
+}

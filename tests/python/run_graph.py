@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""A Python host using ctypes and the layout in plugin/abi/include/lct_plugin.h.
+
+Loads the plugin, checks the table, lists the nodes with their ports, runs
+TestPattern -> SaveFrames, copies a frame out and checks that stale handles are refused.
+
+    python3 tests/python/run_graph.py target/debug/liblct_plugin.so OUT_DIR
+
+A model for compositor and node-editor integrations: copy the structures below.
+"""
+import ctypes as C
+import sys
+
+LCT_ABI_VERSION = 1
+STATUS_OK, STATUS_BAD_HANDLE = 0, 2
+KIND_INT, KIND_STRING = 1, 4
+NODE_OUTPUT = 1
+SAMPLE_U8, COLOR_SPACE_SRGB = 1, 1
+
+Status = C.c_int32
+Kind = C.c_uint32
+Handle = C.c_uint64
+ProgressFn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.c_uint32, C.c_uint32, C.c_uint32)
+
+
+class PortDesc(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("kind_name", C.c_char_p), ("kind", Kind),
+                ("flags", C.c_uint32), ("tooltip", C.c_char_p)]
+
+
+class WidgetDesc(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("kind", Kind), ("flags", C.c_uint32), ("tooltip", C.c_char_p),
+                ("int_default", C.c_int64), ("int_min", C.c_int64), ("int_max", C.c_int64),
+                ("int_step", C.c_int64), ("float_default", C.c_double), ("float_min", C.c_double),
+                ("float_max", C.c_double), ("float_step", C.c_double), ("text_default", C.c_char_p),
+                ("choices", C.POINTER(C.c_char_p)), ("choice_count", C.c_size_t)]
+
+
+class NodeDesc(C.Structure):
+    _fields_ = [("id", C.c_char_p), ("version", C.c_uint32), ("flags", C.c_uint32),
+                ("display_name", C.c_char_p), ("category", C.c_char_p), ("description", C.c_char_p),
+                ("inputs", C.POINTER(PortDesc)), ("input_count", C.c_size_t),
+                ("outputs", C.POINTER(PortDesc)), ("output_count", C.c_size_t),
+                ("widgets", C.POINTER(WidgetDesc)), ("widget_count", C.c_size_t)]
+
+
+class Param(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("kind", Kind), ("int_value", C.c_int64),
+                ("float_value", C.c_double), ("text_value", C.c_char_p)]
+
+
+class ExecuteOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("node_index", C.c_uint32), ("progress", ProgressFn),
+                ("user_data", C.c_void_p), ("output_directory", C.c_char_p)]
+
+
+class FramesInfo(C.Structure):
+    _fields_ = [("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
+                ("channels", C.c_uint32), ("color_space", C.c_uint32)]
+
+
+class FrameBuffer(C.Structure):
+    _fields_ = [("data", C.c_void_p), ("capacity_bytes", C.c_size_t), ("first_frame", C.c_uint32),
+                ("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
+                ("channels", C.c_uint32), ("sample_format", C.c_uint32), ("color_space", C.c_uint32)]
+
+
+def fn(restype, *args):
+    return C.CFUNCTYPE(restype, *args)
+
+
+class PluginApi(C.Structure):
+    _fields_ = [
+        ("struct_size", C.c_uint32), ("abi_version", C.c_uint32),
+        ("plugin_name", C.c_char_p), ("plugin_version", C.c_char_p),
+        ("initialize", fn(Status)),
+        ("last_error", fn(C.c_size_t, C.c_char_p, C.c_size_t)),
+        ("node_count", fn(C.c_uint32)),
+        ("node_describe", fn(Status, C.c_uint32, C.POINTER(C.POINTER(NodeDesc)))),
+        ("node_find", fn(Status, C.c_char_p, C.POINTER(C.c_uint32))),
+        ("node_execute", fn(Status, C.c_uint32, C.POINTER(Param), C.c_size_t, C.POINTER(Handle), C.c_size_t,
+                            C.POINTER(ExecuteOptions), C.POINTER(Handle), C.c_size_t)),
+        ("node_input_signature", fn(Status, C.c_uint32, C.POINTER(Param), C.c_size_t, C.c_uint32, Handle,
+                                    C.POINTER(C.c_uint64))),
+        ("value_kind", fn(Status, Handle, C.POINTER(Kind))),
+        ("value_shape", fn(Status, Handle, C.POINTER(C.c_uint64), C.c_size_t, C.POINTER(C.c_size_t))),
+        ("value_hash", fn(Status, Handle, C.POINTER(C.c_uint64))),
+        ("value_read_int", fn(Status, Handle, C.POINTER(C.c_int64))),
+        ("value_read_float", fn(Status, Handle, C.POINTER(C.c_double))),
+        ("value_read_string", fn(Status, Handle, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t))),
+        ("value_release", fn(Status, Handle)),
+        ("frames_info", fn(Status, Handle, C.POINTER(FramesInfo))),
+        ("frames_copy", fn(Status, Handle, C.POINTER(FrameBuffer))),
+        ("frames_import", fn(Status, C.POINTER(FrameBuffer), C.POINTER(Handle))),
+        ("live_handle_count", fn(C.c_uint64)),
+    ]
+
+
+def main(plugin_path, out_dir):
+    library = C.CDLL(plugin_path)
+    library.lct_plugin_entry.restype = C.POINTER(PluginApi)
+    table = library.lct_plugin_entry()
+    if not table:
+        sys.exit("the plugin returned no table")
+    api = table.contents
+    if api.abi_version < LCT_ABI_VERSION or api.struct_size < C.sizeof(PluginApi):
+        sys.exit(f"incompatible plugin: abi {api.abi_version}, table {api.struct_size} bytes")
+
+    def check(status, what):
+        if status != STATUS_OK:
+            message = C.create_string_buffer(1024)
+            api.last_error(message, len(message))
+            sys.exit(f"{what} failed with status {status}: {message.value.decode()}")
+
+    check(api.initialize(), "initialize")
+    print(f"plugin {api.plugin_name.decode()} {api.plugin_version.decode()}, abi {api.abi_version}")
+    for index in range(api.node_count()):
+        desc = C.POINTER(NodeDesc)()
+        check(api.node_describe(index, C.byref(desc)), "node_describe")
+        node = desc.contents
+        ports = lambda p, n: ", ".join(f"{p[i].name.decode()}: {p[i].kind_name.decode()}" for i in range(n))
+        flag = " output" if node.flags & NODE_OUTPUT else ""
+        print(f"node {node.id.decode()} ({ports(node.inputs, node.input_count)}) -> "
+              f"({ports(node.outputs, node.output_count)}){flag}")
+
+    pattern, save = C.c_uint32(), C.c_uint32()
+    check(api.node_find(b"TestPattern", C.byref(pattern)), "node_find")
+    check(api.node_find(b"SaveFrames", C.byref(save)), "node_find")
+
+    params = (Param * 3)(Param(b"frames", KIND_INT, 4), Param(b"width", KIND_INT, 32),
+                         Param(b"height", KIND_INT, 24))
+    frames = Handle()
+    check(api.node_execute(pattern.value, params, 3, None, 0, None, C.byref(frames), 1), "TestPattern")
+    info = FramesInfo()
+    check(api.frames_info(frames, C.byref(info)), "frames_info")
+    print(f"frames {info.frame_count} x {info.width}x{info.height}x{info.channels}")
+
+    pixels = (C.c_uint8 * (info.width * info.height * info.channels))()
+    buffer = FrameBuffer(C.cast(pixels, C.c_void_p), len(pixels), 1, 1, 0, 0, 0, SAMPLE_U8, COLOR_SPACE_SRGB)
+    check(api.frames_copy(frames, C.byref(buffer)), "frames_copy")
+    print(f"frame 1 pixel (1,0) = {pixels[3]} {pixels[4]} {pixels[5]}")
+
+    steps = []
+    progress = ProgressFn(lambda user, node, step, total: steps.append(step) or 0)
+    options = ExecuteOptions(C.sizeof(ExecuteOptions), 0, progress, None, out_dir.encode())
+    save_params = (Param * 1)(Param(b"name", KIND_STRING, 0, 0.0, b"from_python"))
+    folder = Handle()
+    inputs = (Handle * 1)(frames)
+    check(api.node_execute(save.value, save_params, 1, inputs, 1, C.byref(options), C.byref(folder), 1),
+          "SaveFrames")
+    path = C.create_string_buffer(4096)
+    length = C.c_size_t()
+    check(api.value_read_string(folder, path, len(path), C.byref(length)), "value_read_string")
+    print(f"saved to {path.value.decode()} (progress reached step {max(steps)})")
+
+    check(api.value_release(folder), "value_release")
+    assert api.value_release(folder) == STATUS_BAD_HANDLE, "releasing twice must be BAD_HANDLE"
+    check(api.value_release(frames), "value_release")
+    print(f"live handles: {api.live_handle_count()}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} PLUGIN OUT_DIR")
+    main(sys.argv[1], sys.argv[2])

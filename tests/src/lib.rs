@@ -1,0 +1,131 @@
+//! Helpers for the integration tests: find (building if needed) the real plugin cdylib, compile
+//! C sources, locate tools.
+//!
+//! How the plugin is found: `$LCT_PLUGIN` if set; otherwise the test runs
+//! `cargo build -p lct-plugin -p lct-host` into the same target directory and profile as the running test
+//! binary (derived from its own path, `<target>/<profile>/deps/<test>`), once per process, and
+//! uses `<target>/<profile>/liblct_plugin.so`. So `cargo test -p lct-integration-tests` (or
+//! `--workspace`) always tests a plugin built from the current sources, with any
+//! `CARGO_TARGET_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use lct_host::Plugin;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// `<target>/<profile>` of the running test binary.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // <target>/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path to the real plugin, built (with the `lct` binary) from the current sources on first use.
+pub fn plugin_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("LCT_PLUGIN") {
+            return PathBuf::from(path);
+        }
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("profile dir has a parent");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(&cargo)
+            // The `lct` binary too, in the same call: the CLI tests run it.
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "lct-plugin",
+                "-p",
+                "lct-host",
+                "--profile",
+                &profile,
+                "--target-dir",
+            ])
+            .arg(target_dir)
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo to build the plugin");
+        assert!(status.success(), "building lct-plugin failed");
+        let path = profile_dir.join(lct_host::plugin_file_name());
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// The `lct` command line built beside the plugin, if it was (not when `$LCT_PLUGIN` is set).
+pub fn lct_binary() -> Option<PathBuf> {
+    plugin_path();
+    let path = profile_dir().join(format!("lct{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+/// The real plugin, loaded (once per process; loading again returns the same library).
+pub fn plugin() -> Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN
+        .get_or_init(|| Plugin::load(plugin_path()).expect("the real plugin loads"))
+        .clone()
+}
+
+/// The C compiler (`$CC` or `cc`), if one runs.
+pub fn c_compiler() -> Option<String> {
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    Command::new(&compiler)
+        .arg("--version")
+        .output()
+        .ok()?
+        .status
+        .success()
+        .then_some(compiler)
+}
+
+/// Directory of the committed C header.
+pub fn include_dir() -> PathBuf {
+    workspace_root().join("plugin/abi/include")
+}
+
+/// Compiles `source` with the header on the include path. `extra` adds flags (`-shared`,
+/// `-DMODE`, `-ldl`...); the output goes to `output`.
+pub fn compile_c(compiler: &str, source: &Path, output: &Path, extra: &[&str]) {
+    let result = Command::new(compiler)
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fPIC",
+            "-o",
+        ])
+        .arg(output)
+        .arg(source)
+        .arg("-I")
+        .arg(include_dir())
+        .args(extra)
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        result.status.success(),
+        "compiling {} failed:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}

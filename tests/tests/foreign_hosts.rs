@@ -1,0 +1,166 @@
+//! Hosts that are not Rust: a C program compiled against the committed header alone, and a
+//! Python ctypes script, each loading the real plugin, listing nodes and running
+//! TestPattern -> SaveFrames. Plus the `lct` command line. Skipped (not failed) when the
+//! C compiler or Python is missing.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lct_integration_tests::{c_compiler, compile_c, lct_binary, plugin_path, workspace_root};
+
+fn assert_host_output(output: &Output, out_dir: &Path, name: &str) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("node SceneContext (reference: FRAMES) -> (scene: SCENE)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("node SaveFrames (frames: FRAMES) -> (folder: STRING) output"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("frames 4 x 32x24x3"), "{stdout}");
+    assert!(stdout.contains("live handles: 0"), "{stdout}");
+    let folder = out_dir.join("frames").join(name);
+    assert!(
+        stdout.contains(&format!("saved to {}", folder.display())),
+        "{stdout}"
+    );
+    for file in ["frame_0000.png", "frame_0003.png", "contact_sheet.png"] {
+        assert!(
+            folder.join(file).is_file(),
+            "{} missing",
+            folder.join(file).display()
+        );
+    }
+}
+
+#[test]
+fn a_c_program_using_only_the_header_runs_a_graph() {
+    let Some(compiler) = c_compiler() else {
+        eprintln!("skipped: no C compiler");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("run_graph");
+    compile_c(
+        &compiler,
+        &workspace_root().join("tests/c/run_graph.c"),
+        &exe,
+        &["-ldl"],
+    );
+    let out = dir.path().join("out");
+    let output = Command::new(&exe)
+        .arg(plugin_path())
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_host_output(&output, &out, "from_c");
+}
+
+#[test]
+fn a_python_ctypes_script_runs_a_graph() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = Command::new("python3")
+        .arg(workspace_root().join("tests/python/run_graph.py"))
+        .arg(plugin_path())
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_host_output(&output, &out, "from_python");
+}
+
+#[test]
+fn the_cli_lists_nodes_and_runs_a_graph_file() {
+    let Some(lct) = lct_binary() else {
+        eprintln!("skipped: the lct binary was not built (LCT_PLUGIN is set)");
+        return;
+    };
+    let nodes = Command::new(&lct)
+        .args(["nodes", "--plugin"])
+        .arg(plugin_path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&nodes.stdout);
+    assert!(nodes.status.success(), "{listing}");
+    assert!(
+        listing.contains("SceneContext v1 \"Scene Context\" in lct/scene"),
+        "{listing}"
+    );
+    assert!(listing.contains("in  reference"), "{listing}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(&lct)
+        .arg("run")
+        .arg(workspace_root().join("tests/graphs/test_pattern.json"))
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--plugin")
+        .arg(plugin_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("save.folder: "), "{stdout}");
+    assert!(dir
+        .path()
+        .join("frames/pattern/contact_sheet.png")
+        .is_file());
+
+    // A bad graph fails before anything runs, with the validation message.
+    let graph = dir.path().join("bad.json");
+    std::fs::write(&graph, r#"{"nodes":{"save":{"type":"SaveFrames"}}}"#).unwrap();
+    let bad = Command::new(&lct)
+        .arg("run")
+        .arg(&graph)
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .arg("--plugin")
+        .arg(plugin_path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("required input `frames` (FRAMES) is not connected"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("bad").exists(),
+        "an invalid graph created its output directory"
+    );
+
+    // `lct scene` is wired up; until the model nodes exist it says which node is missing.
+    let scene = dir.path().join("scene.json");
+    std::fs::write(
+        &scene,
+        r#"{"global_prompt":"a harbour at dawn","shots":["wide","close"]}"#,
+    )
+    .unwrap();
+    let result = Command::new(&lct)
+        .arg("scene")
+        .arg(&scene)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--plugin")
+        .arg(plugin_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    if !result.status.success() {
+        assert!(stderr.contains("unknown node type"), "{stderr}");
+    }
+}
