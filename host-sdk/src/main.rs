@@ -44,12 +44,16 @@ enum Command {
         #[arg(long = "target")]
         targets: Vec<String>,
     },
-    /// Generate a scene from a plain description (global prompt, shots, mode); needs the
-    /// model nodes.
+    /// Generate a scene from a plain description (global prompt, characters, shots, mode):
+    /// LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames.
     Scene {
         scene: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Checkpoint directory (config.json + model.safetensors); overrides the scene's
+        /// `model`. Without either, the embedded default model.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -89,11 +93,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             let targets = (!targets.is_empty()).then_some(targets);
             run_graph(&plugin, &graph, &out, targets)
         }
-        Command::Scene { scene, out } => {
+        Command::Scene { scene, out, model } => {
             let text = std::fs::read_to_string(&scene)
                 .map_err(|e| format!("cannot read {}: {e}", scene.display()))?;
-            let spec: SceneSpec =
+            let mut spec: SceneSpec =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", scene.display()))?;
+            if let Some(model) = model {
+                spec.model = Some(model.display().to_string());
+            }
             run_graph(&plugin, &scene_graph(&spec), &out, None)
         }
     }

@@ -1,9 +1,9 @@
 //! `lct scene`: the usual graph built from a plain scene description, for people who do not
 //! want to write a graph.
 //!
-//! The graph uses the model-backed nodes (LoadModel, ShotGenerate, DecodeFrames). Until the
-//! plugin provides them, validation refuses it with "unknown node type", which is the message
-//! `lct scene` shows. Keep the node and port names here in step with those nodes.
+//! The graph is LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames; node,
+//! port and widget names follow the plugin's descriptors (`lct nodes` lists them), and an
+//! integration test runs this graph against the real plugin.
 
 use serde::Deserialize;
 
@@ -25,10 +25,28 @@ pub struct SceneSpec {
     /// Model directory; the embedded default model when absent.
     #[serde(default)]
     pub model: Option<String>,
+    /// Sampler steps per shot.
+    #[serde(default = "default_steps")]
+    pub steps: i64,
+    /// Classifier-free guidance scale.
+    #[serde(default = "default_cfg")]
+    pub cfg: f64,
+    /// Frames per shot.
+    #[serde(default = "default_frames")]
+    pub frames: i64,
 }
 
 fn default_mode() -> String {
     "joint".to_owned()
+}
+fn default_steps() -> i64 {
+    20
+}
+fn default_cfg() -> f64 {
+    3.0
+}
+fn default_frames() -> i64 {
+    4
 }
 
 /// LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames.
@@ -50,6 +68,9 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
         .add("generate", "ShotGenerate")
         .param("mode", scene.mode.as_str())
         .param("seed", scene.seed)
+        .param("steps", scene.steps)
+        .param("cfg", scene.cfg)
+        .param("frames", scene.frames)
         .input("model", "model", "model")
         .input("scene", "scene", "scene");
     graph
@@ -59,6 +80,8 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
     graph
         .add("save", "SaveFrames")
         .param("name", "scene")
+        // One contact-sheet row per shot.
+        .param("columns", scene.frames)
         .input("frames", "decode", "frames");
     graph.output("save");
     graph

@@ -13,6 +13,8 @@
 //! evaluation). May depend on `lct-model` (the model-backed nodes), `image`.
 
 pub mod builtin;
+pub mod model;
+pub mod model_values;
 mod node;
 mod value;
 
@@ -28,7 +30,13 @@ pub use value::{
 /// Every node type this library provides, in menu order.
 pub fn all_nodes() -> Vec<Box<dyn Node>> {
     vec![
+        Box::new(model::LoadModel),
         Box::new(builtin::SceneContext),
+        Box::new(model::ShotGenerate),
+        Box::new(model::ShotExtend),
+        Box::new(model::KvCacheNode),
+        Box::new(model::EncodeFrames),
+        Box::new(model::DecodeFrames),
         Box::new(builtin::SaveFrames),
         Box::new(builtin::TestPattern),
         Box::new(builtin::Delay),

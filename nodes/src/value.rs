@@ -44,7 +44,8 @@ impl fmt::Display for ValueKind {
 
 /// An immutable value. Cloning is cheap (large payloads are shared).
 ///
-/// The model-backed kinds (LATENT, KV_CACHE, MODEL) get their variants with the model nodes.
+/// The model-backed kinds hold engine data that never crosses the C boundary; hosts see
+/// their kind, shape and content hash only.
 #[derive(Clone, Debug)]
 pub enum Value {
     Int(i64),
@@ -54,6 +55,9 @@ pub enum Value {
     Enum(Arc<str>),
     Scene(Arc<Scene>),
     Frames(Arc<Frames>),
+    Model(Arc<crate::model_values::ModelValue>),
+    Latent(Arc<crate::model_values::LatentValue>),
+    KvCache(Arc<crate::model_values::KvCacheValue>),
 }
 
 impl Value {
@@ -66,10 +70,14 @@ impl Value {
             Self::Enum(_) => ValueKind::Enum,
             Self::Scene(_) => ValueKind::Scene,
             Self::Frames(_) => ValueKind::Frames,
+            Self::Model(_) => ValueKind::Model,
+            Self::Latent(_) => ValueKind::Latent,
+            Self::KvCache(_) => ValueKind::KvCache,
         }
     }
 
-    /// FRAMES [frames, height, width, channels], SCENE [shots], text [bytes], scalars [].
+    /// FRAMES [frames, height, width, channels], SCENE [shots], text [bytes], scalars [],
+    /// LATENT [shots], KV_CACHE [cached segments, tokens], MODEL [parameters].
     pub fn shape(&self) -> Vec<u64> {
         match self {
             Self::Int(_) | Self::Float(_) | Self::Bool(_) => Vec::new(),
@@ -81,6 +89,9 @@ impl Value {
                 frames.width() as u64,
                 frames.channels() as u64,
             ],
+            Self::Model(model) => vec![model.parameter_count() as u64],
+            Self::Latent(latent) => vec![latent.shots.len() as u64],
+            Self::KvCache(cache) => vec![cache.view.len() as u64, cache.view.tokens() as u64],
         }
     }
 
@@ -95,6 +106,9 @@ impl Value {
             Self::String(text) | Self::Enum(text) => hasher.write_str(text),
             Self::Scene(scene) => hasher.write_u64(scene.content_hash()),
             Self::Frames(frames) => hasher.write_u64(frames.content_hash()),
+            Self::Model(model) => hasher.write_u64(model.hash),
+            Self::Latent(latent) => hasher.write_u64(latent.hash),
+            Self::KvCache(cache) => hasher.write_u64(cache.hash),
         }
         hasher.finish()
     }

@@ -129,3 +129,59 @@ pub fn compile_c(compiler: &str, source: &Path, output: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+/// Words the fixture models know: every prompt of the model tests uses only these.
+pub const FIXTURE_VOCABULARY: &[&str] = &[
+    "character",
+    "1",
+    ":",
+    ".",
+    ",",
+    "a",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "in",
+    "field",
+    "wide",
+    "close-up",
+    "shot",
+    "of",
+    "moves",
+    "left",
+    "right",
+    "the",
+    "night",
+];
+
+/// A real checkpoint directory (config.json + model.safetensors) of a tiny seeded model with a
+/// text encoder and an 8x8 autoencoder, for the given mask; written once per process.
+pub fn fixture_model(mask: lct_model::AttentionMask) -> PathBuf {
+    static DIRS: OnceLock<std::sync::Mutex<Vec<(lct_model::AttentionMask, PathBuf)>>> =
+        OnceLock::new();
+    let dirs = DIRS.get_or_init(Default::default);
+    let mut dirs = dirs.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, dir)) = dirs.iter().find(|(m, _)| *m == mask) {
+        return dir.clone();
+    }
+    let cfg = lct_model::Config {
+        text_encoder: Some(lct_model::TextEncoderConfig {
+            vocabulary: FIXTURE_VOCABULARY.iter().map(|w| w.to_string()).collect(),
+            max_len: 8,
+            hidden_size: 32,
+        }),
+        autoencoder: Some(lct_model::AutoencoderConfig {
+            patch: 2,
+            frame_size: [8, 8],
+        }),
+        ..lct_model::Config::tiny().with_attention(mask)
+    };
+    let dir = std::env::temp_dir().join(format!("lct-fixture-{}-{:?}", std::process::id(), mask));
+    let tensors =
+        lct_model::init_tensors(&cfg, 11, lct_model::Init::Random, &candle_core::Device::Cpu)
+            .expect("seeded weights");
+    lct_model::save_checkpoint(&dir, &cfg, &tensors).expect("write the fixture checkpoint");
+    dirs.push((mask, dir.clone()));
+    dir
+}

@@ -143,7 +143,7 @@ fn the_cli_lists_nodes_and_runs_a_graph_file() {
         "an invalid graph created its output directory"
     );
 
-    // `lct scene` is wired up; until the model nodes exist it says which node is missing.
+    // `lct scene` without a model (and no embedded default yet) says what to give it.
     let scene = dir.path().join("scene.json");
     std::fs::write(
         &scene,
@@ -160,7 +160,9 @@ fn the_cli_lists_nodes_and_runs_a_graph_file() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
-    if !result.status.success() {
-        assert!(stderr.contains("unknown node type"), "{stderr}");
-    }
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("LoadModel") && stderr.contains("--model"),
+        "{stderr}"
+    );
 }

@@ -335,8 +335,8 @@ pub fn sample(
         .collect()
 }
 
-/// Builds the K/V of a history: the global prompt (if any) and the given shots re-noised to
-/// t_c, appended to `past`. Guidance on means a batch of two (conditional, null text).
+/// Builds the K/V of a history: the global prompt (if any) and the given shots (condition
+/// shots at `condition_timestep`, the others re-noised to t_c), appended to `past`. Guidance on means a batch of two (conditional, null text).
 pub fn cache_history(
     model: &SceneTransformer,
     request: &SceneRequest,
@@ -365,14 +365,15 @@ pub fn cache_history(
         let grid = model
             .token_grid(latent.dims())
             .map_err(|e| Error::Shape(format!("history shot {i}: {e}")))?;
-        segments.push(SegmentSpec::shot(
-            ShotRole::History,
-            shot.text.dim(1)?,
-            grid,
-            cfg.history_timestep,
-        ));
+        // Given references stay at the condition level, earlier shots at t_c: the same
+        // timesteps `sample` gives them, so cached and recomputed history agree.
+        let (role, timestep) = match shot.role {
+            ShotRole::Condition => (ShotRole::Condition, cfg.condition_timestep),
+            _ => (ShotRole::History, cfg.history_timestep),
+        };
+        segments.push(SegmentSpec::shot(role, shot.text.dim(1)?, grid, timestep));
         text.push(batched_text(&shot.text, guidance)?);
-        let z = renoise(latent, cfg.history_timestep, cfg.seed, shot.scene_index)?;
+        let z = renoise(latent, timestep, cfg.seed, shot.scene_index)?;
         latents.push(batched_latent(&z, guidance)?);
     }
     if segments.is_empty() {

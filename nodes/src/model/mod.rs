@@ -1,0 +1,34 @@
+//! The model-backed nodes: LoadModel, ShotGenerate, ShotExtend, KVCache, EncodeFrames and
+//! DecodeFrames. They turn graph values into engine requests (`lct_model::sampler`) and back.
+
+mod frames;
+mod generate;
+mod load;
+
+pub use frames::{DecodeFrames, EncodeFrames};
+pub use generate::{KvCacheNode, ShotExtend, ShotGenerate};
+pub use load::LoadModel;
+
+use crate::node::NodeError;
+
+/// Engine errors name what was wrong; the node adds which node it was.
+pub(crate) fn engine_error(node: &'static str) -> impl Fn(lct_model::Error) -> NodeError {
+    move |error| match error {
+        lct_model::Error::Cancelled { step, total } => NodeError::Cancelled {
+            node,
+            step: step as u32,
+            total: total as u32,
+        },
+        other => NodeError::Failed {
+            node,
+            message: other.to_string(),
+        },
+    }
+}
+
+pub(crate) fn tensor_error(node: &'static str) -> impl Fn(candle_core::Error) -> NodeError {
+    move |error| NodeError::Failed {
+        node,
+        message: format!("tensor operation failed: {error}"),
+    }
+}

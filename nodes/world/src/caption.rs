@@ -1,0 +1,405 @@
+//! Two-tier captions (a global prompt plus one prompt per shot), the closed vocabulary and a
+//! deterministic word-level tokenizer.
+//!
+//! Per-shot prompts only say "Character 1" and never repeat its looks, as in the paper: whatever
+//! consistency the model shows across shots has to come from the global prompt or, in
+//! [`CaptionMode::NoLooks`], from the other shots in its context.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Character, Environment, SceneSpec};
+use crate::WorldError;
+
+/// How much of the scene's looks the captions spell out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptionMode {
+    /// Character looks and environment appear in the global prompt only.
+    GlobalLooks,
+    /// The environment is described, the character's looks appear nowhere.
+    NoCharacterLooks,
+    /// Neither the character's looks nor the environment appear anywhere: only the story.
+    NoLooks,
+}
+
+impl CaptionMode {
+    pub const ALL: [CaptionMode; 3] = [
+        CaptionMode::GlobalLooks,
+        CaptionMode::NoCharacterLooks,
+        CaptionMode::NoLooks,
+    ];
+}
+
+/// Captions of one scene.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneCaptions {
+    pub mode: CaptionMode,
+    pub global: String,
+    pub shots: Vec<String>,
+}
+
+/// "large red circle, striped"
+pub fn describe_character(c: &Character) -> String {
+    format!(
+        "{} {} {}, {}",
+        c.size.word(),
+        c.colour.word(),
+        c.shape.word(),
+        c.pattern.word()
+    )
+}
+
+/// "blue sky, green ground, high horizon, warm light, day"
+pub fn describe_environment(e: &Environment) -> String {
+    format!(
+        "{} sky, {} ground, {} horizon, {} light, {}",
+        e.sky.word(),
+        e.ground.word(),
+        e.horizon.word(),
+        e.tone.word(),
+        e.time.word()
+    )
+}
+
+/// The global prompt, e.g. "Character 1: large red circle, striped. Environment: blue sky, green
+/// ground, high horizon, warm light, day. Story: Character 1 moves right."
+pub fn global_prompt(spec: &SceneSpec, mode: CaptionMode) -> String {
+    let story = format!("Story: Character 1 {}.", spec.action.word());
+    match mode {
+        CaptionMode::GlobalLooks => format!(
+            "Character 1: {}. Environment: {}. {story}",
+            describe_character(&spec.character),
+            describe_environment(&spec.environment)
+        ),
+        CaptionMode::NoCharacterLooks => {
+            format!(
+                "Character 1. Environment: {}. {story}",
+                describe_environment(&spec.environment)
+            )
+        }
+        CaptionMode::NoLooks => story,
+    }
+}
+
+/// The prompt of shot `shot` (0-based; printed 1-based), e.g. "[SHOT 2] close-up of Character 1
+/// moving right." It is the same in every caption mode.
+pub fn shot_prompt(spec: &SceneSpec, shot: usize) -> Result<String, WorldError> {
+    let framing = spec.shots.get(shot).ok_or(WorldError::ShotIndex {
+        index: shot,
+        shots: spec.shots.len(),
+    })?;
+    Ok(format!(
+        "[SHOT {}] {} of Character 1 {}.",
+        shot + 1,
+        framing.word(),
+        spec.action.participle()
+    ))
+}
+
+/// Prompt of an identity reference image-shot.
+pub fn identity_reference_prompt() -> &'static str {
+    "[IMAGE] Character 1 on a plain background."
+}
+
+/// Prompt of an environment reference image-shot.
+pub fn environment_reference_prompt() -> &'static str {
+    "[IMAGE] environment without characters."
+}
+
+/// All captions of a scene in one mode.
+pub fn captions(spec: &SceneSpec, mode: CaptionMode) -> SceneCaptions {
+    SceneCaptions {
+        mode,
+        global: global_prompt(spec, mode),
+        shots: (0..spec.shots.len())
+            .map(|k| shot_prompt(spec, k).expect("index is in range"))
+            .collect(),
+    }
+}
+
+/// Every token the captions can produce; a token's id is its index. Id 0 is padding (per-shot
+/// text is padded to a fixed length so each shot keeps its single-shot text-to-video offset).
+const VOCABULARY: &[&str] = &[
+    "<pad>",
+    ".",
+    ",",
+    ":",
+    "[",
+    "]",
+    "character",
+    "environment",
+    "story",
+    "shot",
+    "image",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5", // structure
+    "small",
+    "large", // size
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white", // colour
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "star", // shape
+    "plain",
+    "striped", // pattern
+    "sky",
+    "ground",
+    "grey",
+    "pink",
+    "brown",
+    "sandy", // environment colours
+    "low",
+    "middle",
+    "high",
+    "horizon", // horizon
+    "warm",
+    "cool",
+    "neutral",
+    "light",
+    "day",
+    "night", // lighting
+    "moves",
+    "left",
+    "right",
+    "up",
+    "down",
+    "bounces",
+    "in",
+    "place",
+    "grows", // story
+    "wide",
+    "medium",
+    "close-up",
+    "of",
+    "moving",
+    "bouncing",
+    "growing", // shots
+    "on",
+    "a",
+    "background",
+    "without",
+    "characters", // references
+];
+
+/// The full vocabulary, id order.
+pub fn vocabulary() -> Vec<&'static str> {
+    VOCABULARY.to_vec()
+}
+
+/// Id of the padding token.
+pub const PAD_ID: u32 = 0;
+
+fn index() -> &'static HashMap<&'static str, u32> {
+    static INDEX: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        VOCABULARY
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (*w, i as u32))
+            .collect()
+    })
+}
+
+/// Splits text into lowercase words and single punctuation tokens. Letters, digits, '-' and the
+/// '<' '>' of `<pad>` build words; whitespace separates; every other character is its own token
+/// (so an unexpected symbol surfaces as an unknown word instead of vanishing).
+pub fn split_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for ch in text.chars() {
+        if ch.is_alphanumeric() || matches!(ch, '-' | '<' | '>') {
+            word.extend(ch.to_lowercase());
+        } else {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            if !ch.is_whitespace() {
+                out.push(ch.to_string());
+            }
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Token ids of `text`; fails on the first word outside the vocabulary, naming it.
+pub fn tokenize(text: &str) -> Result<Vec<u32>, WorldError> {
+    split_words(text)
+        .into_iter()
+        .map(|w| {
+            index()
+                .get(w.as_str())
+                .copied()
+                .ok_or_else(|| WorldError::UnknownWord {
+                    word: w,
+                    vocabulary: VOCABULARY.join(" "),
+                })
+        })
+        .collect()
+}
+
+/// Tokenizes and pads with [`PAD_ID`] (or truncates) to exactly `len` tokens.
+pub fn tokenize_padded(text: &str, len: usize) -> Result<Vec<u32>, WorldError> {
+    let mut ids = tokenize(text)?;
+    ids.resize(len, PAD_ID);
+    Ok(ids)
+}
+
+/// Words of token ids joined by single spaces (padding dropped).
+pub fn detokenize(ids: &[u32]) -> Result<String, WorldError> {
+    let words: Result<Vec<&str>, WorldError> = ids
+        .iter()
+        .filter(|&&id| id != PAD_ID)
+        .map(|&id| {
+            VOCABULARY
+                .get(id as usize)
+                .copied()
+                .ok_or(WorldError::UnknownTokenId(id))
+        })
+        .collect();
+    Ok(words?.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{sample_scene, Split};
+
+    #[test]
+    fn vocabulary_has_no_duplicates() {
+        let v = vocabulary();
+        let set: std::collections::HashSet<_> = v.iter().collect();
+        assert_eq!(set.len(), v.len());
+        assert_eq!(v[PAD_ID as usize], "<pad>");
+    }
+
+    #[test]
+    fn example_prompts() {
+        let mut spec = sample_scene(0, Split::Train);
+        spec.character = Character {
+            shape: crate::Shape::Circle,
+            colour: crate::Colour::Red,
+            size: crate::Size::Large,
+            pattern: crate::Pattern::Striped,
+        };
+        spec.environment = Environment {
+            sky: crate::Sky::Blue,
+            ground: crate::Ground::Green,
+            horizon: crate::Horizon::High,
+            tone: crate::Tone::Warm,
+            time: crate::TimeOfDay::Day,
+        };
+        spec.action = crate::Action::MoveRight;
+        spec.shots = vec![crate::Framing::Wide, crate::Framing::CloseUp];
+        assert_eq!(
+            global_prompt(&spec, CaptionMode::GlobalLooks),
+            "Character 1: large red circle, striped. Environment: blue sky, green ground, \
+             high horizon, warm light, day. Story: Character 1 moves right."
+        );
+        assert_eq!(
+            global_prompt(&spec, CaptionMode::NoLooks),
+            "Story: Character 1 moves right."
+        );
+        assert_eq!(
+            shot_prompt(&spec, 1).unwrap(),
+            "[SHOT 2] close-up of Character 1 moving right."
+        );
+        assert!(shot_prompt(&spec, 2).is_err());
+    }
+
+    #[test]
+    fn looks_never_leak_into_shot_prompts_or_no_looks_mode() {
+        for seed in 0..100 {
+            let spec = sample_scene(seed, Split::Train);
+            let looks = [
+                spec.character.colour.word(),
+                spec.character.shape.word(),
+                "sky",
+            ];
+            for mode in CaptionMode::ALL {
+                let caps = captions(&spec, mode);
+                for s in &caps.shots {
+                    for w in looks {
+                        assert!(!split_words(s).iter().any(|x| x == w), "{s}");
+                    }
+                }
+                if mode != CaptionMode::GlobalLooks {
+                    let words = split_words(&caps.global);
+                    assert!(!words.iter().any(|x| x == spec.character.shape.word()));
+                }
+                if mode == CaptionMode::NoLooks {
+                    assert!(!split_words(&caps.global).iter().any(|x| x == "sky"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_caption_tokenizes_and_round_trips() {
+        for seed in 0..200 {
+            for split in [Split::Train, Split::HeldOut] {
+                let spec = sample_scene(seed, split);
+                for mode in CaptionMode::ALL {
+                    let caps = captions(&spec, mode);
+                    for text in std::iter::once(&caps.global).chain(&caps.shots) {
+                        let ids = tokenize(text).unwrap();
+                        assert_eq!(detokenize(&ids).unwrap(), split_words(text).join(" "));
+                    }
+                }
+            }
+        }
+        tokenize(identity_reference_prompt()).unwrap();
+        tokenize(environment_reference_prompt()).unwrap();
+    }
+
+    #[test]
+    fn tokenizer_is_deterministic_and_splits_punctuation() {
+        assert_eq!(
+            split_words("[SHOT 2] Close-up of Character 1."),
+            vec![
+                "[",
+                "shot",
+                "2",
+                "]",
+                "close-up",
+                "of",
+                "character",
+                "1",
+                "."
+            ]
+        );
+        assert_eq!(
+            tokenize("Red circle.").unwrap(),
+            tokenize("red  CIRCLE .").unwrap()
+        );
+        assert_eq!(
+            tokenize_padded("red", 3).unwrap(),
+            vec![index()["red"], 0, 0]
+        );
+    }
+
+    #[test]
+    fn unknown_word_error_names_it_and_lists_the_vocabulary() {
+        let err = tokenize("a magenta circle").unwrap_err().to_string();
+        assert!(err.contains("\"magenta\""), "{err}");
+        assert!(err.contains("circle") && err.contains("close-up"), "{err}");
+        let err = tokenize("red!").unwrap_err().to_string();
+        assert!(err.contains("\"!\""), "{err}");
+        assert!(detokenize(&[9999]).is_err());
+    }
+}

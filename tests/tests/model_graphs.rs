@@ -1,0 +1,420 @@
+//! The model-backed nodes end to end, through the real plugin: scene -> generate -> decode ->
+//! save; auto-regressive generation with KVCache and ShotExtend; what caching re-runs; errors.
+
+use lct_host::{ColorSpace, EvalError, EvalOptions, Evaluator, Graph, Plugin};
+use lct_integration_tests::{fixture_model, plugin};
+use lct_model::AttentionMask;
+
+const SHOTS: [&str; 3] = [
+    "wide shot of character 1 in a field.",
+    "close-up of character 1.",
+    "character 1 moves left.",
+];
+
+fn scene_node(graph: &mut Graph, shots: &[&str]) {
+    graph
+        .add("scene", "SceneContext")
+        .param("global_prompt", "a field in the night.")
+        .param("characters", "character 1: a red circle.")
+        .param("shots", shots.join("\n"));
+}
+
+fn model_node(graph: &mut Graph, mask: AttentionMask) {
+    graph
+        .add("model", "LoadModel")
+        .param("path", fixture_model(mask).display().to_string());
+}
+
+/// Sampler widgets shared by every generating node of a graph (and the KV cache).
+fn sampler(graph: &mut Graph, label: &str) {
+    graph
+        .node_mut(label)
+        .unwrap()
+        .param("steps", 4)
+        .param("seed", 5)
+        .param("cfg", 2.0)
+        .param("frames", 2);
+}
+
+fn frames_of(plugin: &Plugin, graph: &Graph, node: &str) -> Vec<u8> {
+    let evaluator = Evaluator::new(plugin);
+    let graph = plugin.validate(graph).unwrap();
+    let options = EvalOptions {
+        targets: Some(vec![node.to_owned()]),
+        ..EvalOptions::default()
+    };
+    let evaluation = evaluator.evaluate(&graph, &options).unwrap();
+    let frames = evaluation
+        .output(node, "frames")
+        .unwrap()
+        .read_frames(ColorSpace::SRGB)
+        .unwrap();
+    frames.pixels
+}
+
+fn max_difference(a: &[u8], b: &[u8]) -> u8 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn joint_generation_of_three_shots_writes_frames() {
+    let plugin = plugin();
+    let out = tempfile::tempdir().unwrap();
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::Bidirectional);
+    scene_node(&mut graph, &SHOTS);
+    graph
+        .add("generate", "ShotGenerate")
+        .param("mode", "joint")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "generate");
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph
+        .add("save", "SaveFrames")
+        .param("name", "scene")
+        .param("columns", 2)
+        .input("frames", "decode", "frames");
+    let validated = plugin.validate(&graph).unwrap();
+    let evaluator = Evaluator::new(&plugin);
+    let options = EvalOptions {
+        output_directory: Some(out.path().to_owned()),
+        ..EvalOptions::default()
+    };
+    let evaluation = evaluator.evaluate(&validated, &options).unwrap();
+    assert_eq!(
+        evaluation.executed,
+        ["model", "scene", "generate", "decode", "save"]
+    );
+    // SaveFrames answers with the folder it created (never an existing one).
+    let folder = std::path::PathBuf::from(evaluation.outputs["save"][0].1.read_string().unwrap());
+    assert!(folder.starts_with(out.path()), "{}", folder.display());
+    for i in 0..6 {
+        let png = folder.join(format!("frame_{i:04}.png"));
+        let image = image_size(&png);
+        assert_eq!(image, (8, 8), "{}", png.display());
+    }
+    assert!(folder.join("contact_sheet.png").is_file());
+    assert!(
+        !folder.join("frame_0006.png").exists(),
+        "3 shots x 2 frames"
+    );
+    // Latents never cross the boundary; the host sees kind, shape and hash.
+    let again = evaluator
+        .evaluate(
+            &validated,
+            &EvalOptions {
+                targets: Some(vec!["generate".into()]),
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        again.executed.is_empty(),
+        "served from the cache: {:?}",
+        again.executed
+    );
+    let latent = again.output("generate", "latent").unwrap();
+    assert_eq!(latent.shape().unwrap(), vec![3]);
+}
+
+fn image_size(path: &std::path::Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG", "{} is not a PNG", path.display());
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    (width, height)
+}
+
+/// Shots 1-2 auto-regressively, then shot 3 by ShotExtend, with or without a KV cache.
+fn extend_graph(with_cache: bool) -> Graph {
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::ContextCausal);
+    scene_node(&mut graph, &SHOTS);
+    graph
+        .add("first", "ShotGenerate")
+        .param("mode", "autoregressive")
+        .param("last_shot", 2)
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "first");
+    graph
+        .add("extend", "ShotExtend")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene")
+        .input("latent", "first", "latent");
+    sampler(&mut graph, "extend");
+    if with_cache {
+        graph
+            .add("cache", "KVCache")
+            .param("seed", 5)
+            .param("cfg", 2.0)
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene")
+            .input("latent", "first", "latent");
+        graph
+            .node_mut("extend")
+            .unwrap()
+            .input("kv_cache", "cache", "kv_cache");
+        // A fourth shot from a new prompt, extending the cache by the third shot only.
+        graph
+            .add("cache2", "KVCache")
+            .param("seed", 5)
+            .param("cfg", 2.0)
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene")
+            .input("latent", "extend", "latent")
+            .input("previous", "cache", "kv_cache");
+    }
+    graph
+        .add("extend2", "ShotExtend")
+        .param("prompt", "a blue square moves right.")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene")
+        .input("latent", "extend", "latent");
+    sampler(&mut graph, "extend2");
+    if with_cache {
+        graph
+            .node_mut("extend2")
+            .unwrap()
+            .input("kv_cache", "cache2", "kv_cache");
+    }
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "extend2", "latent");
+    graph.output("decode");
+    graph
+}
+
+#[test]
+fn kv_cached_shot_extension_equals_recomputing_the_history() {
+    let plugin = plugin();
+    let cached = frames_of(&plugin, &extend_graph(true), "decode");
+    let recomputed = frames_of(&plugin, &extend_graph(false), "decode");
+    assert_eq!(cached.len(), 4 * 2 * 8 * 8 * 3, "4 shots of 2 frames");
+    // Exact up to float rounding (engine test: 1e-5); 8-bit output may round one level apart.
+    let d = max_difference(&cached, &recomputed);
+    assert!(d <= 1, "KV reuse differs from recomputing by {d} levels");
+}
+
+#[test]
+fn editing_one_shot_reruns_only_that_shot_and_what_follows() {
+    let plugin = plugin();
+    let build = |third: &str| {
+        let mut graph = Graph::new();
+        model_node(&mut graph, AttentionMask::ContextCausal);
+        scene_node(&mut graph, &[SHOTS[0], SHOTS[1], third]);
+        let mut previous: Option<String> = None;
+        for shot in 1..=3 {
+            let label = format!("shot{shot}");
+            graph
+                .add(&label, "ShotGenerate")
+                .param("first_shot", shot)
+                .param("last_shot", shot)
+                .input("model", "model", "model")
+                .input("scene", "scene", "scene");
+            sampler(&mut graph, &label);
+            if let Some(p) = &previous {
+                graph
+                    .node_mut(&label)
+                    .unwrap()
+                    .input("history", p, "latent");
+            }
+            previous = Some(label);
+        }
+        graph
+            .add("decode", "DecodeFrames")
+            .input("model", "model", "model")
+            .input("latent", "shot3", "latent");
+        graph.output("decode");
+        plugin.validate(&graph).unwrap()
+    };
+    let evaluator = Evaluator::new(&plugin);
+    let options = EvalOptions::default();
+    let first = evaluator.evaluate(&build(SHOTS[2]), &options).unwrap();
+    assert_eq!(first.executed.len(), 6);
+    let again = evaluator.evaluate(&build(SHOTS[2]), &options).unwrap();
+    assert!(again.executed.is_empty(), "{:?}", again.executed);
+    let edited = evaluator
+        .evaluate(&build("close-up of character 1 moves right."), &options)
+        .unwrap();
+    assert_eq!(edited.executed, ["scene", "shot3", "decode"]);
+}
+
+#[test]
+fn a_kv_cache_of_a_bidirectional_model_is_a_clear_error() {
+    let plugin = plugin();
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::Bidirectional);
+    scene_node(&mut graph, &SHOTS);
+    graph
+        .add("first", "ShotGenerate")
+        .param("last_shot", 1)
+        .param("steps", 2)
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    graph
+        .add("cache", "KVCache")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene")
+        .input("latent", "first", "latent");
+    graph.output("cache");
+    let validated = plugin.validate(&graph).unwrap();
+    let error = Evaluator::new(&plugin)
+        .evaluate(&validated, &EvalOptions::default())
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, EvalError::Node { .. }), "{message}");
+    assert!(
+        message.contains("bidirectional") && message.contains("cache"),
+        "{message}"
+    );
+}
+
+#[test]
+fn mismatched_cache_settings_and_bad_prompts_are_named() {
+    let plugin = plugin();
+    // The cache was built with another seed than the node that uses it.
+    let mut graph = extend_graph(true);
+    graph.node_mut("cache").unwrap().param("seed", 6);
+    graph.outputs = vec!["extend".into()];
+    let validated = plugin.validate(&graph).unwrap();
+    let message = Evaluator::new(&plugin)
+        .evaluate(&validated, &EvalOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("seed 6") && message.contains("seed 5"),
+        "{message}"
+    );
+
+    // A word the model does not know.
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::Bidirectional);
+    scene_node(&mut graph, &["a purple triangle."]);
+    graph
+        .add("generate", "ShotGenerate")
+        .param("steps", 1)
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    graph.output("generate");
+    let validated = plugin.validate(&graph).unwrap();
+    let message = Evaluator::new(&plugin)
+        .evaluate(&validated, &EvalOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("unknown word 'purple'") && message.contains("circle"),
+        "{message}"
+    );
+}
+
+#[test]
+fn load_model_errors_name_the_path() {
+    let plugin = plugin();
+    for (path, expected) in [("/nowhere/at/all", "/nowhere/at/all"), ("", "embedded")] {
+        let mut graph = Graph::new();
+        graph.add("model", "LoadModel").param("path", path);
+        graph.output("model");
+        let validated = plugin.validate(&graph).unwrap();
+        let message = Evaluator::new(&plugin)
+            .evaluate(&validated, &EvalOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+#[test]
+fn four_model_graphs_on_four_threads_match_sequential_runs() {
+    let plugin = plugin();
+    let graph_for = |seed: i64| {
+        let mut graph = Graph::new();
+        model_node(&mut graph, AttentionMask::Bidirectional);
+        scene_node(&mut graph, &SHOTS[..2]);
+        graph
+            .add("generate", "ShotGenerate")
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene");
+        sampler(&mut graph, "generate");
+        graph.node_mut("generate").unwrap().param("seed", seed);
+        graph
+            .add("decode", "DecodeFrames")
+            .input("model", "model", "model")
+            .input("latent", "generate", "latent");
+        graph.output("decode");
+        graph
+    };
+    let sequential: Vec<Vec<u8>> = (0..4)
+        .map(|s| frames_of(&plugin, &graph_for(s), "decode"))
+        .collect();
+    let parallel: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|s| {
+                let plugin = &plugin;
+                let graph = graph_for(s);
+                scope.spawn(move || frames_of(plugin, &graph, "decode"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, parallel);
+    assert_ne!(sequential[0], sequential[1], "seeds must matter");
+}
+
+#[test]
+fn lct_scene_runs_the_example_scene_and_writes_a_contact_sheet() {
+    let Some(lct) = lct_integration_tests::lct_binary() else {
+        return; // $LCT_PLUGIN points at a prebuilt plugin without the CLI beside it.
+    };
+    let out = tempfile::tempdir().unwrap();
+    let scene = lct_integration_tests::workspace_root().join("examples/scenes/field_at_night.json");
+    let output = std::process::Command::new(lct)
+        .arg("--plugin")
+        .arg(lct_integration_tests::plugin_path())
+        .arg("scene")
+        .arg(&scene)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--model")
+        .arg(fixture_model(AttentionMask::Bidirectional))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "lct scene failed: {stderr}");
+    let sheet = walk(out.path())
+        .into_iter()
+        .find(|p| p.ends_with("contact_sheet.png"))
+        .expect("a contact sheet");
+    // 3 shots x 2 frames of 8x8, one row per shot: 2 thumbnails wide, 3 high, with equal gaps.
+    let (width, height) = image_size(&sheet);
+    let gap = (width - 2 * 8) / 3;
+    assert_eq!(
+        (width, height),
+        (2 * 8 + 3 * gap, 3 * 8 + 4 * gap),
+        "{}",
+        sheet.display()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
