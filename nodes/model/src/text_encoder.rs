@@ -1,17 +1,16 @@
 //! A small text encoder over a closed vocabulary: word embeddings plus learned positions,
 //! refined by a residual MLP. The scene transformer's joint attention does the rest.
 //!
-//! Tokenising is lower-case words and single punctuation marks; a word outside the
+//! Tokenising follows `lct-text` (the rule the world's captions use too); a word outside the
 //! vocabulary is an error that names it and lists the vocabulary (never a silent `<unk>`).
 
 use crate::error::{Error, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use lct_text::{TextError, Vocabulary};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// Id 0 pads prompts to their fixed length.
-pub const PAD_ID: u32 = 0;
+pub use lct_text::{split_words, PAD_ID};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,32 +23,10 @@ pub struct TextEncoderConfig {
     pub hidden_size: usize,
 }
 
-/// Splits into lower-case words and single punctuation marks.
-pub fn split_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() || c == '\'' || c == '-' {
-            current.extend(c.to_lowercase());
-        } else {
-            if !current.is_empty() {
-                words.push(std::mem::take(&mut current));
-            }
-            if !c.is_whitespace() {
-                words.push(c.to_string());
-            }
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
-}
-
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     cfg: TextEncoderConfig,
-    ids: HashMap<String, u32>,
+    vocabulary: Vocabulary,
     tokens: Embedding,
     positions: Tensor,
     mlp_in: Linear,
@@ -64,21 +41,10 @@ impl TextEncoder {
                 "text_encoder needs a vocabulary, max_len > 0 and hidden_size > 0".into(),
             ));
         }
-        let mut ids = HashMap::with_capacity(cfg.vocabulary.len());
-        for (i, word) in cfg.vocabulary.iter().enumerate() {
-            if split_words(word) != [word.clone()] {
-                return Err(Error::Config(format!(
-                    "text_encoder vocabulary entry {i} ('{word}') is not one lower-case token"
-                )));
-            }
-            if ids.insert(word.clone(), i as u32 + 1).is_some() {
-                return Err(Error::Config(format!(
-                    "text_encoder vocabulary repeats '{word}'"
-                )));
-            }
-        }
+        let vocabulary = Vocabulary::new(&cfg.vocabulary)
+            .map_err(|e| Error::Config(format!("text_encoder: {e}")))?;
         Ok(Self {
-            ids,
+            vocabulary,
             tokens: embedding(cfg.vocabulary.len() + 1, text_dim, vb.pp("tokens"))?,
             positions: vb.get((cfg.max_len, text_dim), "positions")?,
             mlp_in: linear(text_dim, cfg.hidden_size, vb.pp("mlp_in"))?,
@@ -94,15 +60,10 @@ impl TextEncoder {
 
     /// Token ids of `text`, or an error naming the first unknown word.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        split_words(text)
-            .into_iter()
-            .map(|w| {
-                self.ids.get(&w).copied().ok_or_else(|| Error::UnknownWord {
-                    word: w.clone(),
-                    vocabulary: self.cfg.vocabulary.join(" "),
-                })
-            })
-            .collect()
+        self.vocabulary.tokenize(text).map_err(|e| match e {
+            TextError::UnknownWord { word, vocabulary } => Error::UnknownWord { word, vocabulary },
+            other => Error::Config(other.to_string()),
+        })
     }
 
     /// `[1, len, text_dim]` embeddings of `text`, padded or truncated to `len` tokens (the

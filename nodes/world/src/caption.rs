@@ -5,7 +5,6 @@
 //! consistency the model shows across shots has to come from the global prompt or, in
 //! [`CaptionMode::NoLooks`], from the other shots in its context.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -120,10 +119,9 @@ pub fn captions(spec: &SceneSpec, mode: CaptionMode) -> SceneCaptions {
     }
 }
 
-/// Every token the captions can produce; a token's id is its index. Id 0 is padding (per-shot
-/// text is padded to a fixed length so each shot keeps its single-shot text-to-video offset).
+/// Every word the captions can produce, in id order from 1 (id 0 pads: per-shot text is
+/// padded to a fixed length so each shot keeps its single-shot text-to-video offset).
 const VOCABULARY: &[&str] = &[
-    "<pad>",
     ".",
     ",",
     ":",
@@ -199,80 +197,39 @@ pub fn vocabulary() -> Vec<&'static str> {
     VOCABULARY.to_vec()
 }
 
-/// Id of the padding token.
-pub const PAD_ID: u32 = 0;
+pub use lct_text::{split_words, PAD_ID};
 
-fn index() -> &'static HashMap<&'static str, u32> {
-    static INDEX: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
-    INDEX.get_or_init(|| {
-        VOCABULARY
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (*w, i as u32))
-            .collect()
+/// The captions' vocabulary under the shared `lct-text` word rule (the model's rule too).
+fn vocab() -> &'static lct_text::Vocabulary {
+    static VOCAB: OnceLock<lct_text::Vocabulary> = OnceLock::new();
+    VOCAB.get_or_init(|| {
+        lct_text::Vocabulary::new(VOCABULARY).expect("the world vocabulary is valid")
     })
 }
 
-/// Splits text into lowercase words and single punctuation tokens. Letters, digits, '-' and the
-/// '<' '>' of `<pad>` build words; whitespace separates; every other character is its own token
-/// (so an unexpected symbol surfaces as an unknown word instead of vanishing).
-pub fn split_words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    for ch in text.chars() {
-        if ch.is_alphanumeric() || matches!(ch, '-' | '<' | '>') {
-            word.extend(ch.to_lowercase());
-        } else {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            if !ch.is_whitespace() {
-                out.push(ch.to_string());
-            }
+fn world_error(error: lct_text::TextError) -> WorldError {
+    match error {
+        lct_text::TextError::UnknownWord { word, vocabulary } => {
+            WorldError::UnknownWord { word, vocabulary }
         }
+        lct_text::TextError::UnknownTokenId(id) => WorldError::UnknownTokenId(id),
+        other => WorldError::InvalidConfig(other.to_string()),
     }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
 }
 
 /// Token ids of `text`; fails on the first word outside the vocabulary, naming it.
 pub fn tokenize(text: &str) -> Result<Vec<u32>, WorldError> {
-    split_words(text)
-        .into_iter()
-        .map(|w| {
-            index()
-                .get(w.as_str())
-                .copied()
-                .ok_or_else(|| WorldError::UnknownWord {
-                    word: w,
-                    vocabulary: VOCABULARY.join(" "),
-                })
-        })
-        .collect()
+    vocab().tokenize(text).map_err(world_error)
 }
 
 /// Tokenizes and pads with [`PAD_ID`] (or truncates) to exactly `len` tokens.
 pub fn tokenize_padded(text: &str, len: usize) -> Result<Vec<u32>, WorldError> {
-    let mut ids = tokenize(text)?;
-    ids.resize(len, PAD_ID);
-    Ok(ids)
+    vocab().tokenize_padded(text, len).map_err(world_error)
 }
 
 /// Words of token ids joined by single spaces (padding dropped).
 pub fn detokenize(ids: &[u32]) -> Result<String, WorldError> {
-    let words: Result<Vec<&str>, WorldError> = ids
-        .iter()
-        .filter(|&&id| id != PAD_ID)
-        .map(|&id| {
-            VOCABULARY
-                .get(id as usize)
-                .copied()
-                .ok_or(WorldError::UnknownTokenId(id))
-        })
-        .collect();
-    Ok(words?.join(" "))
+    vocab().detokenize(ids).map_err(world_error)
 }
 
 #[cfg(test)]
@@ -285,7 +242,8 @@ mod tests {
         let v = vocabulary();
         let set: std::collections::HashSet<_> = v.iter().collect();
         assert_eq!(set.len(), v.len());
-        assert_eq!(v[PAD_ID as usize], "<pad>");
+        assert!(!v.contains(&"<pad>"), "padding is id 0, not a word");
+        assert_eq!(tokenize(v[0]).unwrap(), [PAD_ID + 1]);
     }
 
     #[test]
@@ -389,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             tokenize_padded("red", 3).unwrap(),
-            vec![index()["red"], 0, 0]
+            vec![tokenize("red").unwrap()[0], 0, 0]
         );
     }
 

@@ -14,7 +14,9 @@
 //!   motion and sharpness back FROM PIXELS, and the scene consistency metrics built on them.
 //!
 //! This crate is the data and evaluation side only: it must not depend on candle or on any other
-//! `lct` crate, so the model can be swapped without touching the world and vice versa.
+//! `lct` crate but `lct-text` (the prompt word rule it shares with the model's text encoder, so
+//! captions tokenise the same in training and at inference), so the model can be swapped
+//! without touching the world and vice versa.
 
 pub mod caption;
 pub mod detect;
