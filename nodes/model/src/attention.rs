@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub const BLOCK_Q: usize = 256;
 /// Keys per block.
 pub const BLOCK_K: usize = 256;
+/// Largest score matrix (elements, all heads) the training path builds densely: 256 MiB.
+const NAIVE_TRAINING_LIMIT: usize = 64 << 20;
 // 256 x 256 blocks measured best on 2 cores (of 64..512 x 128..1024): fewer, larger gemm calls.
 
 /// The mask of one attention call: the rule and each token's segment rank.
@@ -117,13 +119,21 @@ impl MaskSpec {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> Result<Tensor> {
     let needs_grad = q.track_op() || k.track_op() || v.track_op();
     if q.device().is_cpu() && q.dtype() == DType::F32 && !needs_grad {
-        fused_attention(q, k, v, spec)
+        return fused_attention(q, k, v, spec);
+    }
+    // For gradients on short sequences one dense score matrix is cheaper than many small
+    // blocks (each a handful of ops on the backward tape); long ones stay blocked.
+    let (b, h, lq, d) = q.dims4()?;
+    let lk = k.dim(2)?;
+    if needs_grad && b * h * lq * lk <= NAIVE_TRAINING_LIMIT && d > 0 {
+        naive_attention(q, k, v, spec)
     } else {
         blocked_attention(q, k, v, spec)
     }
 }
 
-/// The reference: full masked softmax with the `L x L` matrix. Tests only.
+/// The reference: full masked softmax with the `L x L` matrix. Tests, and training on short
+/// sequences.
 pub fn naive_attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> Result<Tensor> {
     let (b, h, lq, lk, d) = spec.check(q, k, v)?;
     // candle matmul needs standard strides; only the fused kernel reads arbitrary ones.
@@ -141,7 +151,12 @@ pub fn naive_attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> R
     }
     let bias = Tensor::from_vec(bias, (lq, lk), q.device())?.to_dtype(q.dtype())?;
     let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-    let probabilities = candle_nn::ops::softmax_last_dim(&scores)?;
+    // The fused softmax has no backward pass.
+    let probabilities = if scores.track_op() {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    };
     let out = probabilities.matmul(v)?;
     Ok(out.transpose(1, 2)?.reshape((b, lq, h * d))?)
 }

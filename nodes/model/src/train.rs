@@ -94,7 +94,7 @@ struct TrainerState {
 pub struct Trainer {
     cfg: Config,
     train: TrainConfig,
-    model: SceneTransformer,
+    pipeline: Pipeline,
     // (name, var, first moment, second moment), sorted by name for reproducibility.
     params: Vec<(String, Var, Tensor, Tensor)>,
     step: u64,
@@ -106,14 +106,34 @@ impl Trainer {
     /// A fresh model with a seeded initialisation (adaLN-zero: modulations and the output
     /// layer start at zero, so every block starts as the identity).
     pub fn new(cfg: &Config, train: TrainConfig, device: &Device) -> Result<Self> {
-        let vars = VarMap::new();
-        let model =
-            Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?.transformer;
         let initial = init_tensors(cfg, train.seed, Init::AdaLnZero, device)?;
+        Self::with_weights(cfg, train, &initial, device)
+    }
+
+    /// A fresh run (new optimiser state, step 0) starting from the given weights, e.g. the
+    /// previous stage's. Every tensor of `cfg` must be present with its shape.
+    pub fn with_weights(
+        cfg: &Config,
+        train: TrainConfig,
+        weights: &HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let vars = VarMap::new();
+        let pipeline = Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         let rng = SplitMix64::stream(train.seed, 0x5eed);
-        let trainer = Self::assemble(cfg, train, &vars, model, 0, rng)?;
+        let trainer = Self::assemble(cfg, train, &vars, pipeline, 0, rng)?;
         for (name, var, _, _) in &trainer.params {
-            var.set(&initial[name.as_str()])?;
+            let value = weights.get(name).ok_or_else(|| {
+                Error::Training(format!("the starting weights have no tensor '{name}'"))
+            })?;
+            if value.dims() != var.dims() {
+                return Err(Error::Training(format!(
+                    "starting tensor '{name}' has shape {:?}, the config expects {:?}",
+                    value.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&value.to_device(device)?)?;
         }
         Ok(trainer)
     }
@@ -122,11 +142,11 @@ impl Trainer {
         cfg: &Config,
         train: TrainConfig,
         vars: &VarMap,
-        model: SceneTransformer,
+        pipeline: Pipeline,
         step: u64,
         rng: SplitMix64,
     ) -> Result<Self> {
-        let device = model.device().clone();
+        let device = pipeline.transformer.device().clone();
         let mut params: Vec<(String, Var, Tensor, Tensor)> = vars
             .data()
             .lock()
@@ -141,7 +161,7 @@ impl Trainer {
         Ok(Self {
             cfg: cfg.clone(),
             train,
-            model,
+            pipeline,
             params,
             step,
             rng,
@@ -150,7 +170,13 @@ impl Trainer {
     }
 
     pub fn model(&self) -> &SceneTransformer {
-        &self.model
+        &self.pipeline.transformer
+    }
+
+    /// The trained pipeline; its text encoder is differentiable, so prompts encoded through it
+    /// before [`Trainer::step`] train it too.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
     pub fn step_count(&self) -> u64 {
         self.step
@@ -210,7 +236,8 @@ impl Trainer {
             noisy.push(((&clean * (1.0 - t as f64))? + (&eps * t as f64)?)?);
             targets.push((eps - &clean)?);
             let grid = self
-                .model
+                .pipeline
+                .transformer
                 .token_grid(clean.dims())
                 .map_err(|e| Error::Shape(format!("training shot {i}: {e}")))?;
             specs.push(SegmentSpec::shot(
@@ -238,7 +265,10 @@ impl Trainer {
             text: &text,
             latents: &noisy,
         };
-        let predictions = self.model.forward(&batch, self.cfg.attention, None)?;
+        let predictions = self
+            .pipeline
+            .transformer
+            .forward(&batch, self.cfg.attention, None)?;
         let mut per_shot = Vec::with_capacity(predictions.len());
         for (prediction, target) in predictions.iter().zip(&targets) {
             per_shot.push((prediction - target)?.sqr()?.mean_all()?);
@@ -339,8 +369,7 @@ impl Trainer {
         let state: TrainerState =
             serde_json::from_str(&text).map_err(|source| Error::Json { path, source })?;
         let vars = VarMap::new();
-        let model =
-            SceneTransformer::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        let pipeline = Pipeline::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         let weights_path = dir.join(crate::weights::WEIGHTS_FILE);
         let weights = read_safetensors(&weights_path, device)?;
         // Checks names and shapes against the config before anything is overwritten.
@@ -351,7 +380,8 @@ impl Trainer {
             DType::F32,
             device,
         )?;
-        let mut trainer = Self::assemble(&cfg, state.train, &vars, model, state.step, state.rng)?;
+        let mut trainer =
+            Self::assemble(&cfg, state.train, &vars, pipeline, state.step, state.rng)?;
         let moments = read_safetensors(&dir.join(OPTIMIZER_FILE), device)?;
         for (name, var, m, v) in &mut trainer.params {
             var.set(&weights[name.as_str()])?;

@@ -1,0 +1,239 @@
+//! `lct-train`: the embedded default model's recipe, stage by stage, each resumable.
+//!
+//! ```text
+//! lct-train fit --stage pretrain --out runs/pretrain --minutes 20
+//! lct-train fit --stage lct      --out runs/lct      --from runs/pretrain --minutes 30
+//! lct-train fit --stage causal   --out runs/causal   --from runs/lct      --minutes 15
+//! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
+//! ```
+//! A stage whose `--out` already holds a checkpoint continues from it.
+
+mod data;
+mod eval;
+mod pca;
+
+use clap::{Parser, Subcommand};
+use data::{training_scene, Result, Stage};
+use lct_model::{
+    AttentionMask, AutoencoderConfig, Config, TextEncoderConfig, TrainConfig, Trainer,
+};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(version, about = "Train and evaluate the embedded default LCT model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one stage (resumes when --out holds a checkpoint).
+    Fit {
+        #[arg(long, value_enum)]
+        stage: Stage,
+        #[arg(long)]
+        out: PathBuf,
+        /// The previous stage's checkpoint (lct and causal stages).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Wall-clock budget for this invocation.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Stop at this many steps in total (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        steps: u64,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+    },
+    /// Write the evaluation table on held-out scenes.
+    Eval {
+        #[arg(long)]
+        pretrain: PathBuf,
+        #[arg(long)]
+        lct: PathBuf,
+        #[arg(long)]
+        causal: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        scenes: u64,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
+}
+
+/// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
+/// autoencoder and 2x2 transformer patches (64 tokens per frame).
+pub fn default_config() -> Config {
+    Config {
+        hidden_size: 128,
+        depth: 4,
+        num_heads: 4,
+        mlp_hidden_size: 512,
+        latent_channels: 8,
+        patch_size: 2,
+        text_dim: 64,
+        rope_axes: [8, 12, 12],
+        rope_theta: 10_000.0,
+        timestep_features: 128,
+        shot_text_len: 12,
+        global_text_len: 32,
+        attention: AttentionMask::Bidirectional,
+        text_encoder: Some(TextEncoderConfig {
+            vocabulary: lct_world::vocabulary()
+                .iter()
+                .map(|w| w.to_string())
+                .collect(),
+            max_len: 32,
+            hidden_size: 128,
+        }),
+        autoencoder: Some(AutoencoderConfig {
+            patch: 4,
+            frame_size: [64, 64],
+        }),
+    }
+}
+
+fn log(dir: &Path, line: &str) -> Result<()> {
+    println!("{line}");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("train.log"))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
+fn start_trainer(stage: Stage, out: &Path, from: Option<&Path>, lr: f64) -> Result<Trainer> {
+    let device = candle_core::Device::Cpu;
+    if out.join(lct_model::train::TRAINER_FILE).exists() {
+        log(out, &format!("resuming {}", out.display()))?;
+        return Ok(Trainer::resume(out, &device)?);
+    }
+    std::fs::create_dir_all(out)?;
+    let attention = match stage {
+        Stage::Causal => AttentionMask::ContextCausal,
+        _ => AttentionMask::Bidirectional,
+    };
+    let cfg = default_config().with_attention(attention);
+    let train = TrainConfig {
+        learning_rate: lr,
+        single_frame_prob: 0.1,
+        text_dropout_prob: 0.1,
+        seed: stage as u64 + 1,
+        ..TrainConfig::default()
+    };
+    let weights = match (stage, from) {
+        (Stage::Pretrain, _) => {
+            let mut weights =
+                lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
+            let started = Instant::now();
+            let (ae, explained) = pca::fit(4, cfg.latent_channels, 96)?;
+            log(out, &format!("autoencoder: PCA of 4x4 patches, {} channels keep {:.2}% of the variance ({:.1} s)", cfg.latent_channels, 100.0 * explained, started.elapsed().as_secs_f64()))?;
+            weights.extend(ae);
+            weights
+        }
+        (_, Some(from)) => lct_model::weights::read_safetensors(
+            &from.join(lct_model::weights::WEIGHTS_FILE),
+            &device,
+        )?,
+        (_, None) => {
+            return Err(
+                format!("stage {stage:?} starts from the previous stage: give --from DIR").into(),
+            )
+        }
+    };
+    Ok(Trainer::with_weights(&cfg, train, &weights, &device)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    stage: Stage,
+    out: &Path,
+    from: Option<&Path>,
+    minutes: f64,
+    steps: u64,
+    batch: usize,
+    lr: f64,
+) -> Result<()> {
+    let mut trainer = start_trainer(stage, out, from, lr)?;
+    let first_step = trainer.step_count();
+    let started = Instant::now();
+    let mut last_save = Instant::now();
+    let mut window = Vec::new();
+    while started.elapsed().as_secs_f64() < minutes * 60.0
+        && (steps == 0 || trainer.step_count() < steps)
+    {
+        let step = trainer.step_count();
+        let scenes = (0..batch as u64)
+            .map(|i| training_scene(trainer.pipeline(), stage, step * batch as u64 + i))
+            .collect::<Result<Vec<_>>>()?;
+        let stats = trainer.step(&scenes)?;
+        window.push(stats.loss);
+        if stats.step % 25 == 0 {
+            let mean = window.iter().sum::<f32>() / window.len() as f32;
+            window.clear();
+            log(
+                out,
+                &format!(
+                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step",
+                    stats.step,
+                    stats.grad_norm,
+                    started.elapsed().as_secs_f64() / (stats.step - first_step) as f64
+                ),
+            )?;
+        }
+        if last_save.elapsed().as_secs() > 300 {
+            trainer.save(out)?;
+            last_save = Instant::now();
+        }
+    }
+    trainer.save(out)?;
+    log(
+        out,
+        &format!(
+            "{stage:?}: saved {} at step {}",
+            out.display(),
+            trainer.step_count()
+        ),
+    )?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Fit {
+            stage,
+            out,
+            from,
+            minutes,
+            steps,
+            batch,
+            lr,
+        } => fit(stage, &out, from.as_deref(), minutes, steps, batch, lr),
+        Command::Eval {
+            pretrain,
+            lct,
+            causal,
+            out,
+            scenes,
+            steps,
+        } => eval::run(&pretrain, &lct, &causal, &out, scenes, steps),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
