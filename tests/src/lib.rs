@@ -185,3 +185,10 @@ pub fn fixture_model(mask: lct_model::AttentionMask) -> PathBuf {
     dirs.push((mask, dir.clone()));
     dir
 }
+
+/// Whether this tree carries the embedded default model (then the plugin serves it).
+pub fn has_embedded_model() -> bool {
+    workspace_root()
+        .join("nodes/assets/default/model.safetensors")
+        .is_file()
+}

@@ -321,7 +321,11 @@ fn mismatched_cache_settings_and_bad_prompts_are_named() {
 #[test]
 fn load_model_errors_name_the_path() {
     let plugin = plugin();
-    for (path, expected) in [("/nowhere/at/all", "/nowhere/at/all"), ("", "embedded")] {
+    let mut cases = vec![("/nowhere/at/all", "/nowhere/at/all")];
+    if !lct_integration_tests::has_embedded_model() {
+        cases.push(("", "no embedded default model"));
+    }
+    for (path, expected) in cases {
         let mut graph = Graph::new();
         graph.add("model", "LoadModel").param("path", path);
         graph.output("model");
@@ -377,7 +381,7 @@ fn lct_scene_runs_the_example_scene_and_writes_a_contact_sheet() {
         return; // $LCT_PLUGIN points at a prebuilt plugin without the CLI beside it.
     };
     let out = tempfile::tempdir().unwrap();
-    let scene = lct_integration_tests::workspace_root().join("examples/scenes/field_at_night.json");
+    let scene = lct_integration_tests::workspace_root().join("tests/scenes/field_at_night.json");
     let output = std::process::Command::new(lct)
         .arg("--plugin")
         .arg(lct_integration_tests::plugin_path())
@@ -417,4 +421,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn the_embedded_model_generates_the_example_scene() {
+    if !lct_integration_tests::has_embedded_model() {
+        return; // This tree carries no default model; `load_model_errors_name_the_path` covers it.
+    }
+    let Some(lct) = lct_integration_tests::lct_binary() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let scene = lct_integration_tests::workspace_root().join("examples/scenes/striped_circle.json");
+    let output = std::process::Command::new(lct)
+        .arg("--plugin")
+        .arg(lct_integration_tests::plugin_path())
+        .args(["scene"])
+        .arg(&scene)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let frames: Vec<_> = walk(out.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    // 3 shots x 4 frames of 64x64, plus the contact sheet.
+    assert_eq!(frames.len(), 13, "{frames:?}");
+    assert!(frames.iter().any(|p| p.ends_with("frame_0011.png")));
 }

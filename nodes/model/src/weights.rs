@@ -280,3 +280,24 @@ pub fn init_pipeline(cfg: &Config, seed: u64, init: Init, device: &Device) -> Re
     let tensors = init_tensors(cfg, seed, init, device)?;
     pipeline_from_tensors(cfg, tensors, Path::new("<initialised>"), DType::F32, device)
 }
+
+/// Builds a pipeline from a `config.json` text and `model.safetensors` bytes (a model compiled
+/// into a binary); `origin` names it in errors.
+pub fn pipeline_from_bytes(
+    config_json: &str,
+    weights: &[u8],
+    origin: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<Pipeline> {
+    let cfg: Config = serde_json::from_str(config_json).map_err(|source| Error::Json {
+        path: origin.join(CONFIG_FILE),
+        source,
+    })?;
+    let tensors =
+        candle_core::safetensors::load_buffer(weights, device).map_err(|e| Error::Io {
+            path: origin.join(WEIGHTS_FILE),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+    pipeline_from_tensors(&cfg, tensors, &origin.join(WEIGHTS_FILE), dtype, device)
+}

@@ -90,6 +90,54 @@ pub fn load_model_value(dir: &Path) -> Result<Arc<ModelValue>, NodeError> {
     Ok(model)
 }
 
+/// The default model compiled into this library (see `nodes/build.rs`), loaded once.
+#[cfg(embedded_model)]
+fn embedded_model() -> Result<Arc<ModelValue>, NodeError> {
+    const CONFIG: &str = include_str!("../../assets/default/config.json");
+    const WEIGHTS: &[u8] = include_bytes!("../../assets/default/model.safetensors");
+    static MODEL: OnceLock<Result<Arc<ModelValue>, String>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let origin = Path::new("<embedded default model>");
+            let pipeline = lct_model::weights::pipeline_from_bytes(
+                CONFIG,
+                WEIGHTS,
+                origin,
+                DType::F32,
+                &Device::Cpu,
+            )
+            .map_err(|e| e.to_string())?;
+            let mut hasher = StableHasher::new();
+            hasher.write_str(CONFIG);
+            hasher.write_bytes(WEIGHTS);
+            let parameters = candle_core::safetensors::load_buffer(WEIGHTS, &Device::Cpu)
+                .map(|t| t.values().map(|t| t.elem_count()).sum())
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(ModelValue {
+                pipeline: Arc::new(pipeline),
+                source: "embedded default model".into(),
+                hash: hasher.finish(),
+                parameters,
+            }))
+        })
+        .clone()
+        .map_err(|message| NodeError::Failed {
+            node: DESCRIPTOR.id,
+            message,
+        })
+}
+
+#[cfg(not(embedded_model))]
+fn embedded_model() -> Result<Arc<ModelValue>, NodeError> {
+    Err(NodeError::Failed {
+        node: DESCRIPTOR.id,
+        message: "this build carries no embedded default model (nodes/assets/default is empty); \
+                  set `path` (with `lct scene`: --model DIR) to a checkpoint directory holding \
+                  config.json and model.safetensors"
+            .into(),
+    })
+}
+
 impl Node for LoadModel {
     fn descriptor(&self) -> &'static NodeDescriptor {
         &DESCRIPTOR
@@ -103,13 +151,7 @@ impl Node for LoadModel {
     ) -> Result<Vec<Value>, NodeError> {
         let path = params.text("path")?.trim();
         if path.is_empty() {
-            return Err(NodeError::Failed {
-                node: DESCRIPTOR.id,
-                message: "this build carries no embedded default model yet; set `path` (with \
-                          `lct scene`: --model DIR) to a checkpoint directory holding config.json \
-                          and model.safetensors"
-                    .into(),
-            });
+            return Ok(vec![Value::Model(embedded_model()?)]);
         }
         Ok(vec![Value::Model(load_model_value(Path::new(path))?)])
     }
