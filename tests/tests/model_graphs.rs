@@ -455,3 +455,18 @@ fn the_embedded_model_generates_the_example_scene() {
     assert_eq!(frames.len(), 13, "{frames:?}");
     assert!(frames.iter().any(|p| p.ends_with("frame_0011.png")));
 }
+
+#[test]
+fn every_example_graph_validates_against_the_plugin() {
+    let plugin = plugin();
+    let dir = lct_integration_tests::workspace_root().join("examples/graphs");
+    let mut checked = 0;
+    for path in walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let graph = Graph::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        plugin
+            .validate(&graph)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 2, "example graphs found: {checked}");
+}
