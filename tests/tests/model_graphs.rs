@@ -65,24 +65,24 @@ fn max_difference(a: &[u8], b: &[u8]) -> u8 {
 fn joint_generation_of_three_shots_writes_frames() {
     let plugin = plugin();
     let out = tempfile::tempdir().unwrap();
-    let mut graph = Graph::new();
-    model_node(&mut graph, AttentionMask::Bidirectional);
-    scene_node(&mut graph, &SHOTS);
-    graph
-        .add("generate", "ShotGenerate")
-        .param("mode", "joint")
-        .input("model", "model", "model")
-        .input("scene", "scene", "scene");
-    sampler(&mut graph, "generate");
-    graph
-        .add("decode", "DecodeFrames")
-        .input("model", "model", "model")
-        .input("latent", "generate", "latent");
-    graph
-        .add("save", "SaveFrames")
-        .param("name", "scene")
-        .param("columns", 2)
-        .input("frames", "decode", "frames");
+    // The graph `lct scene` builds: LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames
+    // -> SaveFrames.
+    let spec = lct_host::scene::SceneSpec {
+        global_prompt: "a field in the night.".into(),
+        characters: vec!["character 1: a red circle.".into()],
+        shots: SHOTS.iter().map(|s| s.to_string()).collect(),
+        mode: "joint".into(),
+        seed: 5,
+        model: Some(
+            fixture_model(AttentionMask::Bidirectional)
+                .display()
+                .to_string(),
+        ),
+        steps: 4,
+        cfg: 2.0,
+        frames: 2,
+    };
+    let graph = lct_host::scene::scene_graph(&spec);
     let validated = plugin.validate(&graph).unwrap();
     let evaluator = Evaluator::new(&plugin);
     let options = EvalOptions {
@@ -461,7 +461,10 @@ fn every_example_graph_validates_against_the_plugin() {
     let plugin = plugin();
     let dir = lct_integration_tests::workspace_root().join("examples/graphs");
     let mut checked = 0;
-    for path in walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+    for path in walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
         let graph = Graph::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         plugin
             .validate(&graph)
