@@ -7,6 +7,9 @@
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
+//!
+//! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data and
+//! must not depend on the plugin, the nodes or the host.
 
 mod data;
 mod eval;
