@@ -123,9 +123,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> Result<
     }
     // For gradients on short sequences one dense score matrix is cheaper than many small
     // blocks (each a handful of ops on the backward tape); long ones stay blocked.
-    let (b, h, lq, d) = q.dims4()?;
+    let (b, h, lq, _) = q.dims4()?;
     let lk = k.dim(2)?;
-    if needs_grad && b * h * lq * lk <= NAIVE_TRAINING_LIMIT && d > 0 {
+    if needs_grad && b * h * lq * lk <= NAIVE_TRAINING_LIMIT {
         naive_attention(q, k, v, spec)
     } else {
         blocked_attention(q, k, v, spec)

@@ -573,7 +573,7 @@ impl SceneTransformer {
             });
         }
         let grid = self.token_grid(latent.dims())?;
-        let (b, text_len, _) = text.dims3()?;
+        let (_, text_len, _) = text.dims3()?;
         let mut positions = Vec::new();
         for j in 0..text_len as u32 {
             positions.push([j, j, j]);
@@ -616,7 +616,6 @@ impl SceneTransformer {
             .forward(&conditioning)?
             .chunk(2, D::Minus1)?;
         let out = self.final_out.forward(&modulate(&v, &m[0], &m[1])?)?;
-        let _ = b;
         self.unpatchify(&out, grid)
     }
 }

@@ -1,8 +1,8 @@
 //! EncodeFrames and DecodeFrames: between FRAMES (pixels, tagged with a colour space) and
 //! LATENT (what the model works on). The autoencoder works on sRGB-encoded values.
 
-use super::{engine_error, tensor_error};
-use crate::model_values::{LatentValue, ModelValue, ShotLatent};
+use super::{engine_error, model_input, tensor_error};
+use crate::model_values::{LatentValue, ShotLatent};
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
@@ -114,16 +114,6 @@ static ENCODE: NodeDescriptor = NodeDescriptor {
     not_idempotent: false,
 };
 
-fn model_of<'a>(inputs: &Inputs<'a>, node: &'static str) -> Result<&'a Arc<ModelValue>, NodeError> {
-    match inputs.get("model")? {
-        Some(Value::Model(m)) => Ok(m),
-        _ => Err(NodeError::Failed {
-            node,
-            message: "bug: MODEL port without a model".into(),
-        }),
-    }
-}
-
 impl Node for EncodeFrames {
     fn descriptor(&self) -> &'static NodeDescriptor {
         &ENCODE
@@ -135,7 +125,7 @@ impl Node for EncodeFrames {
         params: &Params,
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
-        let model = model_of(inputs, ENCODE.id)?;
+        let model = model_input(inputs, ENCODE.id)?;
         let frames = inputs.frames("frames")?;
         let per_shot = params.int("frames_per_shot")? as usize;
         let prompt = params.text("prompt")?.to_owned();
@@ -189,7 +179,7 @@ impl Node for DecodeFrames {
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
         let node = DECODE.id;
-        let model = model_of(inputs, node)?;
+        let model = model_input(inputs, node)?;
         let Some(Value::Latent(latent)) = inputs.get("latent")? else {
             return Err(NodeError::Failed {
                 node,

@@ -5,7 +5,7 @@
 //! the shots to generate. With a KV_CACHE the global prompt, references and history come
 //! cached instead, which is exact for context-causal models.
 
-use super::{engine_error, tensor_error};
+use super::{engine_error, model_input, tensor_error};
 use crate::model_values::{CacheSettings, KvCacheValue, LatentValue, ModelValue, ShotLatent};
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
@@ -115,16 +115,6 @@ fn cache_settings(sampler: &SamplerConfig) -> CacheSettings {
         seed: sampler.seed,
         history_timestep: sampler.history_timestep,
         guidance: sampler.guidance != 1.0,
-    }
-}
-
-fn model_input<'a>(inputs: &Inputs<'a>) -> Result<&'a Arc<ModelValue>, NodeError> {
-    match inputs.get("model")? {
-        Some(Value::Model(m)) => Ok(m),
-        _ => Err(NodeError::Failed {
-            node: "model input",
-            message: "bug: MODEL port read without a model".into(),
-        }),
     }
 }
 
@@ -483,7 +473,7 @@ impl Node for ShotGenerate {
         params: &Params,
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
-        let model = model_input(inputs)?;
+        let model = model_input(inputs, GENERATE.id)?;
         let scene = inputs.scene("scene")?;
         let history = latent_input(inputs, "history")?;
         let cache = kv_input(inputs, "kv_cache")?;
@@ -597,7 +587,7 @@ impl Node for ShotExtend {
         params: &Params,
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
-        let model = model_input(inputs)?;
+        let model = model_input(inputs, EXTEND.id)?;
         let scene = inputs.scene("scene")?;
         let history = latent_input(inputs, "latent")?;
         let cache = kv_input(inputs, "kv_cache")?;
@@ -672,7 +662,7 @@ impl Node for KvCacheNode {
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
         let node = KV.id;
-        let model = model_input(inputs)?;
+        let model = model_input(inputs, node)?;
         let scene = inputs.scene("scene")?;
         let latent = latent_input(inputs, "latent")?;
         let previous = kv_input(inputs, "previous")?;

@@ -32,3 +32,17 @@ pub(crate) fn tensor_error(node: &'static str) -> impl Fn(candle_core::Error) ->
         message: format!("tensor operation failed: {error}"),
     }
 }
+
+/// The value on a node's MODEL port (named `model` on every model-backed node).
+pub(crate) fn model_input<'a>(
+    inputs: &crate::node::Inputs<'a>,
+    node: &'static str,
+) -> Result<&'a std::sync::Arc<crate::model_values::ModelValue>, NodeError> {
+    match inputs.get("model")? {
+        Some(crate::value::Value::Model(model)) => Ok(model),
+        _ => Err(NodeError::Failed {
+            node,
+            message: "bug: the MODEL port holds no model".into(),
+        }),
+    }
+}
