@@ -100,6 +100,15 @@ pub struct Trainer {
     step: u64,
     rng: SplitMix64,
     device: Device,
+    workers: usize,
+}
+
+/// A scene with its random draws made: what a worker needs to compute its loss.
+struct PreparedScene {
+    layout: SceneLayout,
+    text: Vec<Tensor>,
+    noisy: Vec<Tensor>,
+    targets: Vec<Tensor>,
 }
 
 impl Trainer {
@@ -166,6 +175,7 @@ impl Trainer {
             step,
             rng,
             device,
+            workers: 1,
         })
     }
 
@@ -206,6 +216,14 @@ impl Trainer {
 
     /// The flow-matching loss of one scene: per-shot MSE averaged over shots.
     pub fn scene_loss(&mut self, scene: &TrainingScene) -> Result<Tensor> {
+        let prepared = self.prepare(scene)?;
+        self.prepared_loss(&prepared)
+    }
+
+    /// Draws everything random about one scene's sample (text dropout, single-frame choice,
+    /// per-shot timesteps, noise), in scene order, so the draws do not depend on how many
+    /// workers later compute the losses.
+    fn prepare(&mut self, scene: &TrainingScene) -> Result<PreparedScene> {
         if scene.shots.is_empty() {
             return Err(Error::Training("a training scene has no shot".into()));
         }
@@ -259,21 +277,53 @@ impl Trainer {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let layout = SceneLayout::new(&specs, 0)?;
+        Ok(PreparedScene {
+            layout: SceneLayout::new(&specs, 0)?,
+            text,
+            noisy,
+            targets,
+        })
+    }
+
+    /// The loss of a prepared scene; reads the weights only, so workers share them.
+    fn prepared_loss(&self, prepared: &PreparedScene) -> Result<Tensor> {
         let batch = SceneBatch {
-            layout: &layout,
-            text: &text,
-            latents: &noisy,
+            layout: &prepared.layout,
+            text: &prepared.text,
+            latents: &prepared.noisy,
         };
         let predictions = self
             .pipeline
             .transformer
             .forward(&batch, self.cfg.attention, None)?;
         let mut per_shot = Vec::with_capacity(predictions.len());
-        for (prediction, target) in predictions.iter().zip(&targets) {
+        for (prediction, target) in predictions.iter().zip(&prepared.targets) {
             per_shot.push((prediction - target)?.sqr()?.mean_all()?);
         }
         Ok(Tensor::stack(&per_shot, 0)?.mean_all()?)
+    }
+
+    /// Threads that compute a batch's scene losses and gradients side by side (data
+    /// parallelism: each scene has its own sequence layout, so scenes do not stack). The
+    /// gradients are summed in a fixed order, so a run is deterministic for a given count;
+    /// different counts agree to rounding.
+    pub fn set_workers(&mut self, workers: usize) {
+        self.workers = workers.max(1);
+    }
+
+    /// The loss sum of `chunk` divided by `batch`, and its gradients.
+    fn chunk_gradients(
+        &self,
+        chunk: &[PreparedScene],
+        batch: usize,
+    ) -> Result<(f32, candle_core::backprop::GradStore)> {
+        let mut losses = Vec::with_capacity(chunk.len());
+        for prepared in chunk {
+            losses.push(self.prepared_loss(prepared)?);
+        }
+        let loss = (Tensor::stack(&losses, 0)?.sum_all()? / batch as f64)?;
+        let value = loss.to_scalar::<f32>()?;
+        Ok((value, loss.backward()?))
     }
 
     /// One optimiser step over a batch of scenes (loss averaged over scenes).
@@ -281,24 +331,61 @@ impl Trainer {
         if scenes.is_empty() {
             return Err(Error::Training("empty batch".into()));
         }
-        let mut losses = Vec::with_capacity(scenes.len());
-        for scene in scenes {
-            losses.push(self.scene_loss(scene)?);
+        let prepared = scenes
+            .iter()
+            .map(|scene| self.prepare(scene))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = prepared.len();
+        let per_worker = batch.div_ceil(self.workers.min(batch));
+        let this = &*self;
+        let prepared = &prepared;
+        let results: Vec<Result<(f32, candle_core::backprop::GradStore)>> = if per_worker == batch {
+            vec![this.chunk_gradients(prepared, batch)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = prepared
+                    .chunks(per_worker)
+                    .map(|chunk| scope.spawn(move || this.chunk_gradients(chunk, batch)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Training("a training worker panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut loss_value = 0f32;
+        let mut stores = Vec::with_capacity(results.len());
+        for result in results {
+            let (value, store) = result?;
+            loss_value += value;
+            stores.push(store);
         }
-        let loss = Tensor::stack(&losses, 0)?.mean_all()?;
-        let loss_value = loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
             return Err(Error::Training(format!(
                 "loss is {loss_value} at step {}",
                 self.step
             )));
         }
-        let grads = loss.backward()?;
+        let mut gradients = Vec::with_capacity(self.params.len());
         let mut squared = 0f64;
         for (_, var, _, _) in &self.params {
-            if let Some(g) = grads.get(var.as_tensor()) {
+            let mut sum: Option<Tensor> = None;
+            for store in &stores {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    sum = Some(match sum {
+                        Some(s) => (s + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            if let Some(g) = &sum {
                 squared += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
             }
+            gradients.push(sum);
         }
         let grad_norm = squared.sqrt();
         let clip = if self.train.grad_clip > 0.0 && grad_norm > self.train.grad_clip {
@@ -312,8 +399,8 @@ impl Trainer {
         let correction1 = 1.0 - b1.powi(t);
         let correction2 = 1.0 - b2.powi(t);
         let lr = self.train.learning_rate;
-        for (_, var, m, v) in &mut self.params {
-            let Some(g) = grads.get(var.as_tensor()) else {
+        for ((_, var, m, v), g) in self.params.iter_mut().zip(gradients) {
+            let Some(g) = g else {
                 continue;
             };
             let g = (g * clip)?;

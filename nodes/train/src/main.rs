@@ -55,6 +55,10 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// Threads that build and score the batch's scenes side by side (0: one per core).
+        /// Set RAYON_NUM_THREADS=1 with it, so each worker's matrix products stay on its thread.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Write the evaluation table on held-out scenes.
     Eval {
@@ -157,6 +161,43 @@ fn start_trainer(stage: Stage, out: &Path, from: Option<&Path>, lr: f64) -> Resu
     Ok(Trainer::with_weights(&cfg, train, &weights, &device)?)
 }
 
+/// The `count` training scenes from seed `first` on, built by up to `workers` threads; the
+/// scenes depend only on their seeds, never on the thread count.
+fn training_batch(
+    pipeline: &lct_model::Pipeline,
+    stage: Stage,
+    first: u64,
+    count: usize,
+    workers: usize,
+) -> Result<Vec<lct_model::TrainingScene>> {
+    let per_worker = count.div_ceil(workers.clamp(1, count.max(1)));
+    let seeds: Vec<u64> = (first..first + count as u64).collect();
+    let build = |chunk: &[u64]| -> std::result::Result<Vec<_>, String> {
+        chunk
+            .iter()
+            .map(|&seed| training_scene(pipeline, stage, seed).map_err(|e| e.to_string()))
+            .collect()
+    };
+    let chunks: Vec<std::result::Result<Vec<_>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .chunks(per_worker)
+            .map(|chunk| scope.spawn(move || build(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a data worker panicked".into()))
+            })
+            .collect()
+    });
+    let mut scenes = Vec::with_capacity(count);
+    for chunk in chunks {
+        scenes.extend(chunk?);
+    }
+    Ok(scenes)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fit(
     stage: Stage,
@@ -166,8 +207,14 @@ fn fit(
     steps: u64,
     batch: usize,
     lr: f64,
+    workers: usize,
 ) -> Result<()> {
     let mut trainer = start_trainer(stage, out, from, lr)?;
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    trainer.set_workers(workers);
     let first_step = trainer.step_count();
     let started = Instant::now();
     let mut last_save = Instant::now();
@@ -176,9 +223,13 @@ fn fit(
         && (steps == 0 || trainer.step_count() < steps)
     {
         let step = trainer.step_count();
-        let scenes = (0..batch as u64)
-            .map(|i| training_scene(trainer.pipeline(), stage, step * batch as u64 + i))
-            .collect::<Result<Vec<_>>>()?;
+        let scenes = training_batch(
+            trainer.pipeline(),
+            stage,
+            step * batch as u64,
+            batch,
+            workers,
+        )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
         if stats.step % 25 == 0 {
@@ -222,7 +273,17 @@ fn main() -> std::process::ExitCode {
             steps,
             batch,
             lr,
-        } => fit(stage, &out, from.as_deref(), minutes, steps, batch, lr),
+            workers,
+        } => fit(
+            stage,
+            &out,
+            from.as_deref(),
+            minutes,
+            steps,
+            batch,
+            lr,
+            workers,
+        ),
         Command::Eval {
             pretrain,
             lct,
