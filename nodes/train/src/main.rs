@@ -74,6 +74,12 @@ enum Command {
         scenes: u64,
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Held-out 5-shot scenes of the 10-shot rollout and of the KV-cache timing (0: skip).
+        #[arg(long, default_value_t = 2)]
+        rollout_scenes: u64,
+        /// Skip the 7-row table: only the rollout and the KV-cache timing.
+        #[arg(long)]
+        only_extras: bool,
     },
 }
 
@@ -291,7 +297,20 @@ fn main() -> std::process::ExitCode {
             out,
             scenes,
             steps,
-        } => eval::run(&pretrain, &lct, &causal, &out, scenes, steps),
+            rollout_scenes,
+            only_extras,
+        } => eval::run(
+            &pretrain,
+            &lct,
+            &causal,
+            &out,
+            &eval::Options {
+                scenes,
+                steps,
+                rollout_scenes,
+                only_extras,
+            },
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
