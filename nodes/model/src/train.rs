@@ -303,6 +303,17 @@ impl Trainer {
         Ok(Tensor::stack(&per_shot, 0)?.mean_all()?)
     }
 
+    /// Replaces the learning rate for the steps to come (a resumed run being annealed).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) -> Result<()> {
+        if !(learning_rate.is_finite() && learning_rate > 0.0) {
+            return Err(Error::Training(format!(
+                "learning rate {learning_rate} is not a positive number"
+            )));
+        }
+        self.train.learning_rate = learning_rate;
+        Ok(())
+    }
+
     /// Threads that compute a batch's scene losses and gradients side by side (data
     /// parallelism: each scene has its own sequence layout, so scenes do not stack). The
     /// gradients are summed in a fixed order, so a run is deterministic for a given count;

@@ -53,8 +53,10 @@ enum Command {
         steps: u64,
         #[arg(long, default_value_t = 4)]
         batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
+        /// Learning rate of a new run (default 1e-3); given when resuming, it replaces the
+        /// saved one from this step on (to anneal a run).
+        #[arg(long)]
+        lr: Option<f64>,
         /// Threads that build and score the batch's scenes side by side (0: one per core).
         /// Set RAYON_NUM_THREADS=1 with it, so each worker's matrix products stay on its thread.
         #[arg(long, default_value_t = 0)]
@@ -125,12 +127,30 @@ fn log(dir: &Path, line: &str) -> Result<()> {
     Ok(())
 }
 
-fn start_trainer(stage: Stage, out: &Path, from: Option<&Path>, lr: f64) -> Result<Trainer> {
+fn start_trainer(
+    stage: Stage,
+    out: &Path,
+    from: Option<&Path>,
+    lr: Option<f64>,
+) -> Result<Trainer> {
     let device = candle_core::Device::Cpu;
     if out.join(lct_model::train::TRAINER_FILE).exists() {
-        log(out, &format!("resuming {}", out.display()))?;
-        return Ok(Trainer::resume(out, &device)?);
+        let mut trainer = Trainer::resume(out, &device)?;
+        log(
+            out,
+            &format!(
+                "resuming {} at step {}",
+                out.display(),
+                trainer.step_count()
+            ),
+        )?;
+        if let Some(lr) = lr {
+            trainer.set_learning_rate(lr)?;
+            log(out, &format!("learning rate from now on: {lr}"))?;
+        }
+        return Ok(trainer);
     }
+    let lr = lr.unwrap_or(1e-3);
     std::fs::create_dir_all(out)?;
     let attention = match stage {
         Stage::Causal => AttentionMask::ContextCausal,
@@ -212,7 +232,7 @@ fn fit(
     minutes: f64,
     steps: u64,
     batch: usize,
-    lr: f64,
+    lr: Option<f64>,
     workers: usize,
 ) -> Result<()> {
     let mut trainer = start_trainer(stage, out, from, lr)?;
