@@ -62,6 +62,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// How well the detectors read characters through the autoencoder alone, by framing.
+    ProbeAutoencoder {
+        /// A checkpoint holding the autoencoder.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        scenes: u64,
+    },
     /// Write the evaluation table on held-out scenes.
     Eval {
         #[arg(long)]
@@ -79,7 +87,7 @@ enum Command {
         /// Held-out 5-shot scenes of the 10-shot rollout and of the KV-cache timing (0: skip).
         #[arg(long, default_value_t = 2)]
         rollout_scenes: u64,
-        /// Skip the 7-row table: only the rollout and the KV-cache timing.
+        /// Skip the table: only the rollout and the KV-cache timing.
         #[arg(long)]
         only_extras: bool,
     },
@@ -310,6 +318,9 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
         ),
+        Command::ProbeAutoencoder { model, scenes } => {
+            eval::probe_autoencoder(&model, scenes).map(|lines| println!("{}", lines.join("\n")))
+        }
         Command::Eval {
             pretrain,
             lct,
