@@ -4,7 +4,7 @@
 //! 10-shot auto-regressive rollout with the KV cache ([`rollout`]) and the KV cache's speed
 //! at 4 history shots ([`kv_speed`]).
 
-use crate::data::{encode, held_out_scene, tensor_frames, Result};
+use crate::data::{encode, frames_tensor, held_out_scene, tensor_frames, Result};
 use candle_core::{DType, Device, Tensor};
 use lct_model::{
     cache_history, generate_autoregressive, load_pipeline, sample, HistoryMode, KvView, Pipeline,
@@ -690,12 +690,43 @@ fn kv_speed(
     Ok(lines)
 }
 
-/// How well the detectors read the world through the autoencoder alone: for `scenes`
+/// Which autoencoder [`probe_autoencoder`] reads through.
+pub enum ProbeSubject<'a> {
+    /// The one inside a checkpoint.
+    Checkpoint(&'a Path),
+    /// A PCA autoencoder fitted here, as `lct-train fit --stage pretrain` fits one.
+    Fitted { patch: usize, channels: usize },
+}
+
+/// How well the detectors read the world through an autoencoder alone: for `scenes`
 /// held-out scenes, the share of shots whose colour, shape and pattern read correctly from
 /// the rendered frames and from their autoencoder reconstruction, by framing. This bounds
-/// what any model generating in this latent space can score on identity.
-pub fn probe_autoencoder(model: &Path, scenes: u64) -> Result<Vec<String>> {
-    let pipeline = load_pipeline(model, DType::F32, &Device::Cpu)?;
+/// what any model generating in that latent space can score on identity.
+pub fn probe_autoencoder(subject: &ProbeSubject, scenes: u64) -> Result<Vec<String>> {
+    let device = Device::Cpu;
+    let (autoencoder, title) = match *subject {
+        ProbeSubject::Checkpoint(model) => {
+            let pipeline = load_pipeline(model, DType::F32, &device)?;
+            let title = format!("the autoencoder of {}", model.display());
+            (pipeline.autoencoder()?.clone(), title)
+        }
+        ProbeSubject::Fitted { patch, channels } => {
+            let (tensors, explained) = crate::pca::fit(patch, channels, 96)?;
+            let cfg = lct_model::AutoencoderConfig {
+                patch,
+                frame_size: [64, 64],
+            };
+            let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &device);
+            let title = format!(
+                "a PCA autoencoder of {patch}x{patch} patches, {channels} channels ({:.2}% of the variance)",
+                100.0 * explained
+            );
+            (
+                lct_model::Autoencoder::new(&cfg, channels, vb.pp("autoencoder"))?,
+                title,
+            )
+        }
+    };
     // Per framing: shots, then (raw, reconstructed) hits for colour, shape, pattern.
     let mut counts: std::collections::BTreeMap<String, (usize, [[usize; 2]; 3])> =
         Default::default();
@@ -703,10 +734,13 @@ pub fn probe_autoencoder(model: &Path, scenes: u64) -> Result<Vec<String>> {
         let spec = held_out_scene(i, 1);
         for k in 0..spec.shots.len() {
             let rendered = render_shot(&spec, k)?;
-            let reconstructed = clip(
-                &pipeline,
-                &encode(&pipeline, &rendered.frames)?.unsqueeze(0)?,
-            )?;
+            let latent = autoencoder.encode(&frames_tensor(&rendered.frames)?)?;
+            let frames = tensor_frames(&autoencoder.decode(&latent)?)?;
+            let reconstructed = Clip {
+                width: frames[0].width,
+                height: frames[0].height,
+                frames,
+            };
             let truth = (
                 spec.character.colour,
                 spec.character.shape,
@@ -723,7 +757,9 @@ pub fn probe_autoencoder(model: &Path, scenes: u64) -> Result<Vec<String>> {
         }
     }
     let mut lines = vec![
-        format!("attributes read correctly, rendered -> through the autoencoder ({scenes} held-out scenes)\n"),
+        format!(
+            "attributes read correctly, rendered -> through {title} ({scenes} held-out scenes)\n"
+        ),
         "| framing | shots | colour | shape | pattern |".to_owned(),
         "|---|---|---|---|---|".to_owned(),
     ];

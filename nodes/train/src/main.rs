@@ -65,8 +65,18 @@ enum Command {
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
         /// A checkpoint holding the autoencoder.
+        #[arg(
+            long,
+            required_unless_present = "channels",
+            conflicts_with = "channels"
+        )]
+        model: Option<PathBuf>,
+        /// Instead, fit a PCA autoencoder with this many channels and probe it.
         #[arg(long)]
-        model: PathBuf,
+        channels: Option<usize>,
+        /// Patch size of the fitted autoencoder.
+        #[arg(long, default_value_t = 4, requires = "channels")]
+        patch: usize,
         #[arg(long, default_value_t = 40)]
         scenes: u64,
     },
@@ -318,8 +328,18 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
         ),
-        Command::ProbeAutoencoder { model, scenes } => {
-            eval::probe_autoencoder(&model, scenes).map(|lines| println!("{}", lines.join("\n")))
+        Command::ProbeAutoencoder {
+            model,
+            channels,
+            patch,
+            scenes,
+        } => {
+            let subject = match (&model, channels) {
+                (Some(model), _) => eval::ProbeSubject::Checkpoint(model),
+                (None, Some(channels)) => eval::ProbeSubject::Fitted { patch, channels },
+                (None, None) => unreachable!("clap requires --model or --channels"),
+            };
+            eval::probe_autoencoder(&subject, scenes).map(|lines| println!("{}", lines.join("\n")))
         }
         Command::Eval {
             pretrain,
