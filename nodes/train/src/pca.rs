@@ -56,6 +56,15 @@ fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
 /// latent channels, fitted on `scenes` training scenes; also returns the explained variance.
 pub fn fit(patch: usize, channels: usize, scenes: u64) -> Result<(HashMap<String, Tensor>, f64)> {
     let dim = 3 * patch * patch;
+    if patch == 0 {
+        return Err("a PCA autoencoder's patch size must be at least 1".into());
+    }
+    if !(1..=dim).contains(&channels) {
+        return Err(format!(
+            "a PCA autoencoder of {patch}x{patch} RGB patches has 1 to {dim} channels, not {channels}"
+        )
+        .into());
+    }
     let mut mean = vec![0f64; dim];
     let mut second = vec![vec![0f64; dim]; dim];
     let mut count = 0f64;
