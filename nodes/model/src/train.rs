@@ -103,6 +103,36 @@ pub struct Trainer {
     workers: usize,
 }
 
+/// `work` applied to up to `workers` contiguous chunks of `items` on their own threads (on
+/// the calling thread when one chunk covers them all); the results come back in chunk order,
+/// so whatever is combined from them does not depend on thread timing. A panicking chunk
+/// becomes `panicked()`.
+pub fn map_chunks<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    workers: usize,
+    work: impl Fn(&[T]) -> std::result::Result<R, E> + Sync,
+    panicked: impl Fn() -> E,
+) -> std::result::Result<Vec<R>, E> {
+    let per_chunk = items
+        .len()
+        .div_ceil(workers.clamp(1, items.len().max(1)))
+        .max(1);
+    if per_chunk >= items.len() {
+        return Ok(vec![work(items)?]);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_chunk)
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
+            .collect()
+    })
+}
+
 /// A scene with its random draws made: what a worker needs to compute its loss.
 struct PreparedScene {
     layout: SceneLayout,
@@ -347,31 +377,15 @@ impl Trainer {
             .map(|scene| self.prepare(scene))
             .collect::<Result<Vec<_>>>()?;
         let batch = prepared.len();
-        let per_worker = batch.div_ceil(self.workers.min(batch));
-        let this = &*self;
-        let prepared = &prepared;
-        let results: Vec<Result<(f32, candle_core::backprop::GradStore)>> = if per_worker == batch {
-            vec![this.chunk_gradients(prepared, batch)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = prepared
-                    .chunks(per_worker)
-                    .map(|chunk| scope.spawn(move || this.chunk_gradients(chunk, batch)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::Training("a training worker panicked".into()))
-                        })
-                    })
-                    .collect()
-            })
-        };
+        let results = map_chunks(
+            &prepared,
+            self.workers,
+            |chunk| self.chunk_gradients(chunk, batch),
+            || Error::Training("a training worker panicked".into()),
+        )?;
         let mut loss_value = 0f32;
         let mut stores = Vec::with_capacity(results.len());
-        for result in results {
-            let (value, store) = result?;
+        for (value, store) in results {
             loss_value += value;
             stores.push(store);
         }

@@ -124,6 +124,13 @@ fn generate(
     let shots = prompt_shots(pipeline, spec, &caps)?;
     let model = &pipeline.transformer;
     let go = |_: &lct_model::StepInfo| StepControl::Continue;
+    let joint = |shots: Vec<ShotInput>| {
+        let request = SceneRequest {
+            global_text: global.clone(),
+            shots,
+        };
+        sample(model, &request, cfg, None, go)
+    };
     Ok(match row {
         Row::Reference => (0..spec.shots.len())
             .map(|k| Ok(encode(pipeline, &render_shot(spec, k)?.frames)?.unsqueeze(0)?))
@@ -138,16 +145,7 @@ fn generate(
                 Ok(sample(model, &request, cfg, None, go)?.remove(0))
             })
             .collect::<Result<Vec<_>>>()?,
-        Row::Joint => sample(
-            model,
-            &SceneRequest {
-                global_text: global,
-                shots,
-            },
-            cfg,
-            None,
-            go,
-        )?,
+        Row::Joint => joint(shots)?,
         Row::AutoRegressive | Row::KvCache => {
             let mode = if row == Row::KvCache {
                 HistoryMode::KvCache
@@ -184,16 +182,7 @@ fn generate(
                 )?,
             ];
             all.extend(shots);
-            let mut out = sample(
-                model,
-                &SceneRequest {
-                    global_text: global,
-                    shots: all,
-                },
-                cfg,
-                None,
-                go,
-            )?;
+            let mut out = joint(all)?;
             out.drain(..2);
             out
         }
@@ -203,16 +192,7 @@ fn generate(
             for k in [0, last] {
                 all[k] = condition(pipeline, &caps.shots[k], &render_shot(spec, k)?.frames, k)?;
             }
-            sample(
-                model,
-                &SceneRequest {
-                    global_text: global,
-                    shots: all,
-                },
-                cfg,
-                None,
-                go,
-            )?
+            joint(all)?
         }
     })
 }

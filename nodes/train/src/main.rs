@@ -214,32 +214,19 @@ fn training_batch(
     count: usize,
     workers: usize,
 ) -> Result<Vec<lct_model::TrainingScene>> {
-    let per_worker = count.div_ceil(workers.clamp(1, count.max(1)));
     let seeds: Vec<u64> = (first..first + count as u64).collect();
-    let build = |chunk: &[u64]| -> std::result::Result<Vec<_>, String> {
-        chunk
-            .iter()
-            .map(|&seed| training_scene(pipeline, stage, seed).map_err(|e| e.to_string()))
-            .collect()
-    };
-    let chunks: Vec<std::result::Result<Vec<_>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = seeds
-            .chunks(per_worker)
-            .map(|chunk| scope.spawn(move || build(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a data worker panicked".into()))
-            })
-            .collect()
-    });
-    let mut scenes = Vec::with_capacity(count);
-    for chunk in chunks {
-        scenes.extend(chunk?);
-    }
-    Ok(scenes)
+    let chunks = lct_model::train::map_chunks(
+        &seeds,
+        workers,
+        |chunk| {
+            chunk
+                .iter()
+                .map(|&seed| training_scene(pipeline, stage, seed).map_err(|e| e.to_string()))
+                .collect::<std::result::Result<Vec<_>, String>>()
+        },
+        || "a data worker panicked".to_owned(),
+    )?;
+    Ok(chunks.into_iter().flatten().collect())
 }
 
 #[allow(clippy::too_many_arguments)]
