@@ -14,6 +14,7 @@
 mod data;
 mod eval;
 mod pca;
+mod widen;
 
 use clap::{Parser, Subcommand};
 use data::{training_scene, Result, Stage};
@@ -80,6 +81,16 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         scenes: u64,
     },
+    /// Widen a checkpoint's latent space: a PCA autoencoder with more channels, and the
+    /// transformer's patch embedding and output layer grown to match (new parts at zero).
+    Widen {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        channels: usize,
+    },
     /// Write the evaluation table on held-out scenes.
     Eval {
         #[arg(long)]
@@ -103,7 +114,7 @@ enum Command {
     },
 }
 
-/// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
+/// The default model: width 128, 4 layers, 64x64 frames through a 24-channel 4x4-patch
 /// autoencoder and 2x2 transformer patches (64 tokens per frame).
 pub fn default_config() -> Config {
     Config {
@@ -111,7 +122,7 @@ pub fn default_config() -> Config {
         depth: 4,
         num_heads: 4,
         mlp_hidden_size: 512,
-        latent_channels: 8,
+        latent_channels: 24,
         patch_size: 2,
         text_dim: 64,
         rope_axes: [8, 12, 12],
@@ -187,7 +198,7 @@ fn start_trainer(
             let mut weights =
                 lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
             let started = Instant::now();
-            let (ae, explained) = pca::fit(4, cfg.latent_channels, 96)?;
+            let (ae, explained) = pca::fit(4, cfg.latent_channels, pca::FIT_SCENES)?;
             log(out, &format!("autoencoder: PCA of 4x4 patches, {} channels keep {:.2}% of the variance ({:.1} s)", cfg.latent_channels, 100.0 * explained, started.elapsed().as_secs_f64()))?;
             weights.extend(ae);
             weights
@@ -328,6 +339,11 @@ fn main() -> std::process::ExitCode {
             };
             eval::probe_autoencoder(&subject, scenes).map(|lines| println!("{}", lines.join("\n")))
         }
+        Command::Widen {
+            from,
+            out,
+            channels,
+        } => widen::widen(&from, &out, channels),
         Command::Eval {
             pretrain,
             lct,

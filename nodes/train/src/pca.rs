@@ -7,6 +7,9 @@ use candle_core::{Device, Tensor};
 use lct_world::{render_shot, sample_scene, Split};
 use std::collections::HashMap;
 
+/// Training scenes the embedded autoencoder is fitted on (one shot each).
+pub const FIT_SCENES: u64 = 96;
+
 /// Eigenvalues and eigenvectors (columns) of a symmetric matrix, by cyclic Jacobi rotations.
 fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = a.len();
