@@ -5,7 +5,8 @@
 # then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
-# make one step. The README lists the phases the committed model was trained with.
+# make one step. The README lists the phases the committed model was trained with, and the
+# 24-channel experiment (`lct-train widen`) that did not replace it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-runs}

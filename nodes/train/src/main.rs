@@ -5,6 +5,7 @@
 //! lct-train fit --stage lct      --out runs/lct      --from runs/pretrain --minutes 30
 //! lct-train fit --stage causal   --out runs/causal   --from runs/lct      --minutes 15
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
+//! lct-train widen --from runs/lct --out runs/lct24-init --channels 24   # grow the latent space
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
 //!
@@ -114,7 +115,7 @@ enum Command {
     },
 }
 
-/// The default model: width 128, 4 layers, 64x64 frames through a 24-channel 4x4-patch
+/// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
 /// autoencoder and 2x2 transformer patches (64 tokens per frame).
 pub fn default_config() -> Config {
     Config {
@@ -122,7 +123,7 @@ pub fn default_config() -> Config {
         depth: 4,
         num_heads: 4,
         mlp_hidden_size: 512,
-        latent_channels: 24,
+        latent_channels: 8,
         patch_size: 2,
         text_dim: 64,
         rope_axes: [8, 12, 12],
@@ -185,7 +186,13 @@ fn start_trainer(
         Stage::Causal => AttentionMask::ContextCausal,
         _ => AttentionMask::Bidirectional,
     };
-    let cfg = default_config().with_attention(attention);
+    // A later stage keeps its parent's architecture and latent space (a widened parent
+    // included); only the attention mask is the stage's own.
+    let cfg = match (stage, from) {
+        (Stage::Pretrain, _) | (_, None) => default_config(),
+        (_, Some(from)) => Config::load(&from.join(lct_model::weights::CONFIG_FILE))?,
+    }
+    .with_attention(attention);
     let train = TrainConfig {
         learning_rate: lr,
         single_frame_prob: 0.1,
