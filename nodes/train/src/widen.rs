@@ -91,6 +91,11 @@ pub fn widen_tensors(
     Ok((wide_cfg, wide))
 }
 
+/// Largest elementwise difference of two same-shaped tensors.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
 fn device_of(t: &Tensor) -> Device {
     t.device().clone()
 }
@@ -183,16 +188,7 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        max_abs_diff(a, b).unwrap()
     }
 
     #[test]
