@@ -141,11 +141,7 @@ fn check_nested(
             )
             .into());
         }
-        let diff = (have - &fit)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let diff = max_abs_diff(have, &fit)?;
         if diff > NESTING_TOLERANCE {
             return Err(format!(
                 "{}: {name} differs from the PCA refit by up to {diff:.2e}; only an autoencoder \
