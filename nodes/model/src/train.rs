@@ -39,6 +39,11 @@ pub struct TrainConfig {
     pub text_dropout_prob: f64,
     pub logit_normal_mean: f64,
     pub logit_normal_std: f64,
+    /// Latent channel c weighs `e_c^p` in the loss (normalised to mean 1), where `e_c` is the
+    /// pixel energy of its decoder column. 0 weighs every channel alike; 1 is pixel-space MSE
+    /// for an orthogonal decoder. A whitened PCA latent's minor channels carry little of the
+    /// image but, at p = 0, as much of the loss as the channels that hold colour and layout.
+    pub channel_weight_power: f64,
     pub seed: u64,
 }
 
@@ -55,6 +60,7 @@ impl Default for TrainConfig {
             text_dropout_prob: 0.1,
             logit_normal_mean: 0.0,
             logit_normal_std: 1.0,
+            channel_weight_power: 0.0,
             seed: 0,
         }
     }
@@ -101,6 +107,8 @@ pub struct Trainer {
     rng: SplitMix64,
     device: Device,
     workers: usize,
+    /// `[1, C, 1, 1, 1]` loss weights per latent channel; `None` weighs them alike.
+    channel_weights: Option<Tensor>,
 }
 
 /// `work` applied to up to `workers` contiguous chunks of `items` on their own threads (on
@@ -133,6 +141,42 @@ pub fn map_chunks<T: Sync, R: Send, E: Send>(
     })
 }
 
+/// `[1, C, 1, 1, 1]` weights `e_c^power / mean(e^power)` from the autoencoder's per-channel
+/// pixel energy `e_c`, or `None` at power 0.
+fn channel_loss_weights(pipeline: &Pipeline, power: f64) -> Result<Option<Tensor>> {
+    if !power.is_finite() || !(0.0..=2.0).contains(&power) {
+        return Err(Error::Training(format!(
+            "channel weight power {power} is outside 0..=2"
+        )));
+    }
+    if power == 0.0 {
+        return Ok(None);
+    }
+    let energy = pipeline
+        .autoencoder()
+        .map_err(|_| {
+            Error::Training(format!(
+                "channel weight power {power} needs the autoencoder's decoder to weigh channels, and this model has no autoencoder"
+            ))
+        })?
+        .channel_pixel_energy()?;
+    if let Some(c) = energy.iter().position(|&e| !(e.is_finite() && e > 0.0)) {
+        return Err(Error::Training(format!(
+            "latent channel {c} decodes to no pixel energy ({}), so it cannot be weighed by it",
+            energy[c]
+        )));
+    }
+    let raw: Vec<f64> = energy.iter().map(|&e| (e as f64).powf(power)).collect();
+    let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+    let weights: Vec<f32> = raw.iter().map(|w| (w / mean) as f32).collect();
+    let device = pipeline.transformer.device();
+    Ok(Some(Tensor::from_vec(
+        weights,
+        (1, energy.len(), 1, 1, 1),
+        device,
+    )?))
+}
+
 /// A scene with its random draws made: what a worker needs to compute its loss.
 struct PreparedScene {
     layout: SceneLayout,
@@ -160,7 +204,7 @@ impl Trainer {
         let vars = VarMap::new();
         let pipeline = Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         let rng = SplitMix64::stream(train.seed, 0x5eed);
-        let trainer = Self::assemble(cfg, train, &vars, pipeline, 0, rng)?;
+        let mut trainer = Self::assemble(cfg, train, &vars, pipeline, 0, rng)?;
         for (name, var, _, _) in &trainer.params {
             let value = weights.get(name).ok_or_else(|| {
                 Error::Training(format!("the starting weights have no tensor '{name}'"))
@@ -174,6 +218,7 @@ impl Trainer {
             }
             var.set(&value.to_device(device)?)?;
         }
+        trainer.set_channel_weight_power(trainer.train.channel_weight_power)?;
         Ok(trainer)
     }
 
@@ -206,6 +251,8 @@ impl Trainer {
             rng,
             device,
             workers: 1,
+            // Set once the weights are in: they depend on the loaded decoder.
+            channel_weights: None,
         })
     }
 
@@ -328,7 +375,12 @@ impl Trainer {
             .forward(&batch, self.cfg.attention, None)?;
         let mut per_shot = Vec::with_capacity(predictions.len());
         for (prediction, target) in predictions.iter().zip(&prepared.targets) {
-            per_shot.push((prediction - target)?.sqr()?.mean_all()?);
+            let squared = (prediction - target)?.sqr()?;
+            let squared = match &self.channel_weights {
+                Some(weights) => squared.broadcast_mul(weights)?,
+                None => squared,
+            };
+            per_shot.push(squared.mean_all()?);
         }
         Ok(Tensor::stack(&per_shot, 0)?.mean_all()?)
     }
@@ -342,6 +394,22 @@ impl Trainer {
         }
         self.train.learning_rate = learning_rate;
         Ok(())
+    }
+
+    /// Replaces the loss's channel-weight power for the steps to come (see
+    /// [`TrainConfig::channel_weight_power`]).
+    pub fn set_channel_weight_power(&mut self, power: f64) -> Result<()> {
+        self.channel_weights = channel_loss_weights(&self.pipeline, power)?;
+        self.train.channel_weight_power = power;
+        Ok(())
+    }
+
+    /// The loss weight of each latent channel (all 1 when the power is 0).
+    pub fn channel_weights(&self) -> Result<Vec<f32>> {
+        match &self.channel_weights {
+            Some(w) => Ok(w.flatten_all()?.to_vec1::<f32>()?),
+            None => Ok(vec![1.0; self.cfg.latent_channels]),
+        }
     }
 
     /// Threads that compute a batch's scene losses and gradients side by side (data
@@ -512,6 +580,7 @@ impl Trainer {
                 .ok_or_else(|| missing("second"))?
                 .clone();
         }
+        trainer.set_channel_weight_power(trainer.train.channel_weight_power)?;
         Ok(trainer)
     }
 }

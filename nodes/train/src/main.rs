@@ -63,6 +63,11 @@ enum Command {
         /// Set RAYON_NUM_THREADS=1 with it, so each worker's matrix products stay on its thread.
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Weigh latent channel c by e_c^P in the loss, e_c its decoder column's pixel energy
+        /// (its PCA eigenvalue), normalised to mean 1; 0 weighs all alike. A new run's default
+        /// is 0; given when resuming, it replaces the saved one from this step on.
+        #[arg(long)]
+        channel_weight_power: Option<f64>,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -162,6 +167,7 @@ fn start_trainer(
     out: &Path,
     from: Option<&Path>,
     lr: Option<f64>,
+    channel_weight_power: Option<f64>,
 ) -> Result<Trainer> {
     let device = candle_core::Device::Cpu;
     if out.join(lct_model::train::TRAINER_FILE).exists() {
@@ -177,6 +183,10 @@ fn start_trainer(
         if let Some(lr) = lr {
             trainer.set_learning_rate(lr)?;
             log(out, &format!("learning rate from now on: {lr}"))?;
+        }
+        if let Some(power) = channel_weight_power {
+            trainer.set_channel_weight_power(power)?;
+            log_channel_weights(out, &trainer, "from now on")?;
         }
         return Ok(trainer);
     }
@@ -198,6 +208,7 @@ fn start_trainer(
         single_frame_prob: 0.1,
         text_dropout_prob: 0.1,
         seed: stage as u64 + 1,
+        channel_weight_power: channel_weight_power.unwrap_or(0.0),
         ..TrainConfig::default()
     };
     let weights = match (stage, from) {
@@ -220,7 +231,31 @@ fn start_trainer(
             )
         }
     };
-    Ok(Trainer::with_weights(&cfg, train, &weights, &device)?)
+    let trainer = Trainer::with_weights(&cfg, train, &weights, &device)?;
+    if trainer.config().autoencoder.is_some() {
+        log_channel_weights(out, &trainer, "")?;
+    }
+    Ok(trainer)
+}
+
+fn log_channel_weights(out: &Path, trainer: &Trainer, when: &str) -> Result<()> {
+    let weights: Vec<String> = trainer
+        .channel_weights()?
+        .iter()
+        .map(|w| format!("{w:.3}"))
+        .collect();
+    let when = if when.is_empty() {
+        String::new()
+    } else {
+        format!(" {when}")
+    };
+    log(
+        out,
+        &format!(
+            "loss weight per latent channel{when}: {}",
+            weights.join(" ")
+        ),
+    )
 }
 
 /// The `count` training scenes from seed `first` on, built by up to `workers` threads; the
@@ -257,8 +292,9 @@ fn fit(
     batch: usize,
     lr: Option<f64>,
     workers: usize,
+    channel_weight_power: Option<f64>,
 ) -> Result<()> {
-    let mut trainer = start_trainer(stage, out, from, lr)?;
+    let mut trainer = start_trainer(stage, out, from, lr, channel_weight_power)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -323,6 +359,7 @@ fn main() -> std::process::ExitCode {
             batch,
             lr,
             workers,
+            channel_weight_power,
         } => fit(
             stage,
             &out,
@@ -332,6 +369,7 @@ fn main() -> std::process::ExitCode {
             batch,
             lr,
             workers,
+            channel_weight_power,
         ),
         Command::ProbeAutoencoder {
             model,
