@@ -80,6 +80,9 @@ pub struct TrainingShot {
     pub latent: Tensor,
     /// `[text_len, text_dim]`.
     pub text: Tensor,
+    /// Optional loss weight per latent pixel, `[T, H, W]` (shared by all channels), e.g. to
+    /// make a small subject count as much as the background it sits on. `None` is all 1.
+    pub weight: Option<Tensor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +186,8 @@ struct PreparedScene {
     text: Vec<Tensor>,
     noisy: Vec<Tensor>,
     targets: Vec<Tensor>,
+    /// Per shot: `[1, 1, T, H, W]` pixel weights, or `None`.
+    weights: Vec<Option<Tensor>>,
 }
 
 impl Trainer {
@@ -313,18 +318,30 @@ impl Trainer {
         }
         let mut noisy = Vec::new();
         let mut targets = Vec::new();
+        let mut weights = Vec::new();
         for (i, shot) in scene.shots.iter().enumerate() {
-            let (_, frames, _, _) = shot.latent.dims4().map_err(|_| {
+            let (_, frames, h, w) = shot.latent.dims4().map_err(|_| {
                 Error::Shape(format!(
                     "training shot {i}: latent {:?} is not [C, T, H, W]",
                     shot.latent.dims()
                 ))
             })?;
+            let mut weight = shot.weight.clone();
+            if let Some(wt) = &weight {
+                if wt.dims() != [frames, h, w] {
+                    return Err(Error::Shape(format!(
+                        "training shot {i}: pixel weight {:?} is not the latent's [T, H, W] = [{frames}, {h}, {w}]",
+                        wt.dims()
+                    )));
+                }
+            }
             let mut clean = shot.latent.clone();
             if frames > 1 && self.rng.uniform() < self.train.single_frame_prob {
                 let frame = self.rng.below(frames);
                 clean = clean.narrow(1, frame, 1)?;
+                weight = weight.map(|wt| wt.narrow(0, frame, 1)).transpose()?;
             }
+            weights.push(weight.map(|wt| wt.unsqueeze(0)?.unsqueeze(0)).transpose()?);
             let clean = clean.unsqueeze(0)?;
             let t = self.logit_normal();
             let eps = self.gaussian_like(clean.dims())?;
@@ -359,6 +376,7 @@ impl Trainer {
             text,
             noisy,
             targets,
+            weights,
         })
     }
 
@@ -374,8 +392,16 @@ impl Trainer {
             .transformer
             .forward(&batch, self.cfg.attention, None)?;
         let mut per_shot = Vec::with_capacity(predictions.len());
-        for (prediction, target) in predictions.iter().zip(&prepared.targets) {
+        for ((prediction, target), pixel_weight) in predictions
+            .iter()
+            .zip(&prepared.targets)
+            .zip(&prepared.weights)
+        {
             let squared = (prediction - target)?.sqr()?;
+            let squared = match pixel_weight {
+                Some(weight) => squared.broadcast_mul(weight)?,
+                None => squared,
+            };
             let squared = match &self.channel_weights {
                 Some(weights) => squared.broadcast_mul(weights)?,
                 None => squared,

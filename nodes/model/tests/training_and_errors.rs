@@ -18,6 +18,7 @@ fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
                 .map(|i| TrainingShot {
                     latent: randn(2000 + 10 * s + i as u64, &[4, 2, 3, 3]),
                     text: randn(3000 + 10 * s + i as u64, &[4, 16]),
+                    weight: None,
                 })
                 .collect(),
         })
@@ -229,6 +230,41 @@ fn a_resumed_run_keeps_its_channel_weights_and_takes_a_new_power() {
     assert_eq!(resumed.channel_weights().unwrap(), weights);
     resumed.set_channel_weight_power(0.0).unwrap();
     assert_eq!(resumed.channel_weights().unwrap(), vec![1.0; 4]);
+}
+
+#[test]
+fn pixel_weights_scale_the_loss_where_they_are_given_and_must_fit_the_latent() {
+    let train = TrainConfig {
+        single_frame_prob: 0.5,
+        text_dropout_prob: 0.0,
+        seed: 8,
+        ..Default::default()
+    };
+    let loss = |scene: &TrainingScene| {
+        let mut trainer = Trainer::new(&Config::tiny(), train.clone(), &Device::Cpu).unwrap();
+        trainer
+            .scene_loss(scene)
+            .map(|l| l.to_scalar::<f32>().unwrap())
+    };
+    let mut scene = synthetic_scenes(1).remove(0);
+    let plain = loss(&scene).unwrap();
+    for shot in &mut scene.shots {
+        let (_, t, h, w) = shot.latent.dims4().unwrap();
+        shot.weight = Some(Tensor::full(3f32, (t, h, w), &Device::Cpu).unwrap());
+    }
+    let tripled = loss(&scene).unwrap();
+    assert!(
+        (tripled - 3.0 * plain).abs() < 1e-5 * tripled,
+        "{tripled} vs 3 x {plain}"
+    );
+    scene.shots[1].weight = Some(Tensor::ones((1, 3, 3), DType::F32, &Device::Cpu).unwrap());
+    let error = loss(&scene).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "training shot 1: pixel weight [1, 3, 3] is not the latent's [T, H, W] = [2, 3, 3]"
+        ),
+        "{error}"
+    );
 }
 
 #[test]

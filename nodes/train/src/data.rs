@@ -7,7 +7,7 @@ use lct_model::{Pipeline, TrainingScene, TrainingShot};
 use lct_world::{
     captions, environment_reference_prompt, identity_reference_prompt,
     render_environment_reference, render_identity_reference, render_shot, sample_scene,
-    CaptionMode, Frame, SceneSpec, Split,
+    CaptionMode, Character, Colour, Frame, SceneSpec, Split,
 };
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -66,15 +66,87 @@ pub enum Stage {
     Causal,
 }
 
-fn shot(pipeline: &Pipeline, prompt: &str, frames: &[Frame]) -> Result<TrainingShot> {
+/// The same character in another colour: every pixel it covers renders differently.
+fn recoloured(character: &Character) -> Character {
+    Character {
+        colour: if character.colour == Colour::Red {
+            Colour::Blue
+        } else {
+            Colour::Red
+        },
+        ..*character
+    }
+}
+
+/// `[T, H/p, W/p]` loss weights `1 + emphasis * coverage`, where coverage is the fraction of
+/// each `p x p` patch that the character covers: the pixels that change when only the
+/// character's colour does (`recoloured` is the same shot with the character recoloured).
+fn character_weight(
+    frames: &[Frame],
+    recoloured: &[Frame],
+    patch: usize,
+    emphasis: f64,
+) -> Result<Tensor> {
+    let (h, w) = (frames[0].height, frames[0].width);
+    let (lh, lw) = (h / patch, w / patch);
+    let mut weight = vec![0f32; frames.len() * lh * lw];
+    let per_pixel = emphasis as f32 / (patch * patch) as f32;
+    for (t, (a, b)) in frames.iter().zip(recoloured).enumerate() {
+        for (pixel, (pa, pb)) in a
+            .data
+            .chunks_exact(3)
+            .zip(b.data.chunks_exact(3))
+            .enumerate()
+        {
+            if pa.iter().zip(pb).any(|(x, y)| (x - y).abs() > 1e-3) {
+                let (y, x) = (pixel / w, pixel % w);
+                weight[(t * lh + y / patch) * lw + x / patch] += per_pixel;
+            }
+        }
+    }
+    for value in &mut weight {
+        *value += 1.0;
+    }
+    Ok(Tensor::from_vec(
+        weight,
+        (frames.len(), lh, lw),
+        &Device::Cpu,
+    )?)
+}
+
+/// A training shot; with `emphasis > 0` its loss counts the character's latent pixels
+/// `1 + emphasis * coverage` times (`recoloured`: the same frames, character recoloured).
+fn shot(
+    pipeline: &Pipeline,
+    prompt: &str,
+    frames: &[Frame],
+    recoloured: Option<&[Frame]>,
+    emphasis: f64,
+) -> Result<TrainingShot> {
+    let weight = match recoloured {
+        Some(other) if emphasis > 0.0 => Some(character_weight(
+            frames,
+            other,
+            pipeline.autoencoder()?.config().patch,
+            emphasis,
+        )?),
+        _ => None,
+    };
     Ok(TrainingShot {
         latent: encode(pipeline, frames)?,
         text: pipeline.encode_shot_prompt(prompt)?.squeeze(0)?,
+        weight,
     })
 }
 
-/// One training sample of `stage`, drawn from `seed` (training split only).
-pub fn training_scene(pipeline: &Pipeline, stage: Stage, seed: u64) -> Result<TrainingScene> {
+/// One training sample of `stage`, drawn from `seed` (training split only). With
+/// `character_emphasis > 0` the character's pixels weigh more in the loss (see [`shot`]).
+pub fn training_scene(
+    pipeline: &Pipeline,
+    stage: Stage,
+    seed: u64,
+    character_emphasis: f64,
+) -> Result<TrainingScene> {
     let mut rng = SplitMix64::stream(seed, 0x7ea1);
     let spec = sample_scene(seed, Split::Train);
     let single_shot = stage == Stage::Pretrain || rng.uniform() < 0.2;
@@ -84,6 +156,18 @@ pub fn training_scene(pipeline: &Pipeline, stage: Stage, seed: u64) -> Result<Tr
         CaptionMode::ALL[rng.below(CaptionMode::ALL.len())]
     };
     let caps = captions(&spec, mode);
+    let emphasise = character_emphasis > 0.0;
+    let recoloured_spec = SceneSpec {
+        character: recoloured(&spec.character),
+        ..spec.clone()
+    };
+    let recoloured_shot = |k: usize| -> Result<Option<Vec<Frame>>> {
+        Ok(if emphasise {
+            Some(render_shot(&recoloured_spec, k)?.frames)
+        } else {
+            None
+        })
+    };
     let global = Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?);
     let mut shots = Vec::new();
     if single_shot {
@@ -92,22 +176,40 @@ pub fn training_scene(pipeline: &Pipeline, stage: Stage, seed: u64) -> Result<Tr
             pipeline,
             &caps.shots[k],
             &render_shot(&spec, k)?.frames,
+            recoloured_shot(k)?.as_deref(),
+            character_emphasis,
         )?);
     } else {
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
             let frame = render_identity_reference(&spec.character, spec.width, spec.height);
-            shots.push(shot(pipeline, identity_reference_prompt(), &[frame])?);
+            let other =
+                render_identity_reference(&recoloured_spec.character, spec.width, spec.height);
+            shots.push(shot(
+                pipeline,
+                identity_reference_prompt(),
+                &[frame],
+                Some(&[other]),
+                character_emphasis,
+            )?);
         }
         if rng.uniform() < 0.3 {
             let frame = render_environment_reference(&spec.environment, spec.width, spec.height);
-            shots.push(shot(pipeline, environment_reference_prompt(), &[frame])?);
+            shots.push(shot(
+                pipeline,
+                environment_reference_prompt(),
+                &[frame],
+                None,
+                0.0,
+            )?);
         }
         for k in 0..spec.shots.len().min(MAX_TRAINING_SHOTS) {
             shots.push(shot(
                 pipeline,
                 &caps.shots[k],
                 &render_shot(&spec, k)?.frames,
+                recoloured_shot(k)?.as_deref(),
+                character_emphasis,
             )?);
         }
     }
@@ -123,4 +225,58 @@ pub fn held_out_scene(index: u64, min_shots: usize) -> SceneSpec {
         .map(|attempt| sample_scene(10_000 + index * 97 + attempt, Split::HeldOut))
         .find(|s| s.shots.len() >= min_shots)
         .expect("the sampler yields every shot count")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lct_world::Framing;
+
+    /// Mean extra weight of a shot's latent pixels, over the emphasis.
+    fn mean_coverage(spec: &SceneSpec, k: usize, emphasis: f64) -> f32 {
+        let frames = render_shot(spec, k).unwrap().frames;
+        let other_spec = SceneSpec {
+            character: recoloured(&spec.character),
+            ..spec.clone()
+        };
+        let other = render_shot(&other_spec, k).unwrap().frames;
+        let weight = character_weight(&frames, &other, 4, emphasis).unwrap();
+        assert_eq!(weight.dims(), [frames.len(), 16, 16]);
+        let values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(values
+            .iter()
+            .all(|&v| (1.0..=1.0 + emphasis as f32 + 1e-5).contains(&v)));
+        // The corners are background in every framing.
+        for t in 0..frames.len() {
+            assert_eq!(values[t * 256], 1.0, "top-left corner of frame {t}");
+        }
+        (values.iter().sum::<f32>() / values.len() as f32 - 1.0) / emphasis as f32
+    }
+
+    #[test]
+    fn the_character_weight_covers_the_character_and_grows_with_the_framing() {
+        let (mut close, mut wide) = (Vec::new(), Vec::new());
+        for seed in 0..40 {
+            let spec = sample_scene(seed, Split::Train);
+            for (k, framing) in spec.shots.iter().enumerate() {
+                match framing {
+                    Framing::CloseUp => close.push(mean_coverage(&spec, k, 8.0)),
+                    Framing::Wide => wide.push(mean_coverage(&spec, k, 8.0)),
+                    Framing::Medium => {}
+                }
+            }
+        }
+        assert!(!close.is_empty() && !wide.is_empty());
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!(
+            wide.iter().all(|&c| c > 0.0),
+            "a wide shot lost its character"
+        );
+        assert!(
+            mean(&close) > 4.0 * mean(&wide),
+            "close-ups cover {} of the frame, wide shots {}",
+            mean(&close),
+            mean(&wide)
+        );
+    }
 }

@@ -68,6 +68,11 @@ enum Command {
         /// is 0; given when resuming, it replaces the saved one from this step on.
         #[arg(long)]
         channel_weight_power: Option<f64>,
+        /// The character's latent pixels weigh 1 + E x (the fraction of the patch it covers)
+        /// in the loss, so a small subject counts against a large background. Data-side: give
+        /// it on every invocation (0: all pixels alike).
+        #[arg(long, default_value_t = 0.0)]
+        character_emphasis: f64,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -266,6 +271,7 @@ fn training_batch(
     first: u64,
     count: usize,
     workers: usize,
+    character_emphasis: f64,
 ) -> Result<Vec<lct_model::TrainingScene>> {
     let seeds: Vec<u64> = (first..first + count as u64).collect();
     let chunks = lct_model::train::map_chunks(
@@ -274,7 +280,10 @@ fn training_batch(
         |chunk| {
             chunk
                 .iter()
-                .map(|&seed| training_scene(pipeline, stage, seed).map_err(|e| e.to_string()))
+                .map(|&seed| {
+                    training_scene(pipeline, stage, seed, character_emphasis)
+                        .map_err(|e| e.to_string())
+                })
                 .collect::<std::result::Result<Vec<_>, String>>()
         },
         || "a data worker panicked".to_owned(),
@@ -293,13 +302,25 @@ fn fit(
     lr: Option<f64>,
     workers: usize,
     channel_weight_power: Option<f64>,
+    character_emphasis: f64,
 ) -> Result<()> {
+    if !(character_emphasis.is_finite() && character_emphasis >= 0.0) {
+        return Err(
+            format!("--character-emphasis {character_emphasis} must be a number >= 0").into(),
+        );
+    }
     let mut trainer = start_trainer(stage, out, from, lr, channel_weight_power)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     trainer.set_workers(workers);
+    if character_emphasis > 0.0 {
+        log(
+            out,
+            &format!("character pixels weigh 1 + {character_emphasis} x coverage"),
+        )?;
+    }
     let first_step = trainer.step_count();
     let started = Instant::now();
     let mut last_save = Instant::now();
@@ -314,6 +335,7 @@ fn fit(
             step * batch as u64,
             batch,
             workers,
+            character_emphasis,
         )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
@@ -360,6 +382,7 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
             channel_weight_power,
+            character_emphasis,
         } => fit(
             stage,
             &out,
@@ -370,6 +393,7 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
             channel_weight_power,
+            character_emphasis,
         ),
         Command::ProbeAutoencoder {
             model,
