@@ -102,6 +102,20 @@ enum Command {
         #[arg(long)]
         channels: usize,
     },
+    /// Prompt following: single shots generated from captions that spell out the looks, and
+    /// the fraction of asked-for attributes read back from pixels, per checkpoint.
+    ProbePrompts {
+        /// Checkpoints to compare (one row each).
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        scenes: u64,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Also write the table here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write the evaluation table on held-out scenes.
     Eval {
         #[arg(long)]
@@ -395,6 +409,25 @@ fn main() -> std::process::ExitCode {
             channel_weight_power,
             character_emphasis,
         ),
+        Command::ProbePrompts {
+            models,
+            scenes,
+            steps,
+            out,
+        } => eval::probe_prompts(&models, scenes, steps).and_then(|lines| {
+            if let Some(out) = out {
+                if out.exists() {
+                    return Err(format!(
+                        "{} exists; give a new path (nothing is overwritten)",
+                        out.display()
+                    )
+                    .into());
+                }
+                std::fs::write(&out, lines.join("\n") + "\n")?;
+                println!("wrote {}", out.display());
+            }
+            Ok(())
+        }),
         Command::ProbeAutoencoder {
             model,
             channels,
