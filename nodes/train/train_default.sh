@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The embedded default model's recipe: single-shot pre-training, Long Context Tuning,
 # context-causal fine-tuning (each at the learning rate 1e-3, then annealed at ANNEAL_LR),
-# then the evaluation table. Every stage resumes from its own checkpoint when run again (and
-# then trains for its minutes once more).
+# then a 24-channel phase: both checkpoints widened (`lct-train widen`) and trained on with the
+# loss weighted towards what the detectors read (latent channels by their pixel energy, the
+# character's pixels emphasised), then the evaluation table. Every stage resumes from its own
+# checkpoint when run again (and then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
 # make one step. The README lists the phases the committed model was trained with, and the
@@ -16,11 +18,30 @@ WORKERS=${WORKERS:-$(nproc)}
 BATCH=${BATCH:-$((4 * WORKERS))}
 ANNEAL_LR=${ANNEAL_LR:-4e-4}
 cargo build --release -q -p lct-train
-train() { target/release/lct-train fit --workers "$WORKERS" --batch "$BATCH" "$@"; }
+fit() { target/release/lct-train fit --batch "$BATCH" "$@"; }
+train() { fit --workers "$WORKERS" "$@"; }
 train --stage pretrain --out "$RUNS/pretrain" --minutes "${PRETRAIN_MINUTES:-14}"
 train --stage lct --from "$RUNS/pretrain" --out "$RUNS/lct" --minutes "${LCT_MINUTES:-30}"
 train --stage lct --out "$RUNS/lct" --minutes "${LCT_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
 train --stage causal --from "$RUNS/lct" --out "$RUNS/causal" --minutes "${CAUSAL_MINUTES:-10}"
 train --stage causal --out "$RUNS/causal" --minutes "${CAUSAL_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
-target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct" --causal "$RUNS/causal" \
+CHANNELS=${CHANNELS:-24}
+WEIGHTING=(--channel-weight-power "${CHANNEL_WEIGHT_POWER:-0.5}" --character-emphasis "${CHARACTER_EMPHASIS:-8}")
+for stage in lct causal; do
+  [ -e "$RUNS/${stage}${CHANNELS}-init/model.safetensors" ] ||
+    target/release/lct-train widen --from "$RUNS/$stage" --out "$RUNS/${stage}${CHANNELS}-init" --channels "$CHANNELS"
+done
+# The two widened runs are independent: one worker each, side by side.
+WIDE_WORKERS=$(( WORKERS > 1 ? WORKERS / 2 : 1 ))
+wide() {
+  local stage=$1
+  fit --stage "$stage" --from "$RUNS/${stage}${CHANNELS}-init" --out "$RUNS/${stage}${CHANNELS}w" \
+    --workers "$WIDE_WORKERS" --minutes "${WIDE_MINUTES:-85}" --lr "$ANNEAL_LR" "${WEIGHTING[@]}"
+  fit --stage "$stage" --out "$RUNS/${stage}${CHANNELS}w" --workers "$WIDE_WORKERS" \
+    --minutes "${WIDE_ANNEAL_MINUTES:-20}" --lr "${WIDE_ANNEAL_LR:-2e-4}" "${WEIGHTING[@]}"
+}
+wide lct & lct_run=$!
+wide causal & causal_run=$!
+wait "$lct_run" && wait "$causal_run"
+target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct${CHANNELS}w" --causal "$RUNS/causal${CHANNELS}w" \
   --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"

@@ -843,6 +843,7 @@ pub fn probe_prompts(
                 "reference: rendered shots through the autoencoder".into(),
                 reference,
             ));
+            println!("{}", lines.last().expect("a row was pushed"));
         }
         lines.push(row(format!("`{}`", dir.display()), hits));
         println!("{}", lines.last().expect("a row was pushed"));
