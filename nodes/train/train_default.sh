@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The embedded default model's recipe: single-shot pre-training, Long Context Tuning,
 # context-causal fine-tuning (each at the learning rate 1e-3, then annealed at ANNEAL_LR),
-# then a 24-channel phase: both checkpoints widened (`lct-train widen`) and trained on with the
+# then the evaluation table. With WIDE=1, first a 24-channel phase (the README's experiment,
+# not the embedded model): both checkpoints widened (`lct-train widen`) and trained on with the
 # loss weighted towards what the detectors read (latent channels by their pixel energy, the
-# character's pixels emphasised), then the evaluation table. Every stage resumes from its own
+# character's pixels emphasised), and the table evaluates those. Every stage resumes from its own
 # checkpoint when run again (and then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
@@ -25,6 +26,11 @@ train --stage lct --from "$RUNS/pretrain" --out "$RUNS/lct" --minutes "${LCT_MIN
 train --stage lct --out "$RUNS/lct" --minutes "${LCT_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
 train --stage causal --from "$RUNS/lct" --out "$RUNS/causal" --minutes "${CAUSAL_MINUTES:-10}"
 train --stage causal --out "$RUNS/causal" --minutes "${CAUSAL_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
+if [ "${WIDE:-0}" != 1 ]; then
+  target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct" --causal "$RUNS/causal" \
+    --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"
+  exit 0
+fi
 CHANNELS=${CHANNELS:-24}
 WEIGHTING=(--channel-weight-power "${CHANNEL_WEIGHT_POWER:-0.5}" --character-emphasis "${CHARACTER_EMPHASIS:-8}")
 for stage in lct causal; do
@@ -44,4 +50,4 @@ wide lct & lct_run=$!
 wide causal & causal_run=$!
 wait "$lct_run" && wait "$causal_run"
 target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct${CHANNELS}w" --causal "$RUNS/causal${CHANNELS}w" \
-  --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"
+  --out "$RUNS/eval${CHANNELS}w" --scenes "${EVAL_SCENES:-8}"
