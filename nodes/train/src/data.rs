@@ -183,13 +183,14 @@ pub fn training_scene(
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
             let frame = render_identity_reference(&spec.character, spec.width, spec.height);
-            let other =
-                render_identity_reference(&recoloured_spec.character, spec.width, spec.height);
+            let other = emphasise.then(|| {
+                render_identity_reference(&recoloured_spec.character, spec.width, spec.height)
+            });
             shots.push(shot(
                 pipeline,
                 identity_reference_prompt(),
                 &[frame],
-                Some(&[other]),
+                other.as_ref().map(std::slice::from_ref),
                 character_emphasis,
             )?);
         }
