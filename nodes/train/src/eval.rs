@@ -210,11 +210,21 @@ struct Totals {
     scenes: f64,
 }
 
+/// How a table header names the sampler: the guidance, and the timestep shift when it is one.
+fn sampling_note(cfg: &SamplerConfig) -> String {
+    if cfg.shift == 1.0 {
+        format!("cfg {:.1}", cfg.guidance)
+    } else {
+        format!("cfg {:.1}, shift {:.1}", cfg.guidance, cfg.shift)
+    }
+}
+
 /// What `lct-train eval` measures.
 pub struct Options {
     /// Held-out scenes of the table.
     pub scenes: u64,
-    pub steps: usize,
+    /// Steps, guidance and timestep shift of every generation (the seed is set per scene).
+    pub sampling: SamplerConfig,
     /// Held-out 5-shot scenes of the 10-shot rollout and of the KV-cache timing.
     pub rollout_scenes: u64,
     /// Skip the table (rollout and timing only).
@@ -226,13 +236,12 @@ pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Option
     let device = Device::Cpu;
     let load = |dir: &Path| load_pipeline(dir, DType::F32, &device);
     let (pretrain, lct, causal) = (load(pretrain)?, load(lct)?, load(causal)?);
-    let (scenes, steps) = (opts.scenes, opts.steps);
+    let (scenes, steps) = (opts.scenes, opts.sampling.steps);
     let cfg = SamplerConfig {
-        steps,
-        guidance: 3.0,
         seed: 1,
-        ..SamplerConfig::default()
+        ..opts.sampling.clone()
     };
+    cfg.validate()?;
     let mut lines = Vec::new();
     if !opts.only_extras {
         lines.extend(table([&pretrain, &lct, &causal], out, scenes, steps, &cfg)?);
@@ -259,7 +268,7 @@ fn table(
 ) -> Result<Vec<String>> {
     let [pretrain, lct, causal] = models;
     let mut lines = vec![
-        format!("held-out scenes: {scenes} (at least 3 shots each; captions without looks), {steps} steps, cfg {:.1}\n", cfg.guidance),
+        format!("held-out scenes: {scenes} (at least 3 shots each; captions without looks), {steps} steps, {}\n", sampling_note(cfg)),
         "| method | identity | environment | tone | text | motion | sharpness | matches given | s / scene |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
@@ -417,14 +426,14 @@ fn rollout(causal: &Pipeline, out: &Path, scenes: u64, cfg: &SamplerConfig) -> R
             "## {ROLLOUT_SHOTS}-shot auto-regressive rollout (context-causal model, history kept as K/V)\n"
         ),
         format!(
-            "held-out 5-shot scenes: {scenes}, {} steps, cfg {:.1}; captions without looks. The vocabulary \
+            "held-out 5-shot scenes: {scenes}, {} steps, {}; captions without looks. The vocabulary \
              only has [SHOT 1]..[SHOT 5]: shots 6..10 repeat the prompts of shots 1..5 in order \
              (same framing and action) tagged \"[SHOT 5]\". Identity / environment: fraction of \
              scenes where the shot's (colour, shape, pattern) / (sky, ground, horizon), read from \
              pixels, equal shot 1's (unread never agrees). Colour drift: distance between the shot's and shot 1's \
              mean RGB (channels in [0, 1]). Sharpness: mean luminance gradient, \
              as in the table (compare with the reference below: far above it is noise, not detail).\n",
-            cfg.steps, cfg.guidance
+            cfg.steps, sampling_note(cfg)
         ),
         "| history t_c | identity, shot 2 | identity, shot 10 | environment, shot 2 | environment, shot 10 | sharpness, shot 2 | sharpness, shot 10 | colour drift, shot 2 | colour drift, shot 10 | s / rollout |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
@@ -646,10 +655,10 @@ fn kv_speed(
     let lines = vec![
         format!("## KV cache speed at {HISTORY} history shots\n"),
         format!(
-            "shot 5 after {HISTORY} history shots ({} steps, cfg {:.1}, mean of {scenes} held-out scenes, history = the rendered shots 1..4): \
+            "shot 5 after {HISTORY} history shots ({} steps, {}, mean of {scenes} held-out scenes, history = the rendered shots 1..4): \
              recompute {a:.2} s, KV cache {b:.2} s ({:.1}x faster; {:.2} s including building the cache, {:.1}x)",
             cfg.steps,
-            cfg.guidance,
+            sampling_note(cfg),
             a / b,
             b + build,
             a / (b + build)
@@ -769,13 +778,15 @@ pub fn probe_autoencoder(subject: &ProbeSubject, scenes: u64) -> Result<Vec<Stri
 pub fn probe_prompts(
     models: &[std::path::PathBuf],
     scenes: u64,
-    steps: usize,
+    sampling: &SamplerConfig,
 ) -> Result<Vec<String>> {
+    sampling.validate()?;
+    let steps = sampling.steps;
     let columns = [
         "colour", "shape", "pattern", "sky", "ground", "horizon", "framing", "action",
     ];
     let mut lines = vec![
-        format!("prompt following: shot 1 of {scenes} held-out scenes generated alone, looks in the global prompt, {steps} steps, cfg 3.0"),
+        format!("prompt following: shot 1 of {scenes} held-out scenes generated alone, looks in the global prompt, {steps} steps, {}", sampling_note(sampling)),
         String::new(),
         format!("| model | {} |", columns.join(" | ")),
         format!("|---|{}", "---|".repeat(columns.len())),
@@ -813,10 +824,8 @@ pub fn probe_prompts(
                 shots: vec![shot],
             };
             let cfg = SamplerConfig {
-                steps,
-                guidance: 3.0,
                 seed: i,
-                ..SamplerConfig::default()
+                ..sampling.clone()
             };
             let out = sample(&pipeline.transformer, &request, &cfg, None, |_| {
                 StepControl::Continue

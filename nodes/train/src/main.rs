@@ -110,8 +110,8 @@ enum Command {
         models: Vec<PathBuf>,
         #[arg(long, default_value_t = 24)]
         scenes: u64,
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
+        #[command(flatten)]
+        sampling: Sampling,
         /// Also write the table here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -128,8 +128,8 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 8)]
         scenes: u64,
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
+        #[command(flatten)]
+        sampling: Sampling,
         /// Held-out 5-shot scenes of the 10-shot rollout and of the KV-cache timing (0: skip).
         #[arg(long, default_value_t = 2)]
         rollout_scenes: u64,
@@ -137,6 +137,31 @@ enum Command {
         #[arg(long)]
         only_extras: bool,
     },
+}
+
+/// The sampler settings of the measuring commands (the seed is fixed per scene).
+#[derive(clap::Args, Debug, Clone)]
+struct Sampling {
+    /// Euler steps from noise to the clip.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale (1: no unconditional branch).
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f32,
+    /// Timestep shift (above 1 spends more steps at high noise).
+    #[arg(long, default_value_t = 1.0)]
+    shift: f32,
+}
+
+impl Sampling {
+    fn config(&self) -> lct_model::SamplerConfig {
+        lct_model::SamplerConfig {
+            steps: self.steps,
+            guidance: self.guidance,
+            shift: self.shift,
+            ..lct_model::SamplerConfig::default()
+        }
+    }
 }
 
 /// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
@@ -412,9 +437,9 @@ fn main() -> std::process::ExitCode {
         Command::ProbePrompts {
             models,
             scenes,
-            steps,
+            sampling,
             out,
-        } => eval::probe_prompts(&models, scenes, steps).and_then(|lines| {
+        } => eval::probe_prompts(&models, scenes, &sampling.config()).and_then(|lines| {
             if let Some(out) = out {
                 if out.exists() {
                     return Err(format!(
@@ -452,7 +477,7 @@ fn main() -> std::process::ExitCode {
             causal,
             out,
             scenes,
-            steps,
+            sampling,
             rollout_scenes,
             only_extras,
         } => eval::run(
@@ -462,7 +487,7 @@ fn main() -> std::process::ExitCode {
             &out,
             &eval::Options {
                 scenes,
-                steps,
+                sampling: sampling.config(),
                 rollout_scenes,
                 only_extras,
             },
@@ -474,5 +499,60 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling_of(args: &[&str]) -> lct_model::SamplerConfig {
+        let cli = Cli::try_parse_from(args).expect("the arguments parse");
+        match cli.command {
+            Command::ProbePrompts { sampling, .. } | Command::Eval { sampling, .. } => {
+                sampling.config()
+            }
+            _ => panic!("not a measuring command"),
+        }
+    }
+
+    #[test]
+    fn measuring_commands_take_the_sampler_settings() {
+        let probe = sampling_of(&["lct-train", "probe-prompts", "--model", "m"]);
+        assert_eq!((probe.steps, probe.guidance, probe.shift), (20, 3.0, 1.0));
+        let eval = sampling_of(&[
+            "lct-train",
+            "eval",
+            "--pretrain",
+            "p",
+            "--lct",
+            "l",
+            "--causal",
+            "c",
+            "--out",
+            "o",
+            "--steps",
+            "8",
+            "--guidance",
+            "1.5",
+            "--shift",
+            "3",
+        ]);
+        assert_eq!((eval.steps, eval.guidance, eval.shift), (8, 1.5, 3.0));
+    }
+
+    #[test]
+    fn bad_sampler_settings_are_refused_before_any_model_loads() {
+        let sampling = sampling_of(&[
+            "lct-train",
+            "probe-prompts",
+            "--model",
+            "no/such/dir",
+            "--guidance=-1",
+        ]);
+        let err = eval::probe_prompts(&[PathBuf::from("no/such/dir")], 1, &sampling)
+            .expect_err("a negative guidance is refused")
+            .to_string();
+        assert!(err.contains("guidance -1"), "{err}");
     }
 }
