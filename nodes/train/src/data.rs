@@ -7,7 +7,7 @@ use lct_model::{Pipeline, TrainingScene, TrainingShot};
 use lct_world::{
     captions, environment_reference_prompt, identity_reference_prompt,
     render_environment_reference, render_identity_reference, render_shot, sample_scene,
-    CaptionMode, Character, Colour, Frame, SceneSpec, Split,
+    CaptionMode, Character, Colour, Frame, SceneSpec, Shape, Split,
 };
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -66,6 +66,44 @@ pub enum Stage {
     Causal,
 }
 
+/// How much more the loss counts the latent pixels that say who the character is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Emphasis {
+    /// Extra weight of the pixels the character covers (found by recolouring it).
+    pub character: f64,
+    /// Extra weight of the pixels that tell its shape from the other shapes (found by
+    /// redrawing it as each of them, same colour, size and path), shared out over them.
+    pub shape: f64,
+}
+
+impl Emphasis {
+    /// Renders that differ from `character`'s only in the character, each with the extra
+    /// weight its differing pixels get; `render` draws a character into the shot.
+    fn contrasts(
+        &self,
+        character: &Character,
+        render: impl Fn(&Character) -> Result<Vec<Frame>>,
+    ) -> Result<Vec<(Vec<Frame>, f64)>> {
+        let mut out = Vec::new();
+        if self.character > 0.0 {
+            out.push((render(&recoloured(character))?, self.character));
+        }
+        if self.shape > 0.0 {
+            let share = self.shape / (Shape::ALL.len() - 1) as f64;
+            for &shape in Shape::ALL.iter().filter(|&&s| s != character.shape) {
+                out.push((
+                    render(&Character {
+                        shape,
+                        ..*character
+                    })?,
+                    share,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The same character in another colour: every pixel it covers renders differently.
 fn recoloured(character: &Character) -> Character {
     Character {
@@ -78,29 +116,27 @@ fn recoloured(character: &Character) -> Character {
     }
 }
 
-/// `[T, H/p, W/p]` loss weights `1 + emphasis * coverage`, where coverage is the fraction of
-/// each `p x p` patch that the character covers: the pixels that change when only the
-/// character's colour does (`recoloured` is the same shot with the character recoloured).
-fn character_weight(
-    frames: &[Frame],
-    recoloured: &[Frame],
-    patch: usize,
-    emphasis: f64,
-) -> Result<Tensor> {
+/// `[T, H/p, W/p]` loss weights `1 + sum of emphasis * coverage` over the contrasts, where
+/// coverage is the fraction of each `p x p` patch whose pixels differ between `frames` and
+/// the contrast's frames (the same shot with only the character changed).
+fn loss_weight(frames: &[Frame], contrasts: &[(Vec<Frame>, f64)], patch: usize) -> Result<Tensor> {
     let (h, w) = (frames[0].height, frames[0].width);
     let (lh, lw) = (h / patch, w / patch);
+    // Extra weight first and the 1 last, the order earlier runs summed in.
     let mut weight = vec![0f32; frames.len() * lh * lw];
-    let per_pixel = emphasis as f32 / (patch * patch) as f32;
-    for (t, (a, b)) in frames.iter().zip(recoloured).enumerate() {
-        for (pixel, (pa, pb)) in a
-            .data
-            .chunks_exact(3)
-            .zip(b.data.chunks_exact(3))
-            .enumerate()
-        {
-            if pa.iter().zip(pb).any(|(x, y)| (x - y).abs() > 1e-3) {
-                let (y, x) = (pixel / w, pixel % w);
-                weight[(t * lh + y / patch) * lw + x / patch] += per_pixel;
+    for (other, emphasis) in contrasts {
+        let per_pixel = *emphasis as f32 / (patch * patch) as f32;
+        for (t, (a, b)) in frames.iter().zip(other).enumerate() {
+            for (pixel, (pa, pb)) in a
+                .data
+                .chunks_exact(3)
+                .zip(b.data.chunks_exact(3))
+                .enumerate()
+            {
+                if pa.iter().zip(pb).any(|(x, y)| (x - y).abs() > 1e-3) {
+                    let (y, x) = (pixel / w, pixel % w);
+                    weight[(t * lh + y / patch) * lw + x / patch] += per_pixel;
+                }
             }
         }
     }
@@ -114,23 +150,22 @@ fn character_weight(
     )?)
 }
 
-/// A training shot; with `emphasis > 0` its loss counts the character's latent pixels
-/// `1 + emphasis * coverage` times (`recoloured`: the same frames, character recoloured).
+/// A training shot; its loss weighs each latent pixel by [`loss_weight`] over `contrasts`
+/// (none: every pixel alike).
 fn shot(
     pipeline: &Pipeline,
     prompt: &str,
     frames: &[Frame],
-    recoloured: Option<&[Frame]>,
-    emphasis: f64,
+    contrasts: &[(Vec<Frame>, f64)],
 ) -> Result<TrainingShot> {
-    let weight = match recoloured {
-        Some(other) if emphasis > 0.0 => Some(character_weight(
+    let weight = if contrasts.is_empty() {
+        None
+    } else {
+        Some(loss_weight(
             frames,
-            other,
+            contrasts,
             pipeline.autoencoder()?.config().patch,
-            emphasis,
-        )?),
-        _ => None,
+        )?)
     };
     Ok(TrainingShot {
         latent: encode(pipeline, frames)?,
@@ -139,13 +174,13 @@ fn shot(
     })
 }
 
-/// One training sample of `stage`, drawn from `seed` (training split only). With
-/// `character_emphasis > 0` the character's pixels weigh more in the loss (see [`shot`]).
+/// One training sample of `stage`, drawn from `seed` (training split only), its loss
+/// weighted towards the character by `emphasis` (see [`Emphasis`]).
 pub fn training_scene(
     pipeline: &Pipeline,
     stage: Stage,
     seed: u64,
-    character_emphasis: f64,
+    emphasis: Emphasis,
 ) -> Result<TrainingScene> {
     let mut rng = SplitMix64::stream(seed, 0x7ea1);
     let spec = sample_scene(seed, Split::Train);
@@ -156,16 +191,14 @@ pub fn training_scene(
         CaptionMode::ALL[rng.below(CaptionMode::ALL.len())]
     };
     let caps = captions(&spec, mode);
-    let emphasise = character_emphasis > 0.0;
-    let recoloured_spec = SceneSpec {
-        character: recoloured(&spec.character),
-        ..spec.clone()
-    };
-    let recoloured_shot = |k: usize| -> Result<Option<Vec<Frame>>> {
-        Ok(if emphasise {
-            Some(render_shot(&recoloured_spec, k)?.frames)
-        } else {
-            None
+    // The contrasts of shot `k`: the same shot with only the character changed.
+    let shot_contrasts = |k: usize| -> Result<Vec<(Vec<Frame>, f64)>> {
+        emphasis.contrasts(&spec.character, |character| {
+            let changed = SceneSpec {
+                character: *character,
+                ..spec.clone()
+            };
+            Ok(render_shot(&changed, k)?.frames)
         })
     };
     let global = Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?);
@@ -176,22 +209,24 @@ pub fn training_scene(
             pipeline,
             &caps.shots[k],
             &render_shot(&spec, k)?.frames,
-            recoloured_shot(k)?.as_deref(),
-            character_emphasis,
+            &shot_contrasts(k)?,
         )?);
     } else {
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
             let frame = render_identity_reference(&spec.character, spec.width, spec.height);
-            let other = emphasise.then(|| {
-                render_identity_reference(&recoloured_spec.character, spec.width, spec.height)
-            });
+            let contrasts = emphasis.contrasts(&spec.character, |character| {
+                Ok(vec![render_identity_reference(
+                    character,
+                    spec.width,
+                    spec.height,
+                )])
+            })?;
             shots.push(shot(
                 pipeline,
                 identity_reference_prompt(),
                 &[frame],
-                other.as_ref().map(std::slice::from_ref),
-                character_emphasis,
+                &contrasts,
             )?);
         }
         if rng.uniform() < 0.3 {
@@ -200,8 +235,7 @@ pub fn training_scene(
                 pipeline,
                 environment_reference_prompt(),
                 &[frame],
-                None,
-                0.0,
+                &[],
             )?);
         }
         for k in 0..spec.shots.len().min(MAX_TRAINING_SHOTS) {
@@ -209,8 +243,7 @@ pub fn training_scene(
                 pipeline,
                 &caps.shots[k],
                 &render_shot(&spec, k)?.frames,
-                recoloured_shot(k)?.as_deref(),
-                character_emphasis,
+                &shot_contrasts(k)?,
             )?);
         }
     }
@@ -233,25 +266,72 @@ mod tests {
     use super::*;
     use lct_world::Framing;
 
-    /// Mean extra weight of a shot's latent pixels, over the emphasis.
-    fn mean_coverage(spec: &SceneSpec, k: usize, emphasis: f64) -> f32 {
+    /// A shot's loss weights under `emphasis`.
+    fn shot_weight(spec: &SceneSpec, k: usize, emphasis: Emphasis) -> (usize, Vec<f32>) {
         let frames = render_shot(spec, k).unwrap().frames;
-        let other_spec = SceneSpec {
-            character: recoloured(&spec.character),
-            ..spec.clone()
-        };
-        let other = render_shot(&other_spec, k).unwrap().frames;
-        let weight = character_weight(&frames, &other, 4, emphasis).unwrap();
+        let contrasts = emphasis
+            .contrasts(&spec.character, |character| {
+                let changed = SceneSpec {
+                    character: *character,
+                    ..spec.clone()
+                };
+                Ok(render_shot(&changed, k)?.frames)
+            })
+            .unwrap();
+        let weight = loss_weight(&frames, &contrasts, 4).unwrap();
         assert_eq!(weight.dims(), [frames.len(), 16, 16]);
         let values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(values
-            .iter()
-            .all(|&v| (1.0..=1.0 + emphasis as f32 + 1e-5).contains(&v)));
+        let most = 1.0 + (emphasis.character + emphasis.shape) as f32 + 1e-5;
+        assert!(values.iter().all(|&v| (1.0..=most).contains(&v)));
         // The corners are background in every framing.
         for t in 0..frames.len() {
             assert_eq!(values[t * 256], 1.0, "top-left corner of frame {t}");
         }
+        (frames.len(), values)
+    }
+
+    /// Mean extra weight of a shot's latent pixels, over the character emphasis.
+    fn mean_coverage(spec: &SceneSpec, k: usize, emphasis: f64) -> f32 {
+        let (_, values) = shot_weight(
+            spec,
+            k,
+            Emphasis {
+                character: emphasis,
+                shape: 0.0,
+            },
+        );
         (values.iter().sum::<f32>() / values.len() as f32 - 1.0) / emphasis as f32
+    }
+
+    #[test]
+    fn the_shape_weight_marks_where_shapes_differ_inside_the_characters_reach() {
+        let only_shape = Emphasis {
+            character: 0.0,
+            shape: 8.0,
+        };
+        let both = Emphasis {
+            character: 8.0,
+            shape: 8.0,
+        };
+        for seed in 0..12 {
+            let spec = sample_scene(seed, Split::Train);
+            for k in 0..spec.shots.len() {
+                let (frames, shape) = shot_weight(&spec, k, only_shape);
+                // Every shape differs from the others somewhere in every frame, even when small.
+                for t in 0..frames {
+                    assert!(
+                        shape[t * 256..(t + 1) * 256].iter().any(|&v| v > 1.0),
+                        "scene {seed} shot {k} frame {t} has no shape contrast"
+                    );
+                }
+                // The two emphases add up.
+                let (_, character) = shot_weight(&spec, k, Emphasis { shape: 0.0, ..both });
+                let (_, sum) = shot_weight(&spec, k, both);
+                for ((s, c), b) in shape.iter().zip(&character).zip(&sum) {
+                    assert!((s + c - 1.0 - b).abs() < 1e-4);
+                }
+            }
+        }
     }
 
     #[test]

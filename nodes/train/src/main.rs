@@ -18,7 +18,7 @@ mod pca;
 mod widen;
 
 use clap::{Parser, Subcommand};
-use data::{training_scene, Result, Stage};
+use data::{training_scene, Emphasis, Result, Stage};
 use lct_model::{
     AttentionMask, AutoencoderConfig, Config, TextEncoderConfig, TrainConfig, Trainer,
 };
@@ -73,6 +73,11 @@ enum Command {
         /// it on every invocation (0: all pixels alike).
         #[arg(long, default_value_t = 0.0)]
         character_emphasis: f64,
+        /// The latent pixels that tell the character's shape from the other shapes (those
+        /// that change when it is redrawn as each of them) weigh up to 1 + S more, on top of
+        /// the character emphasis. Data-side like it: give it on every invocation.
+        #[arg(long, default_value_t = 0.0)]
+        shape_emphasis: f64,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -310,7 +315,7 @@ fn training_batch(
     first: u64,
     count: usize,
     workers: usize,
-    character_emphasis: f64,
+    emphasis: Emphasis,
 ) -> Result<Vec<lct_model::TrainingScene>> {
     let seeds: Vec<u64> = (first..first + count as u64).collect();
     let chunks = lct_model::train::map_chunks(
@@ -320,8 +325,7 @@ fn training_batch(
             chunk
                 .iter()
                 .map(|&seed| {
-                    training_scene(pipeline, stage, seed, character_emphasis)
-                        .map_err(|e| e.to_string())
+                    training_scene(pipeline, stage, seed, emphasis).map_err(|e| e.to_string())
                 })
                 .collect::<std::result::Result<Vec<_>, String>>()
         },
@@ -341,12 +345,15 @@ fn fit(
     lr: Option<f64>,
     workers: usize,
     channel_weight_power: Option<f64>,
-    character_emphasis: f64,
+    emphasis: Emphasis,
 ) -> Result<()> {
-    if !(character_emphasis.is_finite() && character_emphasis >= 0.0) {
-        return Err(
-            format!("--character-emphasis {character_emphasis} must be a number >= 0").into(),
-        );
+    for (flag, value) in [
+        ("--character-emphasis", emphasis.character),
+        ("--shape-emphasis", emphasis.shape),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(format!("{flag} {value} must be a number >= 0").into());
+        }
     }
     let mut trainer = start_trainer(stage, out, from, lr, channel_weight_power)?;
     let workers = match workers {
@@ -354,10 +361,22 @@ fn fit(
         n => n,
     };
     trainer.set_workers(workers);
-    if character_emphasis > 0.0 {
+    if emphasis.character > 0.0 {
         log(
             out,
-            &format!("character pixels weigh 1 + {character_emphasis} x coverage"),
+            &format!(
+                "character pixels weigh 1 + {} x coverage",
+                emphasis.character
+            ),
+        )?;
+    }
+    if emphasis.shape > 0.0 {
+        log(
+            out,
+            &format!(
+                "pixels that tell the shape apart weigh up to {} more",
+                emphasis.shape
+            ),
         )?;
     }
     let first_step = trainer.step_count();
@@ -374,7 +393,7 @@ fn fit(
             step * batch as u64,
             batch,
             workers,
-            character_emphasis,
+            emphasis,
         )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
@@ -422,6 +441,7 @@ fn main() -> std::process::ExitCode {
             workers,
             channel_weight_power,
             character_emphasis,
+            shape_emphasis,
         } => fit(
             stage,
             &out,
@@ -432,7 +452,10 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
             channel_weight_power,
-            character_emphasis,
+            Emphasis {
+                character: character_emphasis,
+                shape: shape_emphasis,
+            },
         ),
         Command::ProbePrompts {
             models,
