@@ -8,7 +8,9 @@
 # checkpoint when run again (and then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
-# make one step. The README lists the phases the committed model was trained with, and the
+# make one step. EMPHASIS adds loss-weighting flags to every stage of the main path, e.g.
+# EMPHASIS="--character-emphasis 8 --shape-emphasis 16" (the README's pre-training tests);
+# unset, the path reproduces the embedded model. The README lists the phases the committed model was trained with, and the
 # 24-channel experiment (`lct-train widen`) that did not replace it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +22,8 @@ BATCH=${BATCH:-$((4 * WORKERS))}
 ANNEAL_LR=${ANNEAL_LR:-4e-4}
 cargo build --release -q -p lct-train
 fit() { target/release/lct-train fit --batch "$BATCH" "$@"; }
-train() { fit --workers "$WORKERS" "$@"; }
+read -r -a EMPHASIS_FLAGS <<< "${EMPHASIS:-}"
+train() { fit --workers "$WORKERS" "${EMPHASIS_FLAGS[@]}" "$@"; }
 train --stage pretrain --out "$RUNS/pretrain" --minutes "${PRETRAIN_MINUTES:-14}"
 train --stage lct --from "$RUNS/pretrain" --out "$RUNS/lct" --minutes "${LCT_MINUTES:-30}"
 train --stage lct --out "$RUNS/lct" --minutes "${LCT_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
