@@ -150,6 +150,22 @@ fn loss_weight(frames: &[Frame], contrasts: &[(Vec<Frame>, f64)], patch: usize) 
     )?)
 }
 
+/// The contrasts of shot `k` of `spec` under `emphasis`: the shot with only the character
+/// changed.
+fn shot_contrasts(
+    spec: &SceneSpec,
+    k: usize,
+    emphasis: Emphasis,
+) -> Result<Vec<(Vec<Frame>, f64)>> {
+    emphasis.contrasts(&spec.character, |character| {
+        let changed = SceneSpec {
+            character: *character,
+            ..spec.clone()
+        };
+        Ok(render_shot(&changed, k)?.frames)
+    })
+}
+
 /// A training shot; its loss weighs each latent pixel by [`loss_weight`] over `contrasts`
 /// (none: every pixel alike).
 fn shot(
@@ -191,16 +207,7 @@ pub fn training_scene(
         CaptionMode::ALL[rng.below(CaptionMode::ALL.len())]
     };
     let caps = captions(&spec, mode);
-    // The contrasts of shot `k`: the same shot with only the character changed.
-    let shot_contrasts = |k: usize| -> Result<Vec<(Vec<Frame>, f64)>> {
-        emphasis.contrasts(&spec.character, |character| {
-            let changed = SceneSpec {
-                character: *character,
-                ..spec.clone()
-            };
-            Ok(render_shot(&changed, k)?.frames)
-        })
-    };
+    let contrasts_of = |k: usize| shot_contrasts(&spec, k, emphasis);
     let global = Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?);
     let mut shots = Vec::new();
     if single_shot {
@@ -209,7 +216,7 @@ pub fn training_scene(
             pipeline,
             &caps.shots[k],
             &render_shot(&spec, k)?.frames,
-            &shot_contrasts(k)?,
+            &contrasts_of(k)?,
         )?);
     } else {
         // References as 1-frame shots, so identity and environment images can condition.
@@ -243,7 +250,7 @@ pub fn training_scene(
                 pipeline,
                 &caps.shots[k],
                 &render_shot(&spec, k)?.frames,
-                &shot_contrasts(k)?,
+                &contrasts_of(k)?,
             )?);
         }
     }
@@ -269,15 +276,7 @@ mod tests {
     /// A shot's loss weights under `emphasis`.
     fn shot_weight(spec: &SceneSpec, k: usize, emphasis: Emphasis) -> (usize, Vec<f32>) {
         let frames = render_shot(spec, k).unwrap().frames;
-        let contrasts = emphasis
-            .contrasts(&spec.character, |character| {
-                let changed = SceneSpec {
-                    character: *character,
-                    ..spec.clone()
-                };
-                Ok(render_shot(&changed, k)?.frames)
-            })
-            .unwrap();
+        let contrasts = shot_contrasts(spec, k, emphasis).unwrap();
         let weight = loss_weight(&frames, &contrasts, 4).unwrap();
         assert_eq!(weight.dims(), [frames.len(), 16, 16]);
         let values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
