@@ -10,8 +10,9 @@
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
 # make one step. EMPHASIS adds loss-weighting flags to every stage of the main path, e.g.
 # EMPHASIS="--character-emphasis 8 --shape-emphasis 16" (the README's pre-training tests);
-# unset, the path reproduces the embedded model. The README lists the phases the committed model was trained with, and the
-# 24-channel experiment (`lct-train widen`) that did not replace it.
+# unset, the path reproduces the embedded model. The README lists the phases the committed
+# model was trained with, and the 24-channel experiment (`lct-train widen`) that did not
+# replace it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-runs}

@@ -210,12 +210,13 @@ struct Totals {
     scenes: f64,
 }
 
-/// How a table header names the sampler: the guidance, and the timestep shift when it is one.
+/// How a table header names the sampler: steps, guidance, and the timestep shift when it is one.
 fn sampling_note(cfg: &SamplerConfig) -> String {
+    let steps_and_guidance = format!("{} steps, cfg {:.1}", cfg.steps, cfg.guidance);
     if cfg.shift == 1.0 {
-        format!("cfg {:.1}", cfg.guidance)
+        steps_and_guidance
     } else {
-        format!("cfg {:.1}, shift {:.1}", cfg.guidance, cfg.shift)
+        format!("{steps_and_guidance}, shift {:.1}", cfg.shift)
     }
 }
 
@@ -236,7 +237,7 @@ pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Option
     let device = Device::Cpu;
     let load = |dir: &Path| load_pipeline(dir, DType::F32, &device);
     let (pretrain, lct, causal) = (load(pretrain)?, load(lct)?, load(causal)?);
-    let (scenes, steps) = (opts.scenes, opts.sampling.steps);
+    let scenes = opts.scenes;
     let cfg = SamplerConfig {
         seed: 1,
         ..opts.sampling.clone()
@@ -244,7 +245,7 @@ pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Option
     cfg.validate()?;
     let mut lines = Vec::new();
     if !opts.only_extras {
-        lines.extend(table([&pretrain, &lct, &causal], out, scenes, steps, &cfg)?);
+        lines.extend(table([&pretrain, &lct, &causal], out, scenes, &cfg)?);
         lines.push(String::new());
     }
     if opts.rollout_scenes > 0 {
@@ -263,12 +264,11 @@ fn table(
     models: [&Pipeline; 3],
     out: &Path,
     scenes: u64,
-    steps: usize,
     cfg: &SamplerConfig,
 ) -> Result<Vec<String>> {
     let [pretrain, lct, causal] = models;
     let mut lines = vec![
-        format!("held-out scenes: {scenes} (at least 3 shots each; captions without looks), {steps} steps, {}\n", sampling_note(cfg)),
+        format!("held-out scenes: {scenes} (at least 3 shots each; captions without looks), {}\n", sampling_note(cfg)),
         "| method | identity | environment | tone | text | motion | sharpness | matches given | s / scene |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
@@ -426,14 +426,14 @@ fn rollout(causal: &Pipeline, out: &Path, scenes: u64, cfg: &SamplerConfig) -> R
             "## {ROLLOUT_SHOTS}-shot auto-regressive rollout (context-causal model, history kept as K/V)\n"
         ),
         format!(
-            "held-out 5-shot scenes: {scenes}, {} steps, {}; captions without looks. The vocabulary \
+            "held-out 5-shot scenes: {scenes}, {}; captions without looks. The vocabulary \
              only has [SHOT 1]..[SHOT 5]: shots 6..10 repeat the prompts of shots 1..5 in order \
              (same framing and action) tagged \"[SHOT 5]\". Identity / environment: fraction of \
              scenes where the shot's (colour, shape, pattern) / (sky, ground, horizon), read from \
              pixels, equal shot 1's (unread never agrees). Colour drift: distance between the shot's and shot 1's \
              mean RGB (channels in [0, 1]). Sharpness: mean luminance gradient, \
              as in the table (compare with the reference below: far above it is noise, not detail).\n",
-            cfg.steps, sampling_note(cfg)
+            sampling_note(cfg)
         ),
         "| history t_c | identity, shot 2 | identity, shot 10 | environment, shot 2 | environment, shot 10 | sharpness, shot 2 | sharpness, shot 10 | colour drift, shot 2 | colour drift, shot 10 | s / rollout |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
@@ -655,9 +655,8 @@ fn kv_speed(
     let lines = vec![
         format!("## KV cache speed at {HISTORY} history shots\n"),
         format!(
-            "shot 5 after {HISTORY} history shots ({} steps, {}, mean of {scenes} held-out scenes, history = the rendered shots 1..4): \
+            "shot 5 after {HISTORY} history shots ({}, mean of {scenes} held-out scenes, history = the rendered shots 1..4): \
              recompute {a:.2} s, KV cache {b:.2} s ({:.1}x faster; {:.2} s including building the cache, {:.1}x)",
-            cfg.steps,
             sampling_note(cfg),
             a / b,
             b + build,
@@ -781,12 +780,11 @@ pub fn probe_prompts(
     sampling: &SamplerConfig,
 ) -> Result<Vec<String>> {
     sampling.validate()?;
-    let steps = sampling.steps;
     let columns = [
         "colour", "shape", "pattern", "sky", "ground", "horizon", "framing", "action",
     ];
     let mut lines = vec![
-        format!("prompt following: shot 1 of {scenes} held-out scenes generated alone, looks in the global prompt, {steps} steps, {}", sampling_note(sampling)),
+        format!("prompt following: shot 1 of {scenes} held-out scenes generated alone, looks in the global prompt, {}", sampling_note(sampling)),
         String::new(),
         format!("| model | {} |", columns.join(" | ")),
         format!("|---|{}", "---|".repeat(columns.len())),
