@@ -22,10 +22,16 @@ WORKERS=${WORKERS:-$(nproc)}
 BATCH=${BATCH:-$((4 * WORKERS))}
 ANNEAL_LR=${ANNEAL_LR:-4e-4}
 cargo build --release -q -p lct-train
-fit() { target/release/lct-train fit --batch "$BATCH" "$@"; }
+# A stage's batch is BATCH unless STAGE_BATCH is set for that call.
+fit() { target/release/lct-train fit --batch "${STAGE_BATCH:-$BATCH}" "$@"; }
 read -r -a EMPHASIS_FLAGS <<< "${EMPHASIS:-}"
 train() { fit --workers "$WORKERS" "${EMPHASIS_FLAGS[@]}" "$@"; }
-train --stage pretrain --out "$RUNS/pretrain" --minutes "${PRETRAIN_MINUTES:-14}"
+STAGE_BATCH=${PRETRAIN_BATCH:-$BATCH} train --stage pretrain --out "$RUNS/pretrain" --minutes "${PRETRAIN_MINUTES:-14}"
+# Unset, no annealing phase: the embedded model's pre-training ended at lr 1e-3.
+if [ "${PRETRAIN_ANNEAL_MINUTES:-0}" != 0 ]; then
+  STAGE_BATCH=${PRETRAIN_BATCH:-$BATCH} train --stage pretrain --out "$RUNS/pretrain" \
+    --minutes "$PRETRAIN_ANNEAL_MINUTES" --lr "$ANNEAL_LR"
+fi
 train --stage lct --from "$RUNS/pretrain" --out "$RUNS/lct" --minutes "${LCT_MINUTES:-30}"
 train --stage lct --out "$RUNS/lct" --minutes "${LCT_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
 train --stage causal --from "$RUNS/lct" --out "$RUNS/causal" --minutes "${CAUSAL_MINUTES:-10}"
