@@ -2,9 +2,10 @@
 # The embedded default model's recipe: single-shot pre-training, Long Context Tuning,
 # context-causal fine-tuning (each at the learning rate 1e-3, then annealed at ANNEAL_LR; the
 # pre-training's anneal only when PRETRAIN_ANNEAL_MINUTES is set), then the evaluation table.
-# With WIDE=1, first a 24-channel phase (the README's experiment, not the embedded model): both checkpoints widened (`lct-train widen`) and trained on with the
-# loss weighted towards what the detectors read (latent channels by their pixel energy, the
-# character's pixels emphasised), and the table evaluates those. Every stage resumes from its own
+# With WIDE=1, first a 24-channel phase (the README's experiment, not the embedded model): both
+# checkpoints widened (`lct-train widen`) and trained on with the loss weighted towards what
+# the detectors read (latent channels by their pixel energy, the character's pixels
+# emphasised), and the table evaluates those. Every stage resumes from its own
 # checkpoint when run again (and then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
