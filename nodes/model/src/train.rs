@@ -44,6 +44,12 @@ pub struct TrainConfig {
     /// for an orthogonal decoder. A whitened PCA latent's minor channels carry little of the
     /// image but, at p = 0, as much of the loss as the channels that hold colour and layout.
     pub channel_weight_power: f64,
+    /// Probability that a shot of a multi-shot scene is drawn as given context: timestep
+    /// uniform in `[0, context_max_t]` and no loss of its own (a condition's output is
+    /// discarded at inference too). Logit-normal timesteps almost never fall that low, yet
+    /// given shots (t = 0.05) and clean history sit there. 0 keeps the paper's draw.
+    pub context_prob: f64,
+    pub context_max_t: f64,
     pub seed: u64,
 }
 
@@ -61,6 +67,8 @@ impl Default for TrainConfig {
             logit_normal_mean: 0.0,
             logit_normal_std: 1.0,
             channel_weight_power: 0.0,
+            context_prob: 0.0,
+            context_max_t: 0.1,
             seed: 0,
         }
     }
@@ -188,6 +196,189 @@ struct PreparedScene {
     targets: Vec<Tensor>,
     /// Per shot: `[1, 1, T, H, W]` pixel weights, or `None`.
     weights: Vec<Option<Tensor>>,
+    /// Per shot: whether its loss counts (given context shots do not).
+    scored: Vec<bool>,
+}
+
+/// One training shot with its random draws made.
+struct DrawnShot {
+    /// `[1, C, T, H, W]`.
+    clean: Tensor,
+    text: Tensor,
+    /// `[T, H, W]`, or `None` for all 1.
+    weight: Option<Tensor>,
+    t: f32,
+    /// Noise shaped like `clean`.
+    eps: Tensor,
+    /// Drawn as given context: no loss of its own.
+    context: bool,
+}
+
+/// Frame count of training shot `i`, after checking its latent and weight shapes.
+fn checked_shot(i: usize, shot: &TrainingShot) -> Result<usize> {
+    let (_, frames, h, w) = shot.latent.dims4().map_err(|_| {
+        Error::Shape(format!(
+            "training shot {i}: latent {:?} is not [C, T, H, W]",
+            shot.latent.dims()
+        ))
+    })?;
+    if let Some(wt) = &shot.weight {
+        if wt.dims() != [frames, h, w] {
+            return Err(Error::Shape(format!(
+                "training shot {i}: pixel weight {:?} is not the latent's [T, H, W] = [{frames}, {h}, {w}]",
+                wt.dims()
+            )));
+        }
+    }
+    Ok(frames)
+}
+
+/// The noisy inputs, velocity targets and layout of a scene whose draws are made.
+fn prepare_drawn(
+    transformer: &SceneTransformer,
+    global_text: Option<&Tensor>,
+    shots: Vec<DrawnShot>,
+    drop_text: bool,
+) -> Result<PreparedScene> {
+    let mut specs = Vec::new();
+    let mut text = Vec::new();
+    if let Some(g) = global_text {
+        specs.push(SegmentSpec::global(g.dim(0)?));
+        text.push(g.clone());
+    }
+    let mut noisy = Vec::with_capacity(shots.len());
+    let mut targets = Vec::with_capacity(shots.len());
+    let mut weights = Vec::with_capacity(shots.len());
+    // A scene drawn as all context still scores every shot, so no sample is wasted.
+    let all_context = shots.iter().all(|shot| shot.context);
+    let scored = shots
+        .iter()
+        .map(|shot| all_context || !shot.context)
+        .collect();
+    for (i, shot) in shots.into_iter().enumerate() {
+        let t = shot.t as f64;
+        noisy.push(((&shot.clean * (1.0 - t))? + (&shot.eps * t)?)?);
+        targets.push((&shot.eps - &shot.clean)?);
+        weights.push(
+            shot.weight
+                .map(|wt| wt.unsqueeze(0)?.unsqueeze(0))
+                .transpose()?,
+        );
+        let grid = transformer
+            .token_grid(shot.clean.dims())
+            .map_err(|e| Error::Shape(format!("training shot {i}: {e}")))?;
+        specs.push(SegmentSpec::shot(
+            ShotRole::Generate,
+            shot.text.dim(0)?,
+            grid,
+            shot.t,
+        ));
+        text.push(shot.text);
+    }
+    let text = text
+        .into_iter()
+        .map(|t| {
+            let t = t.unsqueeze(0)?;
+            if drop_text {
+                Ok(t.zeros_like()?)
+            } else {
+                Ok(t)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PreparedScene {
+        layout: SceneLayout::new(&specs, 0)?,
+        text,
+        noisy,
+        targets,
+        weights,
+        scored,
+    })
+}
+
+/// The weighted flow-matching MSE of each shot of a prepared scene (scalar tensors).
+fn shot_losses(
+    transformer: &SceneTransformer,
+    attention: crate::layout::AttentionMask,
+    prepared: &PreparedScene,
+    channel_weights: Option<&Tensor>,
+) -> Result<Vec<Tensor>> {
+    let batch = SceneBatch {
+        layout: &prepared.layout,
+        text: &prepared.text,
+        latents: &prepared.noisy,
+    };
+    let predictions = transformer.forward(&batch, attention, None)?;
+    let mut per_shot = Vec::with_capacity(predictions.len());
+    for ((prediction, target), pixel_weight) in predictions
+        .iter()
+        .zip(&prepared.targets)
+        .zip(&prepared.weights)
+    {
+        let squared = (prediction - target)?.sqr()?;
+        let squared = match pixel_weight {
+            Some(weight) => squared.broadcast_mul(weight)?,
+            None => squared,
+        };
+        let squared = match channel_weights {
+            Some(weights) => squared.broadcast_mul(weights)?,
+            None => squared,
+        };
+        per_shot.push(squared.mean_all()?);
+    }
+    Ok(per_shot)
+}
+
+/// The flow-matching loss of each shot of `scene` at the given per-shot timesteps and noise
+/// (each noise shaped `[1, C, T, H, W]` like its shot's latent), with nothing drawn at random:
+/// no text dropout, no single-frame substitution, every channel alike. Shot weights apply.
+/// It lets a probe compare one shot's loss across the contexts put beside it.
+pub fn fixed_shot_losses(
+    pipeline: &Pipeline,
+    scene: &TrainingScene,
+    timesteps: &[f32],
+    noise: &[Tensor],
+) -> Result<Vec<f32>> {
+    if timesteps.len() != scene.shots.len() || noise.len() != scene.shots.len() {
+        return Err(Error::Training(format!(
+            "{} shots need as many timesteps and noises, got {} and {}",
+            scene.shots.len(),
+            timesteps.len(),
+            noise.len()
+        )));
+    }
+    let mut drawn = Vec::with_capacity(scene.shots.len());
+    for (i, ((shot, &t), eps)) in scene.shots.iter().zip(timesteps).zip(noise).enumerate() {
+        checked_shot(i, shot)?;
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::Timestep {
+                segment: i,
+                value: t,
+            });
+        }
+        let clean = shot.latent.unsqueeze(0)?;
+        if eps.dims() != clean.dims() {
+            return Err(Error::Shape(format!(
+                "shot {i}: noise {:?} is not the latent's {:?}",
+                eps.dims(),
+                clean.dims()
+            )));
+        }
+        drawn.push(DrawnShot {
+            clean,
+            text: shot.text.clone(),
+            weight: shot.weight.clone(),
+            t,
+            eps: eps.clone(),
+            context: false,
+        });
+    }
+    let transformer = &pipeline.transformer;
+    let prepared = prepare_drawn(transformer, scene.global_text.as_ref(), drawn, false)?;
+    shot_losses(transformer, pipeline.config().attention, &prepared, None)?
+        .iter()
+        .map(|loss| Ok(loss.to_scalar::<f32>()?))
+        .collect()
 }
 
 impl Trainer {
@@ -310,105 +501,82 @@ impl Trainer {
             return Err(Error::Training("a training scene has no shot".into()));
         }
         let drop_text = self.rng.uniform() < self.train.text_dropout_prob;
-        let mut specs = Vec::new();
-        let mut text = Vec::new();
-        if let Some(g) = &scene.global_text {
-            specs.push(SegmentSpec::global(g.dim(0)?));
-            text.push(g.clone());
-        }
-        let mut noisy = Vec::new();
-        let mut targets = Vec::new();
-        let mut weights = Vec::new();
+        let mut drawn = Vec::with_capacity(scene.shots.len());
         for (i, shot) in scene.shots.iter().enumerate() {
-            let (_, frames, h, w) = shot.latent.dims4().map_err(|_| {
-                Error::Shape(format!(
-                    "training shot {i}: latent {:?} is not [C, T, H, W]",
-                    shot.latent.dims()
-                ))
-            })?;
-            let mut weight = shot.weight.clone();
-            if let Some(wt) = &weight {
-                if wt.dims() != [frames, h, w] {
-                    return Err(Error::Shape(format!(
-                        "training shot {i}: pixel weight {:?} is not the latent's [T, H, W] = [{frames}, {h}, {w}]",
-                        wt.dims()
-                    )));
-                }
-            }
+            let frames = checked_shot(i, shot)?;
             let mut clean = shot.latent.clone();
+            let mut weight = shot.weight.clone();
             if frames > 1 && self.rng.uniform() < self.train.single_frame_prob {
                 let frame = self.rng.below(frames);
                 clean = clean.narrow(1, frame, 1)?;
                 weight = weight.map(|wt| wt.narrow(0, frame, 1)).transpose()?;
             }
-            weights.push(weight.map(|wt| wt.unsqueeze(0)?.unsqueeze(0)).transpose()?);
             let clean = clean.unsqueeze(0)?;
-            let t = self.logit_normal();
+            // No extra draw at probability 0, so runs from before the option replay exactly.
+            let context = scene.shots.len() > 1
+                && self.train.context_prob > 0.0
+                && self.rng.uniform() < self.train.context_prob;
+            let t = if context {
+                (self.rng.uniform() * self.train.context_max_t) as f32
+            } else {
+                self.logit_normal()
+            };
             let eps = self.gaussian_like(clean.dims())?;
-            noisy.push(((&clean * (1.0 - t as f64))? + (&eps * t as f64)?)?);
-            targets.push((eps - &clean)?);
-            let grid = self
-                .pipeline
-                .transformer
-                .token_grid(clean.dims())
-                .map_err(|e| Error::Shape(format!("training shot {i}: {e}")))?;
-            specs.push(SegmentSpec::shot(
-                ShotRole::Generate,
-                shot.text.dim(0)?,
-                grid,
+            drawn.push(DrawnShot {
+                clean,
+                text: shot.text.clone(),
+                weight,
                 t,
-            ));
-            text.push(shot.text.clone());
+                eps,
+                context,
+            });
         }
-        let text = text
-            .into_iter()
-            .map(|t| {
-                let t = t.unsqueeze(0)?;
-                if drop_text {
-                    Ok(t.zeros_like()?)
-                } else {
-                    Ok(t)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PreparedScene {
-            layout: SceneLayout::new(&specs, 0)?,
-            text,
-            noisy,
-            targets,
-            weights,
-        })
+        prepare_drawn(
+            &self.pipeline.transformer,
+            scene.global_text.as_ref(),
+            drawn,
+            drop_text,
+        )
     }
 
     /// The loss of a prepared scene; reads the weights only, so workers share them.
     fn prepared_loss(&self, prepared: &PreparedScene) -> Result<Tensor> {
-        let batch = SceneBatch {
-            layout: &prepared.layout,
-            text: &prepared.text,
-            latents: &prepared.noisy,
-        };
-        let predictions = self
-            .pipeline
-            .transformer
-            .forward(&batch, self.cfg.attention, None)?;
-        let mut per_shot = Vec::with_capacity(predictions.len());
-        for ((prediction, target), pixel_weight) in predictions
-            .iter()
-            .zip(&prepared.targets)
-            .zip(&prepared.weights)
-        {
-            let squared = (prediction - target)?.sqr()?;
-            let squared = match pixel_weight {
-                Some(weight) => squared.broadcast_mul(weight)?,
-                None => squared,
-            };
-            let squared = match &self.channel_weights {
-                Some(weights) => squared.broadcast_mul(weights)?,
-                None => squared,
-            };
-            per_shot.push(squared.mean_all()?);
-        }
+        let per_shot: Vec<Tensor> = shot_losses(
+            &self.pipeline.transformer,
+            self.cfg.attention,
+            prepared,
+            self.channel_weights.as_ref(),
+        )?
+        .into_iter()
+        .zip(&prepared.scored)
+        .filter_map(|(loss, &scored)| scored.then_some(loss))
+        .collect();
         Ok(Tensor::stack(&per_shot, 0)?.mean_all()?)
+    }
+
+    /// Replaces the given-context draw (see [`TrainConfig::context_prob`]) for the steps to
+    /// come.
+    pub fn set_context_draw(&mut self, prob: f64, max_t: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&prob) || !(0.0..=1.0).contains(&max_t) {
+            return Err(Error::Training(format!(
+                "context probability {prob} and largest context timestep {max_t} must lie in 0..=1"
+            )));
+        }
+        self.train.context_prob = prob;
+        self.train.context_max_t = max_t;
+        Ok(())
+    }
+
+    /// Replaces the single-frame substitution probability (see
+    /// [`TrainConfig::single_frame_prob`]) for the steps to come.
+    pub fn set_single_frame_prob(&mut self, prob: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&prob) {
+            return Err(Error::Training(format!(
+                "single-frame probability {prob} must lie in 0..=1"
+            )));
+        }
+        self.train.single_frame_prob = prob;
+        Ok(())
     }
 
     /// Replaces the learning rate for the steps to come (a resumed run being annealed).

@@ -5,9 +5,9 @@ use candle_core::{DType, Device, Tensor};
 use common::{randn, tiny_model};
 use lct_model::weights::{load_model, save_checkpoint};
 use lct_model::{
-    cache_history, init_tensors, sample, AttentionMask, Config, Error, Init, KvView, SamplerConfig,
-    SceneBatch, SceneLayout, SceneRequest, SegmentSpec, ShotInput, ShotRole, StepControl,
-    TrainConfig, Trainer, TrainingScene, TrainingShot,
+    cache_history, fixed_shot_losses, init_tensors, sample, AttentionMask, Config, Error, Init,
+    KvView, SamplerConfig, SceneBatch, SceneLayout, SceneRequest, SegmentSpec, ShotInput, ShotRole,
+    StepControl, TrainConfig, Trainer, TrainingScene, TrainingShot,
 };
 
 fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
@@ -61,6 +61,8 @@ fn training_resumes_exactly_from_a_checkpoint() {
     let train = TrainConfig {
         single_frame_prob: 0.5,
         text_dropout_prob: 0.3,
+        // Given-context draws are part of the state a resume must replay.
+        context_prob: 0.4,
         seed: 9,
         ..Default::default()
     };
@@ -542,4 +544,56 @@ fn bad_sampler_requests_are_errors() {
     assert!(matches!(err, Error::KvCache(_)), "{err}");
     // Unknown preset.
     assert!(matches!(Config::preset("huge"), Err(Error::Config(m)) if m.contains("tiny")));
+}
+
+#[test]
+fn fixed_shot_losses_read_the_context_only_where_the_mask_lets_them() {
+    for mask in [AttentionMask::Bidirectional, AttentionMask::ContextCausal] {
+        let cfg = Config::tiny().with_attention(mask);
+        let weights = init_tensors(&cfg, 4, Init::Random, &Device::Cpu).unwrap();
+        let trainer =
+            Trainer::with_weights(&cfg, TrainConfig::default(), &weights, &Device::Cpu).unwrap();
+        let scene = synthetic_scenes(1).remove(0);
+        assert_eq!(scene.shots.len(), 2);
+        let noise: Vec<Tensor> = (0..2).map(|i| randn(7000 + i, &[1, 4, 2, 3, 3])).collect();
+        let losses = |scene: &TrainingScene| {
+            fixed_shot_losses(trainer.pipeline(), scene, &[0.5, 0.7], &noise)
+        };
+        let base = losses(&scene).unwrap();
+        assert_eq!(base, losses(&scene).unwrap(), "{mask:?}: not deterministic");
+        let mut changed = scene.clone();
+        changed.shots[1].latent = randn(7100, &[4, 2, 3, 3]);
+        let after = losses(&changed).unwrap();
+        assert_ne!(base[1], after[1], "{mask:?}: shot 1's own latent changed");
+        match mask {
+            // The first shot attends to the second only when attention is bidirectional.
+            AttentionMask::Bidirectional => assert_ne!(base[0], after[0]),
+            _ => assert_eq!(base[0], after[0], "a causal shot read a later one"),
+        }
+    }
+}
+
+#[test]
+fn fixed_shot_losses_name_what_does_not_match() {
+    let cfg = Config::tiny();
+    let weights = init_tensors(&cfg, 4, Init::Random, &Device::Cpu).unwrap();
+    let trainer =
+        Trainer::with_weights(&cfg, TrainConfig::default(), &weights, &Device::Cpu).unwrap();
+    let scene = synthetic_scenes(1).remove(0);
+    let noise: Vec<Tensor> = (0..2).map(|i| randn(i, &[1, 4, 2, 3, 3])).collect();
+    let err = fixed_shot_losses(trainer.pipeline(), &scene, &[0.5], &noise).unwrap_err();
+    assert!(err.to_string().contains("2 shots"), "{err}");
+    let err = fixed_shot_losses(trainer.pipeline(), &scene, &[0.5, 1.5], &noise).unwrap_err();
+    assert!(matches!(err, Error::Timestep { segment: 1, .. }), "{err}");
+    let wrong = vec![noise[0].clone(), randn(9, &[1, 4, 1, 3, 3])];
+    let err = fixed_shot_losses(trainer.pipeline(), &scene, &[0.5, 0.5], &wrong).unwrap_err();
+    assert!(err.to_string().contains("shot 1: noise"), "{err}");
+}
+
+#[test]
+fn a_bad_context_draw_is_refused() {
+    let mut trainer = Trainer::new(&Config::tiny(), TrainConfig::default(), &Device::Cpu).unwrap();
+    let err = trainer.set_context_draw(1.5, 0.1).unwrap_err();
+    assert!(err.to_string().contains("1.5"), "{err}");
+    trainer.set_context_draw(0.3, 0.1).unwrap();
 }

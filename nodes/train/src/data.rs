@@ -166,6 +166,18 @@ fn shot_contrasts(
     })
 }
 
+/// `[T, H/p, W/p]`: the fraction of each latent pixel's patch that shot `k`'s character
+/// covers (the pixels that change when only the character is recoloured).
+pub fn character_coverage(spec: &SceneSpec, k: usize, patch: usize) -> Result<Tensor> {
+    let frames = render_shot(spec, k)?.frames;
+    let only_character = Emphasis {
+        character: 1.0,
+        shape: 0.0,
+    };
+    let weight = loss_weight(&frames, &shot_contrasts(spec, k, only_character)?, patch)?;
+    Ok((weight - 1.0)?)
+}
+
 /// A training shot; its loss weighs each latent pixel by [`loss_weight`] over `contrasts`
 /// (none: every pixel alike).
 fn shot(

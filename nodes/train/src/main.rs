@@ -12,6 +12,7 @@
 //! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data and
 //! must not depend on the plugin, the nodes or the host.
 
+mod context_probe;
 mod data;
 mod eval;
 mod pca;
@@ -78,6 +79,17 @@ enum Command {
         /// the character emphasis. Data-side like it: give it on every invocation.
         #[arg(long, default_value_t = 0.0)]
         shape_emphasis: f64,
+        /// Probability that a shot of a multi-shot scene is drawn as given context (timestep
+        /// uniform in 0..=0.1, no loss of its own), so given shots and clean history are seen
+        /// in training. A new run's default is 0; given when resuming, it replaces the saved
+        /// one from this step on.
+        #[arg(long)]
+        context_prob: Option<f64>,
+        /// Probability that a training shot is cut to one of its frames (image-shots are
+        /// cheap: a scene of them trains several times faster). A new run's default is 0.1;
+        /// given when resuming, it replaces the saved one from this step on.
+        #[arg(long)]
+        single_frame_prob: Option<f64>,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -117,6 +129,24 @@ enum Command {
         scenes: u64,
         #[command(flatten)]
         sampling: Sampling,
+        /// Also write the table here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Context use: one noised shot's loss beside nothing, beside noise, beside a wrong
+    /// scene's shots and beside its own scene's clean shots, per checkpoint (no sampling).
+    ProbeContext {
+        /// Checkpoints to compare (rows each).
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        scenes: u64,
+        /// Noise levels of the probed shot.
+        #[arg(long = "t", num_args = 1.., default_values_t = [0.5f32, 0.8])]
+        timesteps: Vec<f32>,
+        /// Noise levels of the context shots (own and wrong scene).
+        #[arg(long = "context-t", num_args = 1.., default_values_t = [0.0f32, 0.3])]
+        context_levels: Vec<f32>,
         /// Also write the table here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -211,13 +241,30 @@ fn log(dir: &Path, line: &str) -> Result<()> {
     Ok(())
 }
 
+/// Training settings a new run takes (defaults where absent) and a resumed run replaces from
+/// its next step on where given.
+struct Overrides {
+    lr: Option<f64>,
+    channel_weight_power: Option<f64>,
+    context_prob: Option<f64>,
+    single_frame_prob: Option<f64>,
+}
+
+/// The largest timestep of a shot drawn as given context (`--context-prob`).
+const CONTEXT_MAX_T: f64 = 0.1;
+
 fn start_trainer(
     stage: Stage,
     out: &Path,
     from: Option<&Path>,
-    lr: Option<f64>,
-    channel_weight_power: Option<f64>,
+    overrides: &Overrides,
 ) -> Result<Trainer> {
+    let &Overrides {
+        lr,
+        channel_weight_power,
+        context_prob,
+        single_frame_prob,
+    } = overrides;
     let device = candle_core::Device::Cpu;
     if out.join(lct_model::train::TRAINER_FILE).exists() {
         let mut trainer = Trainer::resume(out, &device)?;
@@ -237,6 +284,17 @@ fn start_trainer(
             trainer.set_channel_weight_power(power)?;
             log_channel_weights(out, &trainer, "from now on")?;
         }
+        if let Some(prob) = context_prob {
+            trainer.set_context_draw(prob, CONTEXT_MAX_T)?;
+            log(
+                out,
+                &format!("shots drawn as given context from now on: {prob}"),
+            )?;
+        }
+        if let Some(prob) = single_frame_prob {
+            trainer.set_single_frame_prob(prob)?;
+            log(out, &format!("single-frame shots from now on: {prob}"))?;
+        }
         return Ok(trainer);
     }
     let lr = lr.unwrap_or(1e-3);
@@ -254,10 +312,12 @@ fn start_trainer(
     .with_attention(attention);
     let train = TrainConfig {
         learning_rate: lr,
-        single_frame_prob: 0.1,
+        single_frame_prob: single_frame_prob.unwrap_or(0.1),
         text_dropout_prob: 0.1,
         seed: stage as u64 + 1,
         channel_weight_power: channel_weight_power.unwrap_or(0.0),
+        context_prob: context_prob.unwrap_or(0.0),
+        context_max_t: CONTEXT_MAX_T,
         ..TrainConfig::default()
     };
     let weights = match (stage, from) {
@@ -342,9 +402,8 @@ fn fit(
     minutes: f64,
     steps: u64,
     batch: usize,
-    lr: Option<f64>,
     workers: usize,
-    channel_weight_power: Option<f64>,
+    overrides: &Overrides,
     emphasis: Emphasis,
 ) -> Result<()> {
     for (flag, value) in [
@@ -355,7 +414,17 @@ fn fit(
             return Err(format!("{flag} {value} must be a number >= 0").into());
         }
     }
-    let mut trainer = start_trainer(stage, out, from, lr, channel_weight_power)?;
+    for (flag, prob) in [
+        ("--context-prob", overrides.context_prob),
+        ("--single-frame-prob", overrides.single_frame_prob),
+    ] {
+        if let Some(prob) = prob {
+            if !(0.0..=1.0).contains(&prob) {
+                return Err(format!("{flag} {prob} must lie in 0..=1").into());
+            }
+        }
+    }
+    let mut trainer = start_trainer(stage, out, from, overrides)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -427,6 +496,22 @@ fn fit(
     Ok(())
 }
 
+/// Writes a probe's table to `out` when given (never over an existing file).
+fn write_table(lines: &[String], out: Option<&Path>) -> Result<()> {
+    if let Some(out) = out {
+        if out.exists() {
+            return Err(format!(
+                "{} exists; give a new path (nothing is overwritten)",
+                out.display()
+            )
+            .into());
+        }
+        std::fs::write(out, lines.join("\n") + "\n")?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -442,6 +527,8 @@ fn main() -> std::process::ExitCode {
             channel_weight_power,
             character_emphasis,
             shape_emphasis,
+            context_prob,
+            single_frame_prob,
         } => fit(
             stage,
             &out,
@@ -449,9 +536,13 @@ fn main() -> std::process::ExitCode {
             minutes,
             steps,
             batch,
-            lr,
             workers,
-            channel_weight_power,
+            &Overrides {
+                lr,
+                channel_weight_power,
+                context_prob,
+                single_frame_prob,
+            },
             Emphasis {
                 character: character_emphasis,
                 shape: shape_emphasis,
@@ -462,20 +553,16 @@ fn main() -> std::process::ExitCode {
             scenes,
             sampling,
             out,
-        } => eval::probe_prompts(&models, scenes, &sampling.config()).and_then(|lines| {
-            if let Some(out) = out {
-                if out.exists() {
-                    return Err(format!(
-                        "{} exists; give a new path (nothing is overwritten)",
-                        out.display()
-                    )
-                    .into());
-                }
-                std::fs::write(&out, lines.join("\n") + "\n")?;
-                println!("wrote {}", out.display());
-            }
-            Ok(())
-        }),
+        } => eval::probe_prompts(&models, scenes, &sampling.config())
+            .and_then(|lines| write_table(&lines, out.as_deref())),
+        Command::ProbeContext {
+            models,
+            scenes,
+            timesteps,
+            context_levels,
+            out,
+        } => context_probe::probe_context(&models, scenes, &timesteps, &context_levels)
+            .and_then(|lines| write_table(&lines, out.as_deref())),
         Command::ProbeAutoencoder {
             model,
             channels,
