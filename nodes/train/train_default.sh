@@ -37,8 +37,19 @@ train --stage lct --from "$RUNS/pretrain" --out "$RUNS/lct" --minutes "${LCT_MIN
 train --stage lct --out "$RUNS/lct" --minutes "${LCT_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
 train --stage causal --from "$RUNS/lct" --out "$RUNS/causal" --minutes "${CAUSAL_MINUTES:-10}"
 train --stage causal --out "$RUNS/causal" --minutes "${CAUSAL_ANNEAL_MINUTES:-25}" --lr "$ANNEAL_LR"
+# The embedded model's last two phases: shots drawn as given context (CONTEXT_LCT_MINUTES set;
+# the README's phase table ran 70 and 33 minutes), the LCT stage from the causal checkpoint.
+LCT_RUN=$RUNS/lct CAUSAL_RUN=$RUNS/causal
+if [ "${CONTEXT_LCT_MINUTES:-0}" != 0 ]; then
+  CONTEXT_FLAGS=(--lr "$ANNEAL_LR" --context-prob "${CONTEXT_PROB:-0.5}")
+  train --stage lct --from "$RUNS/causal" --out "$RUNS/lct-cx" \
+    --minutes "$CONTEXT_LCT_MINUTES" "${CONTEXT_FLAGS[@]}"
+  train --stage causal --from "$RUNS/lct-cx" --out "$RUNS/causal-cx" \
+    --minutes "${CONTEXT_CAUSAL_MINUTES:-33}" "${CONTEXT_FLAGS[@]}"
+  LCT_RUN=$RUNS/lct-cx CAUSAL_RUN=$RUNS/causal-cx
+fi
 if [ "${WIDE:-0}" != 1 ]; then
-  target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct" --causal "$RUNS/causal" \
+  target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$LCT_RUN" --causal "$CAUSAL_RUN" \
     --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"
   exit 0
 fi
