@@ -34,6 +34,9 @@ pub struct SceneSpec {
     /// Frames per shot.
     #[serde(default = "default_frames")]
     pub frames: i64,
+    /// Context guidance scale (ShotGenerate's `context_cfg`); the node's default when absent.
+    #[serde(default)]
+    pub context_cfg: Option<f64>,
 }
 
 fn default_mode() -> String {
@@ -64,7 +67,7 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
             "shots",
             serde_json::to_string(&scene.shots).expect("strings serialise"),
         );
-    graph
+    let generate = graph
         .add("generate", "ShotGenerate")
         .param("mode", scene.mode.as_str())
         .param("seed", scene.seed)
@@ -73,6 +76,9 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
         .param("frames", scene.frames)
         .input("model", "model", "model")
         .input("scene", "scene", "scene");
+    if let Some(context_cfg) = scene.context_cfg {
+        generate.param("context_cfg", context_cfg);
+    }
     graph
         .add("decode", "DecodeFrames")
         .input("model", "model", "model")

@@ -81,6 +81,7 @@ fn joint_generation_of_three_shots_writes_frames() {
         steps: 4,
         cfg: 2.0,
         frames: 2,
+        context_cfg: None,
     };
     let graph = lct_host::scene::scene_graph(&spec);
     let validated = plugin.validate(&graph).unwrap();
@@ -134,8 +135,9 @@ fn image_size(path: &std::path::Path) -> (u32, u32) {
     (width, height)
 }
 
-/// Shots 1-2 auto-regressively, then shot 3 by ShotExtend, with or without a KV cache.
-fn extend_graph(with_cache: bool) -> Graph {
+/// Shots 1-2 auto-regressively, then shot 3 by ShotExtend, with or without a KV cache, every
+/// generating node at context guidance `context_cfg`.
+fn extend_graph(with_cache: bool, context_cfg: f64) -> Graph {
     let mut graph = Graph::new();
     model_node(&mut graph, AttentionMask::ContextCausal);
     scene_node(&mut graph, &SHOTS);
@@ -187,6 +189,12 @@ fn extend_graph(with_cache: bool) -> Graph {
             .unwrap()
             .input("kv_cache", "cache2", "kv_cache");
     }
+    for node in ["first", "extend", "extend2"] {
+        graph
+            .node_mut(node)
+            .unwrap()
+            .param("context_cfg", context_cfg);
+    }
     graph
         .add("decode", "DecodeFrames")
         .input("model", "model", "model")
@@ -198,12 +206,26 @@ fn extend_graph(with_cache: bool) -> Graph {
 #[test]
 fn kv_cached_shot_extension_equals_recomputing_the_history() {
     let plugin = plugin();
-    let cached = frames_of(&plugin, &extend_graph(true), "decode");
-    let recomputed = frames_of(&plugin, &extend_graph(false), "decode");
-    assert_eq!(cached.len(), 4 * 2 * 8 * 8 * 3, "4 shots of 2 frames");
-    // Exact up to float rounding (engine test: 1e-5); 8-bit output may round one level apart.
-    let d = max_difference(&cached, &recomputed);
-    assert!(d <= 1, "KV reuse differs from recomputing by {d} levels");
+    let mut unguided = Vec::new();
+    for context_cfg in [1.0, 2.5] {
+        let cached = frames_of(&plugin, &extend_graph(true, context_cfg), "decode");
+        let recomputed = frames_of(&plugin, &extend_graph(false, context_cfg), "decode");
+        assert_eq!(cached.len(), 4 * 2 * 8 * 8 * 3, "4 shots of 2 frames");
+        // Exact up to float rounding (engine test: 1e-5); 8-bit output may round one level apart.
+        let d = max_difference(&cached, &recomputed);
+        assert!(
+            d <= 1,
+            "context cfg {context_cfg}: KV reuse differs from recomputing by {d} levels"
+        );
+        if context_cfg == 1.0 {
+            unguided = cached;
+        } else {
+            assert!(
+                max_difference(&cached, &unguided) > 1,
+                "context_cfg has no effect"
+            );
+        }
+    }
 }
 
 #[test]
@@ -284,7 +306,7 @@ fn a_kv_cache_of_a_bidirectional_model_is_a_clear_error() {
 fn mismatched_cache_settings_and_bad_prompts_are_named() {
     let plugin = plugin();
     // The cache was built with another seed than the node that uses it.
-    let mut graph = extend_graph(true);
+    let mut graph = extend_graph(true, 1.0);
     graph.node_mut("cache").unwrap().param("seed", 6);
     graph.outputs = vec!["extend".into()];
     let validated = plugin.validate(&graph).unwrap();

@@ -6,6 +6,12 @@
 //!
 //! The unconditional branch replaces every text token with zeros (the null prompt the model
 //! is trained with) and keeps all visual conditions.
+//!
+//! Context guidance (`context_guidance` != 1) adds a third branch: each generated shot seen
+//! alone, with a null global prompt and its own prompt, no other shot and no history. The
+//! step then moves `context_guidance - 1` times further along (with scene - alone), which
+//! strengthens what the shot takes from its scene: the global prompt, the given shots and
+//! the shots generated with it.
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvView;
@@ -29,6 +35,9 @@ pub struct SamplerConfig {
     pub history_timestep: f32,
     /// The noise level given condition shots are held at.
     pub condition_timestep: f32,
+    /// Context guidance scale: how strongly a generated shot follows its scene (global prompt,
+    /// given and other generated shots) against itself alone; 1 disables the extra branch.
+    pub context_guidance: f32,
 }
 
 impl Default for SamplerConfig {
@@ -40,6 +49,7 @@ impl Default for SamplerConfig {
             seed: 0,
             history_timestep: 0.3,
             condition_timestep: 0.05,
+            context_guidance: 1.0,
         }
     }
 }
@@ -54,6 +64,12 @@ impl SamplerConfig {
             return bad(format!(
                 "guidance {} must be finite and >= 0",
                 self.guidance
+            ));
+        }
+        if !(self.context_guidance.is_finite() && self.context_guidance >= 0.0) {
+            return bad(format!(
+                "context_guidance {} must be finite and >= 0",
+                self.context_guidance
             ));
         }
         if !(self.shift.is_finite() && self.shift > 0.0) {
@@ -82,6 +98,10 @@ impl SamplerConfig {
 
     fn uses_guidance(&self) -> bool {
         self.guidance != 1.0
+    }
+
+    fn uses_context_guidance(&self) -> bool {
+        self.context_guidance != 1.0
     }
 }
 
@@ -224,6 +244,71 @@ fn request_layout(
     SceneLayout::new(&all, past.map_or(0, |p| p.rope_end()))
 }
 
+/// Velocities of the generated shots `generate` seen alone at `t`: a null global prompt and
+/// the shot's own prompt, no other shot, no history (the branch context guidance moves away
+/// from). Shots of equal latent and text shape run as one batch.
+fn isolated_velocities(
+    model: &SceneTransformer,
+    request: &SceneRequest,
+    specs: &[SegmentSpec],
+    generate: &[usize],
+    latents: &[Tensor],
+    t: f32,
+) -> Result<Vec<Tensor>> {
+    let mc = model.config();
+    let null_global = Tensor::zeros(
+        (1, mc.global_text_len, mc.text_dim),
+        model.dtype(),
+        model.device(),
+    )?;
+    let shape_of = |i: usize| {
+        (
+            latents[i].dims().to_vec(),
+            request.shots[i].text.dims().to_vec(),
+        )
+    };
+    let mut isolated: Vec<Option<Tensor>> = vec![None; generate.len()];
+    let mut pending: Vec<usize> = (0..generate.len()).collect();
+    while let Some(&first) = pending.first() {
+        let (group, rest): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&g| shape_of(generate[g]) == shape_of(generate[first]));
+        pending = rest;
+        let spec = &specs[generate[first]];
+        let layout = SceneLayout::new(
+            &[
+                SegmentSpec::global(mc.global_text_len),
+                SegmentSpec::shot(ShotRole::Generate, spec.text_len, spec.grid, t),
+            ],
+            0,
+        )?;
+        let shot_text: Vec<&Tensor> = group
+            .iter()
+            .map(|&g| &request.shots[generate[g]].text)
+            .collect();
+        let shot_latents: Vec<&Tensor> = group.iter().map(|&g| &latents[generate[g]]).collect();
+        let text = [
+            null_global.repeat((group.len(), 1, 1))?,
+            Tensor::cat(&shot_text, 0)?,
+        ];
+        let batch_latents = [Tensor::cat(&shot_latents, 0)?];
+        let batch = SceneBatch {
+            layout: &layout,
+            text: &text,
+            latents: &batch_latents,
+        };
+        let v = model
+            .forward(&batch, mc.attention, None)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Layout("the isolated shot returned no velocity".into()))?;
+        for (k, &g) in group.iter().enumerate() {
+            isolated[g] = Some(v.narrow(0, k, 1)?);
+        }
+    }
+    Ok(isolated.into_iter().flatten().collect())
+}
+
 /// Generates the request's [`ShotRole::Generate`] shots. Returns one clean latent
 /// `[1, C, T, H, W]` per shot of the request: generated ones denoised, given ones as given.
 pub fn sample(
@@ -248,6 +333,11 @@ pub fn sample(
         return Err(Error::Layout("no shot has the generate role".into()));
     }
     let guidance = cfg.uses_guidance();
+    // A lone shot without a global prompt or history has no scene to follow harder.
+    let has_context = request.shots.len() > 1
+        || request.global_text.is_some()
+        || past.is_some_and(|p| !p.is_empty());
+    let context_guidance = cfg.uses_context_guidance() && has_context;
     let layout = request_layout(request, &specs, past)?;
     let shot_segments = layout.shot_indices();
     let device = model.device();
@@ -298,16 +388,28 @@ pub fn sample(
             latents: &batch_latents,
         };
         let velocities = model.forward(&batch, mask, past)?;
+        let isolated = if context_guidance {
+            isolated_velocities(model, request, &specs, &generate, &latents, t)?
+        } else {
+            Vec::new()
+        };
         let mut denoised = Vec::with_capacity(generate.len());
-        for &i in &generate {
+        for (g, &i) in generate.iter().enumerate() {
             let v = &velocities[i];
-            let v = if guidance {
-                let cond = v.narrow(0, 0, 1)?;
-                let uncond = v.narrow(0, 1, 1)?;
-                (&uncond + ((cond - &uncond)? * cfg.guidance as f64)?)?
+            let cond = if guidance {
+                v.narrow(0, 0, 1)?
             } else {
                 v.clone()
             };
+            let mut v = if guidance {
+                let uncond = v.narrow(0, 1, 1)?;
+                (&uncond + ((&cond - &uncond)? * cfg.guidance as f64)?)?
+            } else {
+                cond.clone()
+            };
+            if let Some(alone) = isolated.get(g) {
+                v = (&v + ((&cond - alone)? * (cfg.context_guidance - 1.0) as f64)?)?;
+            }
             denoised.push((&latents[i] - (&v * t as f64)?)?);
             latents[i] = (&latents[i] + (v * (t_next - t) as f64)?)?;
         }

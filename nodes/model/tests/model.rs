@@ -386,6 +386,96 @@ fn auto_regressive_generation_with_the_cache_matches_recomputing_history() {
     for (a, b) in recomputed.iter().zip(&cached) {
         assert!(max_diff(a, b) < 1e-5);
     }
+    // Context guidance sees each shot alone the same way in both modes, so they still agree,
+    // and it changes every shot that has a scene to follow.
+    let guided = SamplerConfig {
+        context_guidance: 2.5,
+        ..cfg.clone()
+    };
+    let recomputed_guided =
+        generate_autoregressive(&model, &request, &guided, HistoryMode::Recompute, |_, _| {
+            StepControl::Continue
+        })
+        .unwrap();
+    let cached_guided =
+        generate_autoregressive(&model, &request, &guided, HistoryMode::KvCache, |_, _| {
+            StepControl::Continue
+        })
+        .unwrap();
+    for (k, (a, b)) in recomputed_guided.iter().zip(&cached_guided).enumerate() {
+        let d = max_diff(a, b);
+        assert!(d < 1e-5, "shot {k}: cache and recompute differ by {d}");
+        assert!(
+            max_diff(a, &recomputed[k]) > 1e-3,
+            "shot {k} ignores context guidance"
+        );
+    }
+}
+
+fn null_global(model: &SceneTransformer) -> Tensor {
+    Tensor::zeros(
+        (1, model.config().global_text_len, TEXT_DIM),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn context_guidance_zero_generates_every_shot_as_if_alone() {
+    let go = |_: &lct_model::StepInfo| StepControl::Continue;
+    for mask in [AttentionMask::Bidirectional, AttentionMask::ContextCausal] {
+        let model = tiny_model(mask, 12);
+        let mut request = joint_request(300);
+        // A shot of another length runs in a batch of its own.
+        request.shots[1].latent_dims = [CHANNELS, 1, 2, 3];
+        let cfg = SamplerConfig {
+            steps: 4,
+            guidance: 1.0,
+            context_guidance: 0.0,
+            seed: 9,
+            ..Default::default()
+        };
+        let joint = sample(&model, &request, &cfg, None, go).unwrap();
+        let plain = SamplerConfig {
+            context_guidance: 1.0,
+            ..cfg.clone()
+        };
+        let unguided = sample(&model, &request, &plain, None, go).unwrap();
+        for (i, shot) in request.shots.iter().enumerate() {
+            let alone = SceneRequest {
+                global_text: Some(null_global(&model)),
+                shots: vec![shot.clone()],
+            };
+            let want = sample(&model, &alone, &plain, None, go).unwrap();
+            let d = max_diff(&joint[i], &want[0]);
+            assert!(d < 1e-4, "{mask:?} shot {i}: differs from alone by {d}");
+            assert!(max_diff(&unguided[i], &want[0]) > 1e-3);
+        }
+    }
+}
+
+#[test]
+fn context_guidance_leaves_a_lone_shot_without_scene_unchanged() {
+    let model = tiny_model(AttentionMask::Bidirectional, 13);
+    let (_, shot) = history_request(400, 0, false);
+    let request = SceneRequest {
+        global_text: None,
+        shots: vec![shot],
+    };
+    let go = |_: &lct_model::StepInfo| StepControl::Continue;
+    let cfg = SamplerConfig {
+        steps: 3,
+        seed: 2,
+        ..Default::default()
+    };
+    let plain = sample(&model, &request, &cfg, None, go).unwrap();
+    let guided = SamplerConfig {
+        context_guidance: 3.0,
+        ..cfg
+    };
+    let same = sample(&model, &request, &guided, None, go).unwrap();
+    assert_eq!(max_diff(&plain[0], &same[0]), 0.0);
 }
 
 fn joint_request(seed: u64) -> SceneRequest {

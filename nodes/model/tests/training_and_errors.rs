@@ -493,6 +493,10 @@ fn bad_sampler_requests_are_errors() {
             guidance: f32::NAN,
             ..Default::default()
         },
+        SamplerConfig {
+            context_guidance: -1.0,
+            ..Default::default()
+        },
     ] {
         let err = sample(&model, &request, &bad, None, |_| StepControl::Continue).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");

@@ -80,6 +80,17 @@ const HISTORY_TC: WidgetDescriptor = WidgetDescriptor {
         step: 0.05,
     },
 };
+const CONTEXT_CFG: WidgetDescriptor = WidgetDescriptor {
+    name: "context_cfg",
+    tooltip: "Context guidance: how strongly each shot follows its scene (global prompt, references, history, the shots generated with it) against itself alone; 1 = off",
+    // 2 measured best on the embedded model (README, "Context guidance").
+    spec: WidgetSpec::Float {
+        default: 2.0,
+        min: 0.0,
+        max: 10.0,
+        step: 0.1,
+    },
+};
 const FRAMES: WidgetDescriptor = WidgetDescriptor {
     name: "frames",
     tooltip: "Frames per generated shot",
@@ -104,6 +115,7 @@ fn settings(params: &Params) -> Result<Settings, NodeError> {
             shift: params.float("shift")? as f32,
             seed: params.int("seed")? as u64,
             history_timestep: params.float("history_tc")? as f32,
+            context_guidance: params.float("context_cfg")? as f32,
             ..SamplerConfig::default()
         },
         frames: params.int("frames")? as usize,
@@ -433,6 +445,7 @@ static GENERATE: NodeDescriptor = NodeDescriptor {
         SEED,
         STEPS,
         CFG,
+        CONTEXT_CFG,
         SHIFT,
         HISTORY_TC,
     ],
@@ -569,6 +582,7 @@ static EXTEND: NodeDescriptor = NodeDescriptor {
         SEED,
         STEPS,
         CFG,
+        CONTEXT_CFG,
         SHIFT,
         HISTORY_TC,
     ],

@@ -11,10 +11,10 @@ use lct_model::{
     SamplerConfig, SceneRequest, ShotInput, ShotRole, StepControl,
 };
 use lct_world::{
-    captions, environment_consistency, environment_reference_prompt, identity_consistency,
-    identity_reference_prompt, read_shot, render_environment_reference, render_identity_reference,
-    render_shot, scene_metrics, CaptionMode, Clip, SceneCaptions, SceneSpec, ShotReading,
-    MAX_SHOTS,
+    captions, environment_consistency, environment_reference_prompt,
+    identity_attribute_consistency, identity_consistency, identity_reference_prompt,
+    metrics_from_readings, read_shot, render_environment_reference, render_identity_reference,
+    render_shot, CaptionMode, Clip, SceneCaptions, SceneSpec, ShotReading, MAX_SHOTS,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -65,8 +65,9 @@ fn clip(pipeline: &Pipeline, latent: &Tensor) -> Result<Clip> {
     })
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Row {
+/// A row of the table (`--rows` picks some by these names).
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Row {
     /// No generation: the held-out scene's own rendered shots through the autoencoder, the
     /// ceiling the detectors allow a model that reproduces the world exactly.
     Reference,
@@ -207,17 +208,21 @@ struct Totals {
     sharpness: f64,
     seconds: f64,
     matches: f64,
+    /// Identity agreement by attribute: colour, shape, pattern.
+    attributes: [f64; 3],
     scenes: f64,
 }
 
 /// How a table header names the sampler: steps, guidance, and the timestep shift when it is one.
 fn sampling_note(cfg: &SamplerConfig) -> String {
-    let steps_and_guidance = format!("{} steps, cfg {:.1}", cfg.steps, cfg.guidance);
-    if cfg.shift == 1.0 {
-        steps_and_guidance
-    } else {
-        format!("{steps_and_guidance}, shift {:.1}", cfg.shift)
+    let mut note = format!("{} steps, cfg {:.1}", cfg.steps, cfg.guidance);
+    if cfg.shift != 1.0 {
+        note += &format!(", shift {:.1}", cfg.shift);
     }
+    if cfg.context_guidance != 1.0 {
+        note += &format!(", context guidance {:.1}", cfg.context_guidance);
+    }
+    note
 }
 
 /// What `lct-train eval` measures.
@@ -230,6 +235,8 @@ pub struct Options {
     pub rollout_scenes: u64,
     /// Skip the table (rollout and timing only).
     pub only_extras: bool,
+    /// The table's rows to run (empty: all).
+    pub rows: Vec<Row>,
 }
 
 pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Options) -> Result<()> {
@@ -245,7 +252,13 @@ pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Option
     cfg.validate()?;
     let mut lines = Vec::new();
     if !opts.only_extras {
-        lines.extend(table([&pretrain, &lct, &causal], out, scenes, &cfg)?);
+        lines.extend(table(
+            [&pretrain, &lct, &causal],
+            out,
+            scenes,
+            &cfg,
+            &opts.rows,
+        )?);
         lines.push(String::new());
     }
     if opts.rollout_scenes > 0 {
@@ -265,6 +278,7 @@ fn table(
     out: &Path,
     scenes: u64,
     cfg: &SamplerConfig,
+    rows: &[Row],
 ) -> Result<Vec<String>> {
     let [pretrain, lct, causal] = models;
     let mut lines = vec![
@@ -275,7 +289,17 @@ fn table(
     for line in &lines {
         println!("{line}");
     }
-    for row in Row::ALL {
+    let mut by_attribute = vec![
+        String::new(),
+        "identity by attribute (shot pairs whose colour, shape or pattern alone agree):\n"
+            .to_owned(),
+        "| method | colour | shape | pattern |".to_owned(),
+        "|---|---|---|---|".to_owned(),
+    ];
+    for row in Row::ALL
+        .into_iter()
+        .filter(|r| rows.is_empty() || rows.contains(r))
+    {
         let mut totals = Totals::default();
         let mut sheet_rows = Vec::new();
         for i in 0..scenes {
@@ -292,7 +316,15 @@ fn table(
                 .iter()
                 .map(|l| clip(pipeline, l))
                 .collect::<Result<Vec<_>>>()?;
-            let m = scene_metrics(&spec, &clips);
+            let readings: Vec<ShotReading> = clips.iter().map(read_shot).collect();
+            let m = metrics_from_readings(&spec, &readings);
+            for (total, part) in totals
+                .attributes
+                .iter_mut()
+                .zip(identity_attribute_consistency(&readings))
+            {
+                *total += part as f64;
+            }
             totals.identity += m.identity_consistency as f64;
             totals.environment += m.environment_consistency as f64;
             totals.tone += m.tone_consistency as f64;
@@ -305,15 +337,14 @@ fn table(
                     spec.character.shape,
                     spec.character.pattern,
                 );
-                let hits = clips
+                let hits = readings
                     .iter()
-                    .filter(|c| {
-                        let r = read_shot(c);
+                    .filter(|r| {
                         r.identity() == Some(want)
                             && r.environment.as_ref() == Some(&spec.environment)
                     })
                     .count();
-                totals.matches += hits as f64 / clips.len() as f64;
+                totals.matches += hits as f64 / readings.len() as f64;
             }
             totals.scenes += 1.0;
             if i == 0 {
@@ -339,6 +370,11 @@ fn table(
         );
         println!("{line}");
         lines.push(line);
+        let [colour, shape, pattern] = totals.attributes.map(|a| a / n);
+        by_attribute.push(format!(
+            "| {} | {colour:.2} | {shape:.2} | {pattern:.2} |",
+            row.name()
+        ));
         // Generated rows keep their numbers (row1 is the baseline); the reference has its own name.
         let file = match row {
             Row::Reference => out.join("reference.png"),
@@ -349,6 +385,10 @@ fn table(
         };
         lct_world::contact_sheet(&sheet_rows, 2).save(&file)?;
     }
+    for line in &by_attribute {
+        println!("{line}");
+    }
+    lines.extend(by_attribute);
     Ok(lines)
 }
 

@@ -171,6 +171,9 @@ enum Command {
         /// Skip the table: only the rollout and the KV-cache timing.
         #[arg(long)]
         only_extras: bool,
+        /// Only these rows of the table, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        rows: Vec<eval::Row>,
     },
 }
 
@@ -186,6 +189,10 @@ struct Sampling {
     /// Timestep shift (above 1 spends more steps at high noise).
     #[arg(long, default_value_t = 1.0)]
     shift: f32,
+    /// Context guidance scale: a generated shot with its scene against itself alone
+    /// (1: no extra branch; 2 is the nodes' default).
+    #[arg(long, default_value_t = 2.0)]
+    context_guidance: f32,
 }
 
 impl Sampling {
@@ -194,6 +201,7 @@ impl Sampling {
             steps: self.steps,
             guidance: self.guidance,
             shift: self.shift,
+            context_guidance: self.context_guidance,
             ..lct_model::SamplerConfig::default()
         }
     }
@@ -590,6 +598,7 @@ fn main() -> std::process::ExitCode {
             sampling,
             rollout_scenes,
             only_extras,
+            rows,
         } => eval::run(
             &pretrain,
             &lct,
@@ -600,6 +609,7 @@ fn main() -> std::process::ExitCode {
                 sampling: sampling.config(),
                 rollout_scenes,
                 only_extras,
+                rows,
             },
         ),
     };

@@ -736,6 +736,17 @@ pub fn identity_consistency(shots: &[ShotReading]) -> f32 {
     pair_agreement(&shots.iter().map(|s| s.identity()).collect::<Vec<_>>())
 }
 
+/// Identity consistency split by attribute: the fraction of shot pairs whose colour, shape
+/// and pattern (each alone) were read and agree, so a low identity score says which part of
+/// the character's looks did not carry over.
+pub fn identity_attribute_consistency(shots: &[ShotReading]) -> [f32; 3] {
+    [
+        pair_agreement(&shots.iter().map(|s| s.colour).collect::<Vec<_>>()),
+        pair_agreement(&shots.iter().map(|s| s.shape).collect::<Vec<_>>()),
+        pair_agreement(&shots.iter().map(|s| s.pattern).collect::<Vec<_>>()),
+    ]
+}
+
 /// Environment (sky, ground, horizon) consistency over shot readings.
 pub fn environment_consistency(shots: &[ShotReading]) -> f32 {
     let keys: Vec<_> = shots

@@ -399,3 +399,55 @@ fn detectors_survive_noise_blur_and_8_bit() {
     rate("noisy: shot framing", framing, shots);
     rate("noisy: shot action", action, shots);
 }
+
+#[test]
+fn identity_by_attribute_drops_only_in_the_attribute_that_differs() {
+    // Pairs of scenes whose characters differ in colour alone: mixing their shots must lower
+    // colour agreement and leave shape and pattern agreement as the ground truth has them.
+    let c = corpus();
+    let mut checked = 0;
+    for a in c.iter().filter(|r| r.spec.shots.len() > 1) {
+        let Some(b) = c.iter().find(|b| {
+            let (ca, cb) = (a.spec.character, b.spec.character);
+            b.spec.shots.len() > 1
+                && ca.colour != cb.colour
+                && (ca.shape, ca.pattern) == (cb.shape, cb.pattern)
+        }) else {
+            continue;
+        };
+        let shots = |r: &Rendered| r.reading.shots.clone();
+        let all_read = |r: &Rendered, f: &dyn Fn(&ShotReading) -> bool| shots(r).iter().all(f);
+        let colour_right = |r: &Rendered| {
+            all_read(r, &|s: &ShotReading| {
+                s.colour == Some(r.spec.character.colour)
+            })
+        };
+        if !colour_right(a) || !colour_right(b) {
+            continue; // a misread colour in the ground truth says nothing about the split
+        }
+        let [colour, shape, pattern] = identity_attribute_consistency(&interleave(a, b));
+        assert!(colour < 0.5, "colour agreement {colour} over mixed colours");
+        // Shape and pattern agree across the two scenes wherever every shot reads them right.
+        let shape_right = |r: &Rendered| {
+            all_read(r, &|s: &ShotReading| {
+                s.shape == Some(r.spec.character.shape)
+            })
+        };
+        let pattern_right = |r: &Rendered| {
+            all_read(r, &|s: &ShotReading| {
+                s.pattern == Some(r.spec.character.pattern)
+            })
+        };
+        if shape_right(a) && shape_right(b) {
+            assert_eq!(shape, 1.0, "shape agreement over one shape");
+        }
+        if pattern_right(a) && pattern_right(b) {
+            assert_eq!(pattern, 1.0, "pattern agreement over one pattern");
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} scene pairs differ in colour alone"
+    );
+}
