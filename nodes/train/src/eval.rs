@@ -213,7 +213,8 @@ struct Totals {
     scenes: f64,
 }
 
-/// How a table header names the sampler: steps, guidance, and the timestep shift when it is one.
+/// How a table header names the sampler: steps, guidance, and the timestep shift and context
+/// guidance when they are on.
 fn sampling_note(cfg: &SamplerConfig) -> String {
     let mut note = format!("{} steps, cfg {:.1}", cfg.steps, cfg.guidance);
     if cfg.shift != 1.0 {
