@@ -208,6 +208,9 @@ struct Totals {
     sharpness: f64,
     seconds: f64,
     matches: f64,
+    /// Compositional row: the fraction of shots that show the given identity, environment,
+    /// colour, shape and pattern, each on its own (`matches` needs identity and environment).
+    given: [f64; 5],
     /// Identity agreement by attribute: colour, shape, pattern.
     attributes: [f64; 3],
     scenes: f64,
@@ -297,6 +300,7 @@ fn table(
         "| method | colour | shape | pattern |".to_owned(),
         "|---|---|---|---|".to_owned(),
     ];
+    let mut given_split = None;
     for row in Row::ALL
         .into_iter()
         .filter(|r| rows.is_empty() || rows.contains(r))
@@ -338,14 +342,25 @@ fn table(
                     spec.character.shape,
                     spec.character.pattern,
                 );
-                let hits = readings
-                    .iter()
-                    .filter(|r| {
-                        r.identity() == Some(want)
-                            && r.environment.as_ref() == Some(&spec.environment)
-                    })
-                    .count();
-                totals.matches += hits as f64 / readings.len() as f64;
+                let shown = |r: &ShotReading| {
+                    [
+                        r.identity() == Some(want),
+                        r.environment.as_ref() == Some(&spec.environment),
+                        r.colour == Some(want.0),
+                        r.shape == Some(want.1),
+                        r.pattern == Some(want.2),
+                    ]
+                };
+                let per_shot = 1.0 / readings.len() as f64;
+                for r in &readings {
+                    let parts = shown(r);
+                    if parts[0] && parts[1] {
+                        totals.matches += per_shot;
+                    }
+                    for (total, hit) in totals.given.iter_mut().zip(parts) {
+                        *total += if hit { per_shot } else { 0.0 };
+                    }
+                }
             }
             totals.scenes += 1.0;
             if i == 0 {
@@ -354,6 +369,12 @@ fn table(
         }
         let n = totals.scenes;
         let matches = if row == Row::Compositional {
+            let [identity, environment, colour, shape, pattern] = totals.given.map(|g| g / n);
+            given_split = Some(format!(
+                "compositional, the given looks shown, each on its own (fraction of shots): \
+                 identity {identity:.2}, environment {environment:.2}, colour {colour:.2}, \
+                 shape {shape:.2}, pattern {pattern:.2}"
+            ));
             format!("{:.2}", totals.matches / n)
         } else {
             "-".into()
@@ -385,6 +406,9 @@ fn table(
             )),
         };
         lct_world::contact_sheet(&sheet_rows, 2).save(&file)?;
+    }
+    if let Some(split) = given_split {
+        by_attribute.extend([String::new(), split]);
     }
     for line in &by_attribute {
         println!("{line}");
