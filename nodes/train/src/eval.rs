@@ -11,7 +11,7 @@ use lct_model::{
     SamplerConfig, SceneRequest, ShotInput, ShotRole, StepControl,
 };
 use lct_world::{
-    captions, environment_consistency, environment_reference_prompt,
+    captions, cross_scene_agreement, environment_consistency, environment_reference_prompt,
     identity_attribute_consistency, identity_consistency, identity_reference_prompt,
     metrics_from_readings, read_shot, render_environment_reference, render_identity_reference,
     render_shot, CaptionMode, Clip, SceneCaptions, SceneSpec, ShotReading, MAX_SHOTS,
@@ -301,12 +301,22 @@ fn table(
         "|---|---|---|---|".to_owned(),
     ];
     let mut given_split = None;
+    let mut by_chance = vec![
+        String::new(),
+        "consistency against chance: the table's within-scene agreement beside the agreement of \
+         shot pairs from different held-out scenes (same row), and kappa = (within - across) / \
+         (1 - across), 0 when shots agree no more with their own scene than with any other:\n"
+            .to_owned(),
+        "| method | identity: within / across / kappa | environment | tone |".to_owned(),
+        "|---|---|---|---|".to_owned(),
+    ];
     for row in Row::ALL
         .into_iter()
         .filter(|r| rows.is_empty() || rows.contains(r))
     {
         let mut totals = Totals::default();
         let mut sheet_rows = Vec::new();
+        let mut scene_readings = Vec::new();
         for i in 0..scenes {
             let spec = held_out_scene(i, 3);
             let started = Instant::now();
@@ -323,6 +333,7 @@ fn table(
                 .collect::<Result<Vec<_>>>()?;
             let readings: Vec<ShotReading> = clips.iter().map(read_shot).collect();
             let m = metrics_from_readings(&spec, &readings);
+            scene_readings.push(readings.clone());
             for (total, part) in totals
                 .attributes
                 .iter_mut()
@@ -392,6 +403,14 @@ fn table(
         );
         println!("{line}");
         lines.push(line);
+        let within = [totals.identity, totals.environment, totals.tone].map(|w| w / n);
+        let across = cross_scene_agreement(&scene_readings).map(f64::from);
+        let cells: Vec<String> = within
+            .iter()
+            .zip(across)
+            .map(|(&w, a)| format!("{w:.2} / {a:.2} / {:.2}", chance_corrected(w, a)))
+            .collect();
+        by_chance.push(format!("| {} | {} |", row.name(), cells.join(" | ")));
         let [colour, shape, pattern] = totals.attributes.map(|a| a / n);
         by_attribute.push(format!(
             "| {} | {colour:.2} | {shape:.2} | {pattern:.2} |",
@@ -410,11 +429,22 @@ fn table(
     if let Some(split) = given_split {
         by_attribute.extend([String::new(), split]);
     }
+    by_attribute.extend(by_chance);
     for line in &by_attribute {
         println!("{line}");
     }
     lines.extend(by_attribute);
     Ok(lines)
+}
+
+/// Cohen's kappa of an agreement rate against its chance rate: 1 for perfect agreement, 0 for
+/// agreement at chance, negative below it (0 when chance agreement is already 1).
+fn chance_corrected(within: f64, across: f64) -> f64 {
+    if across >= 1.0 {
+        0.0
+    } else {
+        (within - across) / (1.0 - across)
+    }
 }
 
 /// Shots of the long auto-regressive rollout.

@@ -749,20 +749,62 @@ pub fn identity_attribute_consistency(shots: &[ShotReading]) -> [f32; 3] {
 
 /// Environment (sky, ground, horizon) consistency over shot readings.
 pub fn environment_consistency(shots: &[ShotReading]) -> f32 {
-    let keys: Vec<_> = shots
-        .iter()
-        .map(|s| s.environment.map(|e| (e.sky, e.ground, e.horizon)))
-        .collect();
-    pair_agreement(&keys)
+    pair_agreement(&shots.iter().map(environment_key).collect::<Vec<_>>())
+}
+
+/// What environment consistency compares: (sky, ground, horizon).
+fn environment_key(shot: &ShotReading) -> Option<(Sky, Ground, Horizon)> {
+    shot.environment.map(|e| (e.sky, e.ground, e.horizon))
+}
+
+/// What tone consistency compares: (tone, day/night).
+fn tone_key(shot: &ShotReading) -> Option<(Tone, TimeOfDay)> {
+    shot.environment.map(|e| (e.tone, e.time))
+}
+
+/// Agreement expected by chance: identity, environment and tone agreement over pairs of shots
+/// from *different* scenes (one shot of scene i against one of scene j, i < j; unread never
+/// agrees). A model that draws one default look for every prompt agrees with itself across
+/// shots without using its context; this is the level such agreement reaches, to read the
+/// within-scene consistency against.
+pub fn cross_scene_agreement(scenes: &[Vec<ShotReading>]) -> [f32; 3] {
+    fn across<K: PartialEq>(
+        scenes: &[Vec<ShotReading>],
+        key: impl Fn(&ShotReading) -> Option<K>,
+    ) -> f32 {
+        let keys: Vec<Vec<Option<K>>> = scenes
+            .iter()
+            .map(|s| s.iter().map(&key).collect())
+            .collect();
+        let (mut agree, mut total) = (0usize, 0usize);
+        for i in 0..keys.len() {
+            for j in i + 1..keys.len() {
+                for a in &keys[i] {
+                    for b in &keys[j] {
+                        total += 1;
+                        if a.is_some() && a == b {
+                            agree += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            agree as f32 / total as f32
+        }
+    }
+    [
+        across(scenes, ShotReading::identity),
+        across(scenes, environment_key),
+        across(scenes, tone_key),
+    ]
 }
 
 /// Lighting (tone, day/night) consistency over shot readings.
 pub fn tone_consistency(shots: &[ShotReading]) -> f32 {
-    let keys: Vec<_> = shots
-        .iter()
-        .map(|s| s.environment.map(|e| (e.tone, e.time)))
-        .collect();
-    pair_agreement(&keys)
+    pair_agreement(&shots.iter().map(tone_key).collect::<Vec<_>>())
 }
 
 /// Mean over shots of the fraction of {framing, action} matching the prompt's (from the spec the

@@ -30,11 +30,12 @@ pub use caption::{
     vocabulary, CaptionMode, SceneCaptions, PAD_ID,
 };
 pub use detect::{
-    colour_balance, continues, detect_action, detect_character, detect_character_with,
-    detect_environment, environment_consistency, identity_attribute_consistency,
-    identity_consistency, laplacian_variance, metrics_from_readings, motion_continuity, read_scene,
-    read_shot, scene_metrics, sharpness, text_alignment, tone_consistency, CharacterReading,
-    EnvironmentReading, SceneMetrics, SceneReading, ShotReading,
+    colour_balance, continues, cross_scene_agreement, detect_action, detect_character,
+    detect_character_with, detect_environment, environment_consistency,
+    identity_attribute_consistency, identity_consistency, laplacian_variance,
+    metrics_from_readings, motion_continuity, read_scene, read_shot, scene_metrics, sharpness,
+    text_alignment, tone_consistency, CharacterReading, EnvironmentReading, SceneMetrics,
+    SceneReading, ShotReading,
 };
 pub use render::{
     contact_sheet, render_environment_reference, render_identity_reference, render_scene,

@@ -451,3 +451,45 @@ fn identity_by_attribute_drops_only_in_the_attribute_that_differs() {
         "only {checked} scene pairs differ in colour alone"
     );
 }
+
+#[test]
+fn cross_scene_agreement_is_low_for_a_varied_world_and_full_for_one_repeated_look() {
+    let c = corpus();
+    let varied: Vec<Vec<ShotReading>> =
+        c.iter().take(60).map(|r| r.reading.shots.clone()).collect();
+    let [identity, environment, tone] = cross_scene_agreement(&varied);
+    // Sampled characters and environments rarely repeat between scenes: chance agreement is low.
+    assert!(
+        identity < 0.15,
+        "identity agreement across varied scenes {identity}"
+    );
+    assert!(
+        environment < 0.15,
+        "environment agreement across varied scenes {environment}"
+    );
+    assert!(tone < 0.6, "tone agreement across varied scenes {tone}");
+    // A model that draws one look whatever the scene: every scene repeats the same shots, so
+    // shots agree across scenes exactly as much as within one.
+    let one = c
+        .iter()
+        .find(|r| r.reading.shots.len() > 1 && identity_consistency(&r.reading.shots) == 1.0)
+        .expect("a multi-shot scene whose shots all read one identity");
+    let repeated = vec![one.reading.shots.clone(); 5];
+    let [identity, _, _] = cross_scene_agreement(&repeated);
+    assert_eq!(
+        identity, 1.0,
+        "one look repeated in every scene agrees across scenes"
+    );
+    // Nothing read never agrees.
+    let unread = vec![
+        vec![ShotReading {
+            colour: None,
+            shape: None,
+            pattern: None,
+            environment: None,
+            ..one.reading.shots[0].clone()
+        }];
+        3
+    ];
+    assert_eq!(cross_scene_agreement(&unread), [0.0; 3]);
+}
