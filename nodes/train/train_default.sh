@@ -48,6 +48,24 @@ if [ "${CONTEXT_LCT_MINUTES:-0}" != 0 ]; then
     --minutes "${CONTEXT_CAUSAL_MINUTES:-33}" "${CONTEXT_FLAGS[@]}"
   LCT_RUN=$RUNS/lct-cx CAUSAL_RUN=$RUNS/causal-cx
 fi
+# The copy curriculum that made the embedded model (COPY_MINUTES set; the README's phase table
+# ran 40 and then 50 minutes): image-shot-heavy scenes with the character's pixels weighted,
+# then resumed at half the learning rate with fewer image shots. The two stages run side by
+# side, one worker each, as they did.
+if [ "${COPY_MINUTES:-0}" != 0 ]; then
+  COPY_FLAGS=(--workers 1 --context-prob "${CONTEXT_PROB:-0.5}" --character-emphasis 2)
+  copy() {
+    local stage=$1 from=$2
+    fit --stage "$stage" --from "$from" --out "$RUNS/$stage-copy" --minutes "$COPY_MINUTES" \
+      --lr "$ANNEAL_LR" --single-frame-prob 0.75 "${COPY_FLAGS[@]}"
+    fit --stage "$stage" --out "$RUNS/$stage-copy" --minutes "${COPY_ANNEAL_MINUTES:-50}" \
+      --lr 2e-4 --single-frame-prob 0.5 "${COPY_FLAGS[@]}"
+  }
+  copy lct "$LCT_RUN" & lct_copy=$!
+  copy causal "$CAUSAL_RUN" & causal_copy=$!
+  wait "$lct_copy" && wait "$causal_copy"
+  LCT_RUN=$RUNS/lct-copy CAUSAL_RUN=$RUNS/causal-copy
+fi
 if [ "${WIDE:-0}" != 1 ]; then
   target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$LCT_RUN" --causal "$CAUSAL_RUN" \
     --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"
