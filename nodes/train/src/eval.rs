@@ -333,7 +333,6 @@ fn table(
                 .collect::<Result<Vec<_>>>()?;
             let readings: Vec<ShotReading> = clips.iter().map(read_shot).collect();
             let m = metrics_from_readings(&spec, &readings);
-            scene_readings.push(readings.clone());
             for (total, part) in totals
                 .attributes
                 .iter_mut()
@@ -373,6 +372,7 @@ fn table(
                     }
                 }
             }
+            scene_readings.push(readings);
             totals.scenes += 1.0;
             if i == 0 {
                 sheet_rows = clips.into_iter().map(|c| c.frames).collect();
