@@ -49,7 +49,7 @@ if [ "${CONTEXT_LCT_MINUTES:-0}" != 0 ]; then
   LCT_RUN=$RUNS/lct-cx CAUSAL_RUN=$RUNS/causal-cx
 fi
 # The copy curriculum that made the embedded model (COPY_MINUTES set; the README's phase table
-# ran 40 and then 50 minutes): image-shot-heavy scenes with the character's pixels weighted,
+# ran 40 minutes, then the anneal in two sittings of 50 and 84): image-shot-heavy scenes with the character's pixels weighted,
 # then resumed at half the learning rate with fewer image shots. The two stages run side by
 # side, one worker each, as they did.
 if [ "${COPY_MINUTES:-0}" != 0 ]; then

@@ -81,7 +81,7 @@ pub enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 8] = [
+    pub(crate) const ALL: [Row; 8] = [
         Row::Reference,
         Row::Baseline,
         Row::SingleAfterLct,
@@ -91,7 +91,7 @@ impl Row {
         Row::Compositional,
         Row::Interpolation,
     ];
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Row::Reference => "reference: the rendered shots through the autoencoder (no model)",
             Row::Baseline => "single-shot model, shots generated independently (baseline)",

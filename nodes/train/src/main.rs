@@ -6,6 +6,7 @@
 //! lct-train fit --stage causal   --out runs/causal   --from runs/lct      --minutes 15
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
 //! lct-train widen --from runs/lct --out runs/lct24-init --channels 24   # grow the latent space
+//! lct-train merge-tables runs/eval-a/eval.md runs/eval-b/eval.md      # one table from row subsets
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
 //!
@@ -15,6 +16,7 @@
 mod context_probe;
 mod data;
 mod eval;
+mod merge;
 mod pca;
 mod widen;
 
@@ -174,6 +176,16 @@ enum Command {
         /// Only these rows of the table, comma-separated (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         rows: Vec<eval::Row>,
+    },
+    /// Merge the tables of `eval` runs over different `--rows` (same settings) into one, rows
+    /// in the table's order; prints it.
+    MergeTables {
+        /// `eval.md` files (or saved `eval` output), one per run.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also write the merged table to this new file (an existing one is not replaced).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -612,6 +624,7 @@ fn main() -> std::process::ExitCode {
                 rows,
             },
         ),
+        Command::MergeTables { files, out } => merge_tables(&files, out.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -620,6 +633,27 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the merged table and writes it to `out` (which must not exist yet).
+fn merge_tables(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
+    let lines = merge::merge_tables(files)?;
+    let text = lines.join("\n") + "\n";
+    if let Some(out) = out {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(out)
+            .map_err(|e| {
+                format!(
+                    "cannot create {} (an existing file is not replaced): {e}",
+                    out.display()
+                )
+            })?;
+        file.write_all(text.as_bytes())?;
+    }
+    print!("{text}");
+    Ok(())
 }
 
 #[cfg(test)]
