@@ -202,17 +202,40 @@ fn shot(
     })
 }
 
-/// One training sample of `stage`, drawn from `seed` (training split only), its loss
-/// weighted towards the character by `emphasis` (see [`Emphasis`]).
+/// What the LCT and causal stages draw: how often a sample is a single shot rather than a
+/// scene, and how each kind weighs the character in its loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DataMix {
+    /// Probability that a sample of the lct or causal stage is one shot whose global prompt
+    /// spells out the looks (pre-training draws only such samples).
+    pub single_shot_prob: f64,
+    /// Loss emphasis of multi-shot scenes.
+    pub scene: Emphasis,
+    /// Loss emphasis of single-shot samples (pre-training uses only this one).
+    pub single_shot: Emphasis,
+}
+
+impl DataMix {
+    /// The recipe's default: a fifth of the lct and causal samples are single shots.
+    pub const SINGLE_SHOT_PROB: f64 = 0.2;
+}
+
+/// One training sample of `stage`, drawn from `seed` (training split only), single shot or
+/// scene and weighted towards the character as `mix` says.
 pub fn training_scene(
     pipeline: &Pipeline,
     stage: Stage,
     seed: u64,
-    emphasis: Emphasis,
+    mix: DataMix,
 ) -> Result<TrainingScene> {
     let mut rng = SplitMix64::stream(seed, 0x7ea1);
     let spec = sample_scene(seed, Split::Train);
-    let single_shot = stage == Stage::Pretrain || rng.uniform() < 0.2;
+    let single_shot = stage == Stage::Pretrain || rng.uniform() < mix.single_shot_prob;
+    let emphasis = if single_shot {
+        mix.single_shot
+    } else {
+        mix.scene
+    };
     let mode = if single_shot {
         CaptionMode::GlobalLooks
     } else {
@@ -342,6 +365,57 @@ mod tests {
                     assert!((s + c - 1.0 - b).abs() < 1e-4);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_mix_sets_how_often_a_sample_is_one_shot_and_each_kinds_emphasis() {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
+        let pipeline =
+            lct_model::load_pipeline(&model, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let plain = Emphasis::default();
+        let heavy = Emphasis {
+            character: 8.0,
+            shape: 0.0,
+        };
+        let mix = |single_shot_prob| DataMix {
+            single_shot_prob,
+            scene: plain,
+            single_shot: heavy,
+        };
+        let samples = |prob: f64, stage| -> Vec<TrainingScene> {
+            (0..24)
+                .map(|seed| training_scene(&pipeline, stage, seed, mix(prob)).unwrap())
+                .collect()
+        };
+        // A weighted shot has pixels above 1; an unweighted one has no weight at all.
+        let weighted = |shot: &TrainingShot| match &shot.weight {
+            None => false,
+            Some(w) => w.max_all().unwrap().to_scalar::<f32>().unwrap() > 1.0,
+        };
+        let all_single = samples(1.0, Stage::Lct);
+        assert!(all_single
+            .iter()
+            .all(|s| s.shots.len() == 1 && weighted(&s.shots[0])));
+        let no_single = samples(0.0, Stage::Lct);
+        assert!(no_single
+            .iter()
+            .all(|s| s.shots.iter().all(|k| !weighted(k))));
+        assert!(
+            no_single.iter().filter(|s| s.shots.len() > 1).count() > 12,
+            "scenes drawn without single shots are mostly multi-shot"
+        );
+        // Pre-training draws single shots whatever the mix says.
+        assert!(samples(0.0, Stage::Pretrain)
+            .iter()
+            .all(|s| s.shots.len() == 1 && weighted(&s.shots[0])));
+        // The same seed and mix give the same sample.
+        let again = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();
+        let first = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();
+        assert_eq!(again.shots.len(), first.shots.len());
+        for (a, b) in again.shots.iter().zip(&first.shots) {
+            let diff = (&a.latent - &b.latent).unwrap().abs().unwrap();
+            assert_eq!(diff.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         }
     }
 

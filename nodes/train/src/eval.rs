@@ -65,6 +65,35 @@ fn clip(pipeline: &Pipeline, latent: &Tensor) -> Result<Clip> {
     })
 }
 
+/// What the held-out scenes' captions say (`--captions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Captions {
+    /// Looks appear nowhere: consistency can only come from context (or, for the
+    /// compositional row, from the given images).
+    #[default]
+    NoLooks,
+    /// The global prompt names the character's looks and the environment, as the paper's
+    /// scenes and the main job do: consistency can come from the prompt as well.
+    GlobalLooks,
+}
+
+impl Captions {
+    fn mode(self) -> CaptionMode {
+        match self {
+            Captions::NoLooks => CaptionMode::NoLooks,
+            Captions::GlobalLooks => CaptionMode::GlobalLooks,
+        }
+    }
+
+    /// How the settings line of a table names them.
+    fn note(self) -> &'static str {
+        match self {
+            Captions::NoLooks => "captions without looks",
+            Captions::GlobalLooks => "looks in the global prompt",
+        }
+    }
+}
+
 /// A row of the table (`--rows` picks some by these names).
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum Row {
@@ -111,6 +140,7 @@ fn generate(
     models: [&Pipeline; 3],
     spec: &SceneSpec,
     cfg: &SamplerConfig,
+    captions_given: Captions,
 ) -> Result<Vec<Tensor>> {
     let [pretrain, lct, causal] = models;
     let pipeline = match row {
@@ -118,9 +148,7 @@ fn generate(
         Row::KvCache => causal,
         _ => lct,
     };
-    // Looks appear nowhere in the prompts: consistency can only come from context (or, for
-    // the compositional row, from the given images).
-    let caps = captions(spec, CaptionMode::NoLooks);
+    let caps = captions(spec, captions_given.mode());
     let global = Some(pipeline.encode_global_prompt(&caps.global)?);
     let shots = prompt_shots(pipeline, spec, &caps)?;
     let model = &pipeline.transformer;
@@ -241,6 +269,8 @@ pub struct Options {
     pub only_extras: bool,
     /// The table's rows to run (empty: all).
     pub rows: Vec<Row>,
+    /// What the held-out captions say (table, rollout and timing alike).
+    pub captions: Captions,
 }
 
 pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Options) -> Result<()> {
@@ -262,14 +292,27 @@ pub fn run(pretrain: &Path, lct: &Path, causal: &Path, out: &Path, opts: &Option
             scenes,
             &cfg,
             &opts.rows,
+            opts.captions,
         )?);
         lines.push(String::new());
     }
     if opts.rollout_scenes > 0 {
-        lines.extend(rollout(&causal, out, opts.rollout_scenes, &cfg)?);
+        lines.extend(rollout(
+            &causal,
+            out,
+            opts.rollout_scenes,
+            &cfg,
+            opts.captions,
+        )?);
         lines.push(String::new());
         println!();
-        lines.extend(kv_speed(&lct, &causal, opts.rollout_scenes, &cfg)?);
+        lines.extend(kv_speed(
+            &lct,
+            &causal,
+            opts.rollout_scenes,
+            &cfg,
+            opts.captions,
+        )?);
     }
     std::fs::write(out.join("eval.md"), lines.join("\n") + "\n")?;
     println!("wrote {}", out.join("eval.md").display());
@@ -283,10 +326,11 @@ fn table(
     scenes: u64,
     cfg: &SamplerConfig,
     rows: &[Row],
+    captions_given: Captions,
 ) -> Result<Vec<String>> {
     let [pretrain, lct, causal] = models;
     let mut lines = vec![
-        format!("held-out scenes: {scenes} (at least 3 shots each; captions without looks), {}\n", sampling_note(cfg)),
+        format!("held-out scenes: {scenes} (at least 3 shots each; {}), {}\n", captions_given.note(), sampling_note(cfg)),
         "| method | identity | environment | tone | text | motion | sharpness | matches given | s / scene |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
@@ -320,7 +364,7 @@ fn table(
         for i in 0..scenes {
             let spec = held_out_scene(i, 3);
             let started = Instant::now();
-            let latents = generate(row, [pretrain, lct, causal], &spec, cfg)?;
+            let latents = generate(row, [pretrain, lct, causal], &spec, cfg, captions_given)?;
             totals.seconds += started.elapsed().as_secs_f64();
             let pipeline = match row {
                 Row::Baseline => pretrain,
@@ -514,21 +558,28 @@ fn colour_distance(a: [f64; 3], b: [f64; 3]) -> f64 {
 /// drift from shot 1 (distance of the shots' mean RGB: a collapse into a haze shows here even
 /// where the categorical detectors read nothing for either setting); writes
 /// rollout.png (one row per t_c, the middle frame of each shot of the first scene).
-fn rollout(causal: &Pipeline, out: &Path, scenes: u64, cfg: &SamplerConfig) -> Result<Vec<String>> {
+fn rollout(
+    causal: &Pipeline,
+    out: &Path,
+    scenes: u64,
+    cfg: &SamplerConfig,
+    captions_given: Captions,
+) -> Result<Vec<String>> {
     let settings = [0.0, SamplerConfig::default().history_timestep];
     let mut lines = vec![
         format!(
             "## {ROLLOUT_SHOTS}-shot auto-regressive rollout (context-causal model, history kept as K/V)\n"
         ),
         format!(
-            "held-out 5-shot scenes: {scenes}, {}; captions without looks. The vocabulary \
+            "held-out 5-shot scenes: {scenes}, {}; {}. The vocabulary \
              only has [SHOT 1]..[SHOT 5]: shots 6..10 repeat the prompts of shots 1..5 in order \
              (same framing and action) tagged \"[SHOT 5]\". Identity / environment: fraction of \
              scenes where the shot's (colour, shape, pattern) / (sky, ground, horizon), read from \
              pixels, equal shot 1's (unread never agrees). Colour drift: distance between the shot's and shot 1's \
              mean RGB (channels in [0, 1]). Sharpness: mean luminance gradient, \
              as in the table (compare with the reference below: far above it is noise, not detail).\n",
-            sampling_note(cfg)
+            sampling_note(cfg),
+            captions_given.note()
         ),
         "| history t_c | identity, shot 2 | identity, shot 10 | environment, shot 2 | environment, shot 10 | sharpness, shot 2 | sharpness, shot 10 | colour drift, shot 2 | colour drift, shot 10 | s / rollout |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
@@ -550,7 +601,7 @@ fn rollout(causal: &Pipeline, out: &Path, scenes: u64, cfg: &SamplerConfig) -> R
         let mut seconds = 0.0;
         for i in 0..scenes {
             let spec = held_out_scene(i, MAX_SHOTS);
-            let caps = captions(&spec, CaptionMode::NoLooks);
+            let caps = captions(&spec, captions_given.mode());
             let dims = causal.shot_latent_dims(spec.frames_per_shot)?;
             let shots = rollout_prompts(&caps, ROLLOUT_SHOTS)?
                 .iter()
@@ -696,6 +747,7 @@ fn kv_speed(
     causal: &Pipeline,
     scenes: u64,
     cfg: &SamplerConfig,
+    captions_given: Captions,
 ) -> Result<Vec<String>> {
     const HISTORY: usize = 4;
     let go = |_: &lct_model::StepInfo| StepControl::Continue;
@@ -703,7 +755,7 @@ fn kv_speed(
         (0.0, 0.0, 0.0, 0.0, 0.0f32);
     for i in 0..scenes {
         let spec = held_out_scene(i, MAX_SHOTS);
-        let caps = captions(&spec, CaptionMode::NoLooks);
+        let caps = captions(&spec, captions_given.mode());
         // The full request: 4 history shots at t_c, then shot 5 to generate.
         let request = |pipeline: &Pipeline| -> Result<SceneRequest> {
             let mut shots = prompt_shots(pipeline, &spec, &caps)?;
@@ -951,4 +1003,38 @@ pub fn probe_prompts(
         println!("{}", lines.last().expect("a row was pushed"));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caption_setting_is_named_in_the_table_and_tables_of_both_do_not_merge() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
+        let pipeline = load_pipeline(&model, DType::F32, &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SamplerConfig {
+            seed: 1,
+            ..SamplerConfig::default()
+        };
+        let mut files = Vec::new();
+        for captions_given in [Captions::NoLooks, Captions::GlobalLooks] {
+            let out = dir.path().join(format!("{captions_given:?}"));
+            std::fs::create_dir_all(&out).unwrap();
+            let models = [&pipeline, &pipeline, &pipeline];
+            let lines = table(models, &out, 1, &cfg, &[Row::Reference], captions_given).unwrap();
+            assert!(lines[0].contains(captions_given.note()), "{}", lines[0]);
+            let file = out.join("eval.md");
+            std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+            files.push(file);
+        }
+        // The rendered shots are the same either way: only the settings line tells them apart.
+        let error = crate::merge::merge_tables(&files).unwrap_err().to_string();
+        assert!(error.contains("different settings"), "{error}");
+        assert!(
+            error.contains("NoLooks") && error.contains("GlobalLooks"),
+            "{error}"
+        );
+    }
 }

@@ -21,7 +21,7 @@ mod pca;
 mod widen;
 
 use clap::{Parser, Subcommand};
-use data::{training_scene, Emphasis, Result, Stage};
+use data::{training_scene, DataMix, Emphasis, Result, Stage};
 use lct_model::{
     AttentionMask, AutoencoderConfig, Config, TextEncoderConfig, TrainConfig, Trainer,
 };
@@ -81,6 +81,18 @@ enum Command {
         /// the character emphasis. Data-side like it: give it on every invocation.
         #[arg(long, default_value_t = 0.0)]
         shape_emphasis: f64,
+        /// Probability that an lct or causal sample is a single shot whose global prompt
+        /// spells out the looks, rather than a scene (pre-training: always). Data-side: give
+        /// it on every invocation.
+        #[arg(long, default_value_t = DataMix::SINGLE_SHOT_PROB)]
+        single_shot_prob: f64,
+        /// The character emphasis of single-shot samples only (default: --character-emphasis),
+        /// so prompt following can be taught without weighing every scene's character up.
+        #[arg(long)]
+        single_shot_character_emphasis: Option<f64>,
+        /// The shape emphasis of single-shot samples only (default: --shape-emphasis).
+        #[arg(long)]
+        single_shot_shape_emphasis: Option<f64>,
         /// Probability that a shot of a multi-shot scene is drawn as given context (timestep
         /// uniform in 0..=0.1, no loss of its own), so given shots and clean history are seen
         /// in training. A new run's default is 0; given when resuming, it replaces the saved
@@ -176,6 +188,10 @@ enum Command {
         /// Only these rows of the table, comma-separated (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         rows: Vec<eval::Row>,
+        /// What the held-out captions say: no-looks (consistency only from context) or
+        /// global-looks (the paper's scenes: the global prompt names the looks).
+        #[arg(long, value_enum, default_value_t)]
+        captions: eval::Captions,
     },
     /// Merge the tables of `eval` runs over different `--rows` (same settings) into one, rows
     /// in the table's order; prints it.
@@ -395,7 +411,7 @@ fn training_batch(
     first: u64,
     count: usize,
     workers: usize,
-    emphasis: Emphasis,
+    mix: DataMix,
 ) -> Result<Vec<lct_model::TrainingScene>> {
     let seeds: Vec<u64> = (first..first + count as u64).collect();
     let chunks = lct_model::train::map_chunks(
@@ -404,9 +420,7 @@ fn training_batch(
         |chunk| {
             chunk
                 .iter()
-                .map(|&seed| {
-                    training_scene(pipeline, stage, seed, emphasis).map_err(|e| e.to_string())
-                })
+                .map(|&seed| training_scene(pipeline, stage, seed, mix).map_err(|e| e.to_string()))
                 .collect::<std::result::Result<Vec<_>, String>>()
         },
         || "a data worker panicked".to_owned(),
@@ -424,11 +438,16 @@ fn fit(
     batch: usize,
     workers: usize,
     overrides: &Overrides,
-    emphasis: Emphasis,
+    mix: DataMix,
 ) -> Result<()> {
     for (flag, value) in [
-        ("--character-emphasis", emphasis.character),
-        ("--shape-emphasis", emphasis.shape),
+        ("--character-emphasis", mix.scene.character),
+        ("--shape-emphasis", mix.scene.shape),
+        (
+            "--single-shot-character-emphasis",
+            mix.single_shot.character,
+        ),
+        ("--single-shot-shape-emphasis", mix.single_shot.shape),
     ] {
         if !(value.is_finite() && value >= 0.0) {
             return Err(format!("{flag} {value} must be a number >= 0").into());
@@ -437,6 +456,7 @@ fn fit(
     for (flag, prob) in [
         ("--context-prob", overrides.context_prob),
         ("--single-frame-prob", overrides.single_frame_prob),
+        ("--single-shot-prob", Some(mix.single_shot_prob)),
     ] {
         if let Some(prob) = prob {
             if !(0.0..=1.0).contains(&prob) {
@@ -450,23 +470,37 @@ fn fit(
         n => n,
     };
     trainer.set_workers(workers);
-    if emphasis.character > 0.0 {
-        log(
-            out,
-            &format!(
-                "character pixels weigh 1 + {} x coverage",
-                emphasis.character
-            ),
-        )?;
-    }
-    if emphasis.shape > 0.0 {
-        log(
-            out,
-            &format!(
-                "pixels that tell the shape apart weigh up to {} more",
-                emphasis.shape
-            ),
-        )?;
+    let single_shot_prob = if stage == Stage::Pretrain {
+        1.0
+    } else {
+        mix.single_shot_prob
+    };
+    log(
+        out,
+        &format!("single-shot samples (looks in the global prompt): {single_shot_prob}"),
+    )?;
+    for (kind, emphasis, used) in [
+        ("scenes", mix.scene, single_shot_prob < 1.0),
+        ("single shots", mix.single_shot, single_shot_prob > 0.0),
+    ] {
+        if used && emphasis.character > 0.0 {
+            log(
+                out,
+                &format!(
+                    "{kind}: character pixels weigh 1 + {} x coverage",
+                    emphasis.character
+                ),
+            )?;
+        }
+        if used && emphasis.shape > 0.0 {
+            log(
+                out,
+                &format!(
+                    "{kind}: pixels that tell the shape apart weigh up to {} more",
+                    emphasis.shape
+                ),
+            )?;
+        }
     }
     let first_step = trainer.step_count();
     let started = Instant::now();
@@ -482,7 +516,7 @@ fn fit(
             step * batch as u64,
             batch,
             workers,
-            emphasis,
+            mix,
         )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
@@ -547,6 +581,9 @@ fn main() -> std::process::ExitCode {
             channel_weight_power,
             character_emphasis,
             shape_emphasis,
+            single_shot_prob,
+            single_shot_character_emphasis,
+            single_shot_shape_emphasis,
             context_prob,
             single_frame_prob,
         } => fit(
@@ -563,9 +600,16 @@ fn main() -> std::process::ExitCode {
                 context_prob,
                 single_frame_prob,
             },
-            Emphasis {
-                character: character_emphasis,
-                shape: shape_emphasis,
+            DataMix {
+                single_shot_prob,
+                scene: Emphasis {
+                    character: character_emphasis,
+                    shape: shape_emphasis,
+                },
+                single_shot: Emphasis {
+                    character: single_shot_character_emphasis.unwrap_or(character_emphasis),
+                    shape: single_shot_shape_emphasis.unwrap_or(shape_emphasis),
+                },
             },
         ),
         Command::ProbePrompts {
@@ -611,6 +655,7 @@ fn main() -> std::process::ExitCode {
             rollout_scenes,
             only_extras,
             rows,
+            captions,
         } => eval::run(
             &pretrain,
             &lct,
@@ -622,6 +667,7 @@ fn main() -> std::process::ExitCode {
                 rollout_scenes,
                 only_extras,
                 rows,
+                captions,
             },
         ),
         Command::MergeTables { files, out } => merge_tables(&files, out.as_deref()),
