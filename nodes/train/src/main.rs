@@ -104,6 +104,14 @@ enum Command {
         /// given when resuming, it replaces the saved one from this step on.
         #[arg(long)]
         single_frame_prob: Option<f64>,
+        /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
+        /// stages and resumed runs keep their checkpoint's).
+        #[arg(long)]
+        latent_channels: Option<usize>,
+        /// Transformer patch size of a new pre-training run, in latent pixels (default 2:
+        /// 64 tokens per 64x64 frame; 4 gives 16, a quarter of the sequence).
+        #[arg(long)]
+        patch_size: Option<usize>,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -281,9 +289,59 @@ fn log(dir: &Path, line: &str) -> Result<()> {
 /// its next step on where given.
 struct Overrides {
     lr: Option<f64>,
+    architecture: Architecture,
     channel_weight_power: Option<f64>,
     context_prob: Option<f64>,
     single_frame_prob: Option<f64>,
+}
+
+/// The architecture flags of a new pre-training run (absent: `default_config`'s).
+#[derive(Clone, Copy, Default)]
+struct Architecture {
+    latent_channels: Option<usize>,
+    patch_size: Option<usize>,
+}
+
+impl Architecture {
+    fn given(&self) -> Option<&'static str> {
+        if self.latent_channels.is_some() {
+            Some("--latent-channels")
+        } else if self.patch_size.is_some() {
+            Some("--patch-size")
+        } else {
+            None
+        }
+    }
+
+    /// `default_config` with the given changes, checked before any training starts.
+    fn config(&self) -> Result<Config> {
+        let mut cfg = default_config();
+        if let Some(channels) = self.latent_channels {
+            let patch = cfg.autoencoder.as_ref().map_or(4, |ae| ae.patch);
+            let most = 3 * patch * patch;
+            if !(1..=most).contains(&channels) {
+                return Err(format!(
+                    "--latent-channels {channels}: a PCA autoencoder of {patch}x{patch} RGB patches has 1 to {most} channels"
+                )
+                .into());
+            }
+            cfg.latent_channels = channels;
+        }
+        if let Some(patch) = self.patch_size {
+            let side = cfg
+                .autoencoder
+                .as_ref()
+                .map_or(16, |ae| ae.frame_size[0] / ae.patch);
+            if patch == 0 || side % patch != 0 {
+                return Err(format!(
+                    "--patch-size {patch} must divide the {side}x{side} latent frame"
+                )
+                .into());
+            }
+            cfg.patch_size = patch;
+        }
+        Ok(cfg)
+    }
 }
 
 /// The largest timestep of a shot drawn as given context (`--context-prob`).
@@ -297,12 +355,27 @@ fn start_trainer(
 ) -> Result<Trainer> {
     let &Overrides {
         lr,
+        architecture,
         channel_weight_power,
         context_prob,
         single_frame_prob,
     } = overrides;
     let device = candle_core::Device::Cpu;
-    if out.join(lct_model::train::TRAINER_FILE).exists() {
+    let resuming = out.join(lct_model::train::TRAINER_FILE).exists();
+    if let Some(flag) = architecture.given() {
+        if resuming || stage != Stage::Pretrain {
+            return Err(format!(
+                "{flag} sets the architecture of a new pre-training run; {} keeps its checkpoint's",
+                if resuming {
+                    format!("resuming {}", out.display())
+                } else {
+                    format!("the {stage:?} stage")
+                }
+            )
+            .into());
+        }
+    }
+    if resuming {
         let mut trainer = Trainer::resume(out, &device)?;
         log(
             out,
@@ -342,7 +415,7 @@ fn start_trainer(
     // A later stage keeps its parent's architecture and latent space (a widened parent
     // included); only the attention mask is the stage's own.
     let cfg = match (stage, from) {
-        (Stage::Pretrain, _) | (_, None) => default_config(),
+        (Stage::Pretrain, _) | (_, None) => architecture.config()?,
         (_, Some(from)) => Config::load(&from.join(lct_model::weights::CONFIG_FILE))?,
     }
     .with_attention(attention);
@@ -586,6 +659,8 @@ fn main() -> std::process::ExitCode {
             single_shot_shape_emphasis,
             context_prob,
             single_frame_prob,
+            latent_channels,
+            patch_size,
         } => fit(
             stage,
             &out,
@@ -596,6 +671,10 @@ fn main() -> std::process::ExitCode {
             workers,
             &Overrides {
                 lr,
+                architecture: Architecture {
+                    latent_channels,
+                    patch_size,
+                },
                 channel_weight_power,
                 context_prob,
                 single_frame_prob,
@@ -754,5 +833,54 @@ mod tests {
             .expect_err("a negative guidance is refused")
             .to_string();
         assert!(err.contains("guidance -1"), "{err}");
+    }
+
+    #[test]
+    fn architecture_flags_shape_a_new_pretraining_run_and_nothing_else() {
+        let wide = Architecture {
+            latent_channels: Some(24),
+            patch_size: Some(4),
+        }
+        .config()
+        .expect("24 channels and 4x4 patches are valid");
+        assert_eq!((wide.latent_channels, wide.patch_size), (24, 4));
+        assert_eq!(wide.patch_dim(), 24 * 16);
+        assert_eq!(Architecture::default().config().unwrap(), default_config());
+        for (architecture, named) in [
+            (
+                Architecture {
+                    latent_channels: Some(49),
+                    patch_size: None,
+                },
+                "--latent-channels 49",
+            ),
+            (
+                Architecture {
+                    latent_channels: None,
+                    patch_size: Some(3),
+                },
+                "--patch-size 3",
+            ),
+        ] {
+            let err = architecture.config().expect_err(named).to_string();
+            assert!(err.contains(named), "{err}");
+        }
+        let out = std::env::temp_dir().join(format!("lct-arch-{}", std::process::id()));
+        let overrides = Overrides {
+            lr: None,
+            architecture: Architecture {
+                latent_channels: None,
+                patch_size: Some(4),
+            },
+            channel_weight_power: None,
+            context_prob: None,
+            single_frame_prob: None,
+        };
+        let err = start_trainer(Stage::Lct, &out, None, &overrides)
+            .err()
+            .expect("a later stage keeps its parent's architecture")
+            .to_string();
+        assert!(err.contains("--patch-size") && err.contains("Lct"), "{err}");
+        assert!(!out.exists(), "nothing is written for a refused run");
     }
 }
