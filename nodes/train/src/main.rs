@@ -14,6 +14,7 @@
 //! must not depend on the plugin, the nodes or the host.
 
 mod context_probe;
+mod copy_task;
 mod data;
 mod eval;
 mod merge;
@@ -201,6 +202,30 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         captions: eval::Captions,
     },
+    /// Whether the architecture learns to copy a scene's colour across shots, on a synthetic
+    /// task (no world, autoencoder or prompts): trains from scratch and logs one shot's loss
+    /// with its scene's clean shots beside it against alone.
+    CopyTask {
+        #[arg(long, value_enum, default_value = "region")]
+        variant: copy_task::CopyVariant,
+        #[arg(long, default_value_t = 8)]
+        latent_channels: usize,
+        #[arg(long, default_value_t = 2)]
+        patch_size: usize,
+        /// Initial gain of the query and key RMS norms (1: the engine's default init).
+        #[arg(long, default_value_t = 1.0)]
+        qk_gain: f64,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Probe every this many steps.
+        #[arg(long, default_value_t = 100)]
+        every: u64,
+        /// Also write the log table here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Merge the tables of `eval` runs over different `--rows` (same settings) into one, rows
     /// in the table's order; prints it.
     MergeTables {
@@ -332,7 +357,7 @@ impl Architecture {
                 .autoencoder
                 .as_ref()
                 .map_or(16, |ae| ae.frame_size[0] / ae.patch);
-            if patch == 0 || side % patch != 0 {
+            if patch == 0 || !side.is_multiple_of(patch) {
                 return Err(format!(
                     "--patch-size {patch} must divide the {side}x{side} latent frame"
                 )
@@ -691,6 +716,25 @@ fn main() -> std::process::ExitCode {
                 },
             },
         ),
+        Command::CopyTask {
+            variant,
+            latent_channels,
+            patch_size,
+            qk_gain,
+            minutes,
+            batch,
+            every,
+            out,
+        } => copy_task::run(
+            variant,
+            latent_channels,
+            patch_size,
+            qk_gain,
+            minutes,
+            batch,
+            every.max(1),
+        )
+        .and_then(|lines| write_table(&lines, out.as_deref())),
         Command::ProbePrompts {
             models,
             scenes,
