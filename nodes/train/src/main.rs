@@ -7,6 +7,7 @@
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
 //! lct-train widen --from runs/lct --out runs/lct24-init --channels 24   # grow the latent space
 //! lct-train merge-tables runs/eval-a/eval.md runs/eval-b/eval.md      # one table from row subsets
+//! lct-train copy-task --variant region --patch-size 4 --qk-gain 3      # can it copy across shots?
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
 //!
