@@ -152,13 +152,7 @@ pub fn run(
     cfg.patch_size = patch;
     cfg.validate()?;
     let mut weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
-    // The query and key RMS-norm gains bound the attention logits at gain^2 sqrt(head_dim):
-    // a larger start lets attention single out a few tokens of a long context sooner.
-    for (name, tensor) in weights.iter_mut() {
-        if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
-            *tensor = (&*tensor * qk_gain)?;
-        }
-    }
+    crate::start_qk_gains(&mut weights, qk_gain)?;
     let mut trainer = Trainer::with_weights(
         &cfg,
         TrainConfig {

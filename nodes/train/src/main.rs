@@ -114,6 +114,11 @@ enum Command {
         /// 64 tokens per 64x64 frame; 4 gives 16, a quarter of the sequence).
         #[arg(long)]
         patch_size: Option<usize>,
+        /// Start a new pre-training run's query and key RMS-norm gains at G (default 1). The
+        /// gains bound the attention logits at G^2 sqrt(head_dim); `copy-task` measured a
+        /// start at 3 reading context sooner.
+        #[arg(long)]
+        qk_gain: Option<f64>,
     },
     /// How well the detectors read characters through the autoencoder alone, by framing.
     ProbeAutoencoder {
@@ -326,6 +331,7 @@ struct Overrides {
 struct Architecture {
     latent_channels: Option<usize>,
     patch_size: Option<usize>,
+    qk_gain: Option<f64>,
 }
 
 impl Architecture {
@@ -334,6 +340,8 @@ impl Architecture {
             Some("--latent-channels")
         } else if self.patch_size.is_some() {
             Some("--patch-size")
+        } else if self.qk_gain.is_some() {
+            Some("--qk-gain")
         } else {
             None
         }
@@ -366,8 +374,28 @@ impl Architecture {
             }
             cfg.patch_size = patch;
         }
+        if let Some(gain) = self.qk_gain {
+            if !(gain.is_finite() && gain > 0.0) {
+                return Err(format!("--qk-gain {gain} must be a number > 0").into());
+            }
+        }
         Ok(cfg)
     }
+}
+
+/// Multiplies the query and key RMS-norm gains of freshly initialised weights by `gain`: they
+/// bound the attention logits at `gain^2 sqrt(head_dim)`, so a larger start lets attention
+/// single out a few tokens of a long context sooner.
+pub fn start_qk_gains(
+    weights: &mut std::collections::HashMap<String, candle_core::Tensor>,
+    gain: f64,
+) -> Result<()> {
+    for (name, tensor) in weights.iter_mut() {
+        if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+            *tensor = (&*tensor * gain)?;
+        }
+    }
+    Ok(())
 }
 
 /// The largest timestep of a shot drawn as given context (`--context-prob`).
@@ -459,6 +487,10 @@ fn start_trainer(
         (Stage::Pretrain, _) => {
             let mut weights =
                 lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
+            if let Some(gain) = architecture.qk_gain {
+                start_qk_gains(&mut weights, gain)?;
+                log(out, &format!("query/key norm gains start at {gain}"))?;
+            }
             let started = Instant::now();
             let (ae, explained) = pca::fit(4, cfg.latent_channels, pca::FIT_SCENES)?;
             log(out, &format!("autoencoder: PCA of 4x4 patches, {} channels keep {:.2}% of the variance ({:.1} s)", cfg.latent_channels, 100.0 * explained, started.elapsed().as_secs_f64()))?;
@@ -687,6 +719,7 @@ fn main() -> std::process::ExitCode {
             single_frame_prob,
             latent_channels,
             patch_size,
+            qk_gain,
         } => fit(
             stage,
             &out,
@@ -700,6 +733,7 @@ fn main() -> std::process::ExitCode {
                 architecture: Architecture {
                     latent_channels,
                     patch_size,
+                    qk_gain,
                 },
                 channel_weight_power,
                 context_prob,
@@ -885,6 +919,7 @@ mod tests {
         let wide = Architecture {
             latent_channels: Some(24),
             patch_size: Some(4),
+            qk_gain: Some(3.0),
         }
         .config()
         .expect("24 channels and 4x4 patches are valid");
@@ -895,16 +930,23 @@ mod tests {
             (
                 Architecture {
                     latent_channels: Some(49),
-                    patch_size: None,
+                    ..Architecture::default()
                 },
                 "--latent-channels 49",
             ),
             (
                 Architecture {
-                    latent_channels: None,
                     patch_size: Some(3),
+                    ..Architecture::default()
                 },
                 "--patch-size 3",
+            ),
+            (
+                Architecture {
+                    qk_gain: Some(0.0),
+                    ..Architecture::default()
+                },
+                "--qk-gain 0",
             ),
         ] {
             let err = architecture.config().expect_err(named).to_string();
@@ -914,8 +956,8 @@ mod tests {
         let overrides = Overrides {
             lr: None,
             architecture: Architecture {
-                latent_channels: None,
                 patch_size: Some(4),
+                ..Architecture::default()
             },
             channel_weight_power: None,
             context_prob: None,
@@ -927,5 +969,26 @@ mod tests {
             .to_string();
         assert!(err.contains("--patch-size") && err.contains("Lct"), "{err}");
         assert!(!out.exists(), "nothing is written for a refused run");
+        let cfg = Config::tiny();
+        let device = candle_core::Device::Cpu;
+        let before = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device).unwrap();
+        let mut after = before.clone();
+        start_qk_gains(&mut after, 3.0).unwrap();
+        let sum = |t: &candle_core::Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let mut scaled = 0;
+        for (name, tensor) in &before {
+            let (was, now) = (sum(tensor), sum(&after[name]));
+            if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+                assert_eq!(now, 3.0 * was, "{name}");
+                scaled += 1;
+            } else {
+                assert_eq!(now, was, "{name} is left alone");
+            }
+        }
+        assert_eq!(
+            scaled,
+            4 * cfg.depth,
+            "q and k norms of both streams in every block"
+        );
     }
 }
