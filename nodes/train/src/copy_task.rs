@@ -133,17 +133,44 @@ fn probe(
     Ok((own / scenes as f64, alone / scenes as f64))
 }
 
+/// The copy task's settings (`lct-train copy-task`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CopyTask {
+    #[arg(long, value_enum, default_value = "region")]
+    pub variant: CopyVariant,
+    #[arg(long = "latent-channels", default_value_t = 8)]
+    pub channels: usize,
+    #[arg(long = "patch-size", default_value_t = 2)]
+    pub patch: usize,
+    /// Initial gain of the query and key RMS norms (1: the engine's default init).
+    #[arg(long, default_value_t = 1.0)]
+    pub qk_gain: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Probe every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub every: u64,
+}
+
 /// Trains the default architecture (its latent width and patch size given) on the copy
 /// task for `minutes` and logs the probe every `every` steps; returns the log lines.
-pub fn run(
-    variant: CopyVariant,
-    channels: usize,
-    patch: usize,
-    qk_gain: f64,
-    minutes: f64,
-    batch: usize,
-    every: u64,
-) -> Result<Vec<String>> {
+pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
+    let &CopyTask {
+        variant,
+        channels,
+        patch,
+        qk_gain,
+        minutes,
+        batch,
+        every,
+    } = settings;
+    if every == 0 || batch == 0 {
+        return Err(
+            format!("copy-task: --every {every} and --batch {batch} must be at least 1").into(),
+        );
+    }
     let device = Device::Cpu;
     let mut cfg = default_config();
     cfg.text_encoder = None;

@@ -212,22 +212,8 @@ enum Command {
     /// task (no world, autoencoder or prompts): trains from scratch and logs one shot's loss
     /// with its scene's clean shots beside it against alone.
     CopyTask {
-        #[arg(long, value_enum, default_value = "region")]
-        variant: copy_task::CopyVariant,
-        #[arg(long, default_value_t = 8)]
-        latent_channels: usize,
-        #[arg(long, default_value_t = 2)]
-        patch_size: usize,
-        /// Initial gain of the query and key RMS norms (1: the engine's default init).
-        #[arg(long, default_value_t = 1.0)]
-        qk_gain: f64,
-        #[arg(long, default_value_t = 10.0)]
-        minutes: f64,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Probe every this many steps.
-        #[arg(long, default_value_t = 100)]
-        every: u64,
+        #[command(flatten)]
+        settings: copy_task::CopyTask,
         /// Also write the log table here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -375,11 +361,18 @@ impl Architecture {
             cfg.patch_size = patch;
         }
         if let Some(gain) = self.qk_gain {
-            if !(gain.is_finite() && gain > 0.0) {
-                return Err(format!("--qk-gain {gain} must be a number > 0").into());
-            }
+            check_qk_gain(gain)?;
         }
         Ok(cfg)
+    }
+}
+
+/// A start gain for [`start_qk_gains`]: a finite number above 0.
+pub fn check_qk_gain(gain: f64) -> Result<()> {
+    if gain.is_finite() && gain > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("--qk-gain {gain} must be a number > 0").into())
     }
 }
 
@@ -390,6 +383,7 @@ pub fn start_qk_gains(
     weights: &mut std::collections::HashMap<String, candle_core::Tensor>,
     gain: f64,
 ) -> Result<()> {
+    check_qk_gain(gain)?;
     for (name, tensor) in weights.iter_mut() {
         if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
             *tensor = (&*tensor * gain)?;
@@ -751,25 +745,9 @@ fn main() -> std::process::ExitCode {
                 },
             },
         ),
-        Command::CopyTask {
-            variant,
-            latent_channels,
-            patch_size,
-            qk_gain,
-            minutes,
-            batch,
-            every,
-            out,
-        } => copy_task::run(
-            variant,
-            latent_channels,
-            patch_size,
-            qk_gain,
-            minutes,
-            batch,
-            every.max(1),
-        )
-        .and_then(|lines| write_table(&lines, out.as_deref())),
+        Command::CopyTask { settings, out } => {
+            copy_task::run(&settings).and_then(|lines| write_table(&lines, out.as_deref()))
+        }
         Command::ProbePrompts {
             models,
             scenes,
