@@ -455,7 +455,6 @@ fn start_trainer(
         return Ok(trainer);
     }
     let lr = lr.unwrap_or(1e-3);
-    std::fs::create_dir_all(out)?;
     let attention = match stage {
         Stage::Causal => AttentionMask::ContextCausal,
         _ => AttentionMask::Bidirectional,
@@ -467,6 +466,8 @@ fn start_trainer(
         (_, Some(from)) => Config::load(&from.join(lct_model::weights::CONFIG_FILE))?,
     }
     .with_attention(attention);
+    // Only after the flags are checked: a refused run leaves nothing behind.
+    std::fs::create_dir_all(out)?;
     let train = TrainConfig {
         learning_rate: lr,
         single_frame_prob: single_frame_prob.unwrap_or(0.1),
@@ -947,6 +948,19 @@ mod tests {
             .to_string();
         assert!(err.contains("--patch-size") && err.contains("Lct"), "{err}");
         assert!(!out.exists(), "nothing is written for a refused run");
+        let bad_patch = Overrides {
+            architecture: Architecture {
+                patch_size: Some(3),
+                ..Architecture::default()
+            },
+            ..overrides
+        };
+        let err = start_trainer(Stage::Pretrain, &out, None, &bad_patch)
+            .err()
+            .expect("a patch that does not divide the latent frame")
+            .to_string();
+        assert!(err.contains("--patch-size 3"), "{err}");
+        assert!(!out.exists(), "a refused pre-training run leaves no folder");
         let cfg = Config::tiny();
         let device = candle_core::Device::Cpu;
         let before = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device).unwrap();
