@@ -17,10 +17,18 @@ use lct_model::{fixed_shot_losses, TrainConfig, Trainer, TrainingScene, Training
 /// Where a scene's colour goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CopyVariant {
-    /// A square per shot (side 2 to 10 latent pixels, anywhere), the rest a fixed background.
+    /// A square per shot (an even side from 2 to `--max-side` latent pixels, anywhere), the
+    /// rest a fixed background.
     Region,
     /// The whole frame.
     Frame,
+}
+
+/// Where a scene's colour goes, with the region variant's largest square.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    variant: CopyVariant,
+    max_side: usize,
 }
 
 const SHOTS: usize = 3;
@@ -30,7 +38,7 @@ const SIDE: usize = 16;
 const HELD_OUT: u64 = 1 << 40;
 
 /// One scene: its shots' latents and coloured-pixel masks.
-fn scene(seed: u64, variant: CopyVariant, channels: usize) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+fn scene(seed: u64, placement: Placement, channels: usize) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
     let device = Device::Cpu;
     let mut rng = SplitMix64::stream(seed, 0xc0b1);
     let colour: Vec<f32> = (0..channels).map(|_| 1.5 * rng.normal() as f32).collect();
@@ -40,9 +48,9 @@ fn scene(seed: u64, variant: CopyVariant, channels: usize) -> Result<(Vec<Tensor
     let mut latents = Vec::new();
     let mut masks = Vec::new();
     for _ in 0..SHOTS {
-        let (side, y0, x0) = match variant {
+        let (side, y0, x0) = match placement.variant {
             CopyVariant::Region => {
-                let side = 2 + 2 * rng.below(5);
+                let side = 2 + 2 * rng.below(placement.max_side / 2);
                 (side, rng.below(SIDE - side + 1), rng.below(SIDE - side + 1))
             }
             CopyVariant::Frame => (SIDE, 0, 0),
@@ -73,11 +81,11 @@ fn scene(seed: u64, variant: CopyVariant, channels: usize) -> Result<(Vec<Tensor
 
 fn training_scene(
     seed: u64,
-    variant: CopyVariant,
+    placement: Placement,
     text: &Tensor,
     channels: usize,
 ) -> Result<TrainingScene> {
-    let (latents, _) = scene(seed, variant, channels)?;
+    let (latents, _) = scene(seed, placement, channels)?;
     Ok(TrainingScene {
         global_text: None,
         shots: latents
@@ -95,7 +103,7 @@ fn training_scene(
 /// beside its scene's clean shots and alone.
 fn probe(
     trainer: &Trainer,
-    variant: CopyVariant,
+    placement: Placement,
     text: &Tensor,
     channels: usize,
     scenes: u64,
@@ -103,7 +111,7 @@ fn probe(
 ) -> Result<(f64, f64)> {
     let (mut own, mut alone) = (0.0, 0.0);
     for s in 0..scenes {
-        let (latents, masks) = scene(HELD_OUT + s, variant, channels)?;
+        let (latents, masks) = scene(HELD_OUT + s, placement, channels)?;
         let last = SHOTS - 1;
         let weight = (&masks[last] / masks[last].mean_all()?.to_scalar::<f32>()? as f64)?;
         let shot = |latent: &Tensor, weight: Option<Tensor>| TrainingShot {
@@ -138,6 +146,10 @@ fn probe(
 pub struct CopyTask {
     #[arg(long, value_enum, default_value = "region")]
     pub variant: CopyVariant,
+    /// The region variant's largest square side, in latent pixels (even, 2 to 16): a wide
+    /// shot's character covers about 2.
+    #[arg(long, default_value_t = 10)]
+    pub max_side: usize,
     #[arg(long = "latent-channels", default_value_t = 8)]
     pub channels: usize,
     #[arg(long = "patch-size", default_value_t = 2)]
@@ -159,6 +171,7 @@ pub struct CopyTask {
 pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     let &CopyTask {
         variant,
+        max_side,
         channels,
         patch,
         qk_gain,
@@ -166,6 +179,13 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         batch,
         every,
     } = settings;
+    if max_side < 2 || max_side > SIDE || max_side % 2 != 0 {
+        return Err(format!(
+            "copy-task: --max-side {max_side} must be even and within 2..={SIDE} latent pixels"
+        )
+        .into());
+    }
+    let placement = Placement { variant, max_side };
     if every == 0 || batch == 0 {
         return Err(
             format!("copy-task: --every {every} and --batch {batch} must be at least 1").into(),
@@ -197,7 +217,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     )?;
     let mut lines = vec![
         format!(
-            "copy task ({variant:?}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
+            "copy task ({variant:?}, squares up to {max_side}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
              last shot's loss on its coloured pixels at t = 0.5 / 0.8, beside its scene's clean shots and alone (16 held-out scenes)"
         ),
         String::new(),
@@ -213,8 +233,8 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         let step = trainer.step_count();
         let done = started.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % every == 0 || done {
-            let (own5, alone5) = probe(&trainer, variant, &text, channels, 16, 0.5)?;
-            let (own8, alone8) = probe(&trainer, variant, &text, channels, 16, 0.8)?;
+            let (own5, alone5) = probe(&trainer, placement, &text, channels, 16, 0.5)?;
+            let (own8, alone8) = probe(&trainer, placement, &text, channels, 16, 0.8)?;
             let mean = if window.is_empty() {
                 f32::NAN
             } else {
@@ -234,7 +254,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
             break;
         }
         let scenes = (0..batch as u64)
-            .map(|i| training_scene(step * batch as u64 + i, variant, &text, channels))
+            .map(|i| training_scene(step * batch as u64 + i, placement, &text, channels))
             .collect::<Result<Vec<_>>>()?;
         window.push(trainer.step(&scenes)?.loss);
     }
@@ -245,13 +265,18 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    const REGION: Placement = Placement {
+        variant: CopyVariant::Region,
+        max_side: 10,
+    };
+
     /// Every shot of a scene carries the scene's one colour on its mask and the shared
     /// background elsewhere; scenes differ in colour, and the same seed repeats.
     #[test]
     fn a_copy_scene_repeats_its_colour_in_every_shot_and_only_there() {
         let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let colour_of = |seed: u64| {
-            let (latents, masks) = scene(seed, CopyVariant::Region, 3).unwrap();
+            let (latents, masks) = scene(seed, REGION, 3).unwrap();
             let mut colours = Vec::new();
             for (latent, mask) in latents.iter().zip(&masks) {
                 let (l, m) = (values(latent), values(mask));
@@ -282,11 +307,44 @@ mod tests {
         };
         assert_eq!(colour_of(3), colour_of(3));
         assert_ne!(colour_of(3), colour_of(4));
-        let (frames, masks) = scene(5, CopyVariant::Frame, 2).unwrap();
+        let frame = Placement {
+            variant: CopyVariant::Frame,
+            ..REGION
+        };
+        let (frames, masks) = scene(5, frame, 2).unwrap();
         assert_eq!(frames[0].dims(), [2, FRAMES, SIDE, SIDE]);
         assert!(
             values(&masks[0]).iter().all(|&v| v == 1.0),
             "frame fills every pixel"
         );
+    }
+
+    /// `--max-side 2` gives every shot a 2x2 square (a wide shot's character), for any seed.
+    #[test]
+    fn the_largest_square_bounds_every_shot() {
+        let small = Placement {
+            max_side: 2,
+            ..REGION
+        };
+        for seed in 0..20 {
+            let (_, masks) = scene(seed, small, 1).unwrap();
+            for mask in &masks {
+                let covered: f32 = mask.sum_all().unwrap().to_scalar().unwrap();
+                assert_eq!(covered, (FRAMES * 2 * 2) as f32, "seed {seed}");
+            }
+        }
+        let err = run(&CopyTask {
+            variant: CopyVariant::Region,
+            max_side: 3,
+            channels: 8,
+            patch: 2,
+            qk_gain: 1.0,
+            minutes: 0.0,
+            batch: 1,
+            every: 1,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--max-side 3"), "{err}");
     }
 }
