@@ -84,18 +84,28 @@ fn training_scene(
     placement: Placement,
     text: &Tensor,
     channels: usize,
+    emphasis: f64,
 ) -> Result<TrainingScene> {
-    let (latents, _) = scene(seed, placement, channels)?;
-    Ok(TrainingScene {
-        global_text: None,
-        shots: latents
-            .into_iter()
-            .map(|latent| TrainingShot {
+    let (latents, masks) = scene(seed, placement, channels)?;
+    let shots = latents
+        .into_iter()
+        .zip(masks)
+        .map(|(latent, mask)| {
+            let weight = if emphasis > 0.0 {
+                Some(((mask * emphasis)? + 1.0)?)
+            } else {
+                None
+            };
+            Ok(TrainingShot {
                 latent,
                 text: text.clone(),
-                weight: None,
+                weight,
             })
-            .collect(),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TrainingScene {
+        global_text: None,
+        shots,
     })
 }
 
@@ -150,6 +160,10 @@ pub struct CopyTask {
     /// shot's character covers about 2.
     #[arg(long, default_value_t = 10)]
     pub max_side: usize,
+    /// The coloured pixels weigh 1 + E in the training loss (as `fit --character-emphasis`
+    /// weighs the world's character; 0: all pixels alike). The probe is unchanged.
+    #[arg(long, default_value_t = 0.0)]
+    pub emphasis: f64,
     #[arg(long = "latent-channels", default_value_t = 8)]
     pub channels: usize,
     #[arg(long = "patch-size", default_value_t = 2)]
@@ -172,6 +186,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     let &CopyTask {
         variant,
         max_side,
+        emphasis,
         channels,
         patch,
         qk_gain,
@@ -179,11 +194,14 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         batch,
         every,
     } = settings;
-    if max_side < 2 || max_side > SIDE || max_side % 2 != 0 {
+    if !(2..=SIDE).contains(&max_side) || max_side % 2 != 0 {
         return Err(format!(
             "copy-task: --max-side {max_side} must be even and within 2..={SIDE} latent pixels"
         )
         .into());
+    }
+    if !(emphasis >= 0.0 && emphasis.is_finite()) {
+        return Err(format!("copy-task: --emphasis {emphasis} must be 0 or more").into());
     }
     let placement = Placement { variant, max_side };
     if every == 0 || batch == 0 {
@@ -217,7 +235,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     )?;
     let mut lines = vec![
         format!(
-            "copy task ({variant:?}, squares up to {max_side}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
+            "copy task ({variant:?}, squares up to {max_side}, coloured pixels weighing 1 + {emphasis} in training): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
              last shot's loss on its coloured pixels at t = 0.5 / 0.8, beside its scene's clean shots and alone (16 held-out scenes)"
         ),
         String::new(),
@@ -254,7 +272,15 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
             break;
         }
         let scenes = (0..batch as u64)
-            .map(|i| training_scene(step * batch as u64 + i, placement, &text, channels))
+            .map(|i| {
+                training_scene(
+                    step * batch as u64 + i,
+                    placement,
+                    &text,
+                    channels,
+                    emphasis,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         window.push(trainer.step(&scenes)?.loss);
     }
@@ -319,9 +345,10 @@ mod tests {
         );
     }
 
-    /// `--max-side 2` gives every shot a 2x2 square (a wide shot's character), for any seed.
+    /// `--max-side 2` gives every shot a 2x2 square (a wide shot's character), for any seed, and
+    /// `--emphasis E` weighs exactly those pixels 1 + E in training.
     #[test]
-    fn the_largest_square_bounds_every_shot() {
+    fn small_squares_bound_every_shot_and_emphasis_weighs_only_them() {
         let small = Placement {
             max_side: 2,
             ..REGION
@@ -333,9 +360,20 @@ mod tests {
                 assert_eq!(covered, (FRAMES * 2 * 2) as f32, "seed {seed}");
             }
         }
+        let text = Tensor::zeros((1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let weighed = training_scene(0, small, &text, 1, 8.0).unwrap();
+        for shot in &weighed.shots {
+            let weight = shot.weight.as_ref().expect("a weight when emphasised");
+            let total: f32 = weight.sum_all().unwrap().to_scalar().unwrap();
+            let plane = (FRAMES * SIDE * SIDE) as f32;
+            assert_eq!(total, plane + 8.0 * (FRAMES * 2 * 2) as f32);
+        }
+        let plain = training_scene(0, small, &text, 1, 0.0).unwrap();
+        assert!(plain.shots.iter().all(|shot| shot.weight.is_none()));
         let err = run(&CopyTask {
             variant: CopyVariant::Region,
             max_side: 3,
+            emphasis: 0.0,
             channels: 8,
             patch: 2,
             qk_gain: 1.0,
