@@ -19,6 +19,7 @@ fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
                     latent: randn(2000 + 10 * s + i as u64, &[4, 2, 3, 3]),
                     text: randn(3000 + 10 * s + i as u64, &[4, 16]),
                     weight: None,
+                    subject: None,
                 })
                 .collect(),
         })

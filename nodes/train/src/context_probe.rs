@@ -44,6 +44,7 @@ fn clean_shots(pipeline: &Pipeline, spec: &SceneSpec, count: usize) -> Result<Ve
                 latent: encode(pipeline, &render_shot(spec, k)?.frames)?,
                 text: pipeline.encode_shot_prompt(&caps.shots[k])?.squeeze(0)?,
                 weight: None,
+                subject: None,
             })
         })
         .collect()

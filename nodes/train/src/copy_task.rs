@@ -92,7 +92,7 @@ fn training_scene(
         .zip(masks)
         .map(|(latent, mask)| {
             let weight = if emphasis > 0.0 {
-                Some(((mask * emphasis)? + 1.0)?)
+                Some(((&mask * emphasis)? + 1.0)?)
             } else {
                 None
             };
@@ -100,6 +100,8 @@ fn training_scene(
                 latent,
                 text: text.clone(),
                 weight,
+                // Used only under routing supervision: the square is what to look up.
+                subject: Some(mask),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -128,6 +130,7 @@ fn probe(
             latent: latent.clone(),
             text: text.clone(),
             weight,
+            subject: None,
         };
         let eps = gaussian(7, s, latents[last].dims(), &Device::Cpu)?.unsqueeze(0)?;
         let zero = Tensor::zeros_like(&eps)?;
@@ -164,6 +167,10 @@ pub struct CopyTask {
     /// weighs the world's character; 0: all pixels alike). The probe is unchanged.
     #[arg(long, default_value_t = 0.0)]
     pub emphasis: f64,
+    /// Routing supervision's weight (`fit --route-weight`): head 0 of every layer but the
+    /// first is trained to look up the square in the other shots (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub route_weight: f64,
     #[arg(long = "latent-channels", default_value_t = 8)]
     pub channels: usize,
     #[arg(long = "patch-size", default_value_t = 2)]
@@ -187,6 +194,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         variant,
         max_side,
         emphasis,
+        route_weight,
         channels,
         patch,
         qk_gain,
@@ -223,6 +231,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         TrainConfig {
             learning_rate: 1e-3,
             single_frame_prob: 0.0,
+            route_weight,
             ..TrainConfig::default()
         },
         &weights,
@@ -235,7 +244,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     )?;
     let mut lines = vec![
         format!(
-            "copy task ({variant:?}, squares up to {max_side}, coloured pixels weighing 1 + {emphasis} in training): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
+            "copy task ({variant:?}, squares up to {max_side}, coloured pixels weighing 1 + {emphasis} in training, routing supervision weight {route_weight}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
              last shot's loss on its coloured pixels at t = 0.5 / 0.8, beside its scene's clean shots and alone (16 held-out scenes)"
         ),
         String::new(),
@@ -374,6 +383,7 @@ mod tests {
             variant: CopyVariant::Region,
             max_side: 3,
             emphasis: 0.0,
+            route_weight: 0.0,
             channels: 8,
             patch: 2,
             qk_gain: 1.0,

@@ -170,21 +170,32 @@ fn shot_contrasts(
 /// covers (the pixels that change when only the character is recoloured).
 pub fn character_coverage(spec: &SceneSpec, k: usize, patch: usize) -> Result<Tensor> {
     let frames = render_shot(spec, k)?.frames;
-    let only_character = Emphasis {
-        character: 1.0,
-        shape: 0.0,
+    coverage(&frames, recoloured_shot(spec, k)?, patch)
+}
+
+/// Shot `k` of `spec` with only its character recoloured.
+fn recoloured_shot(spec: &SceneSpec, k: usize) -> Result<Vec<Frame>> {
+    let changed = SceneSpec {
+        character: recoloured(&spec.character),
+        ..spec.clone()
     };
-    let weight = loss_weight(&frames, &shot_contrasts(spec, k, only_character)?, patch)?;
-    Ok((weight - 1.0)?)
+    Ok(render_shot(&changed, k)?.frames)
+}
+
+/// `[T, H/p, W/p]`: the fraction of each latent pixel's patch that differs between `frames`
+/// and `recoloured` (the same shot with only the character recoloured): where it is.
+fn coverage(frames: &[Frame], recoloured: Vec<Frame>, patch: usize) -> Result<Tensor> {
+    Ok((loss_weight(frames, &[(recoloured, 1.0)], patch)? - 1.0)?)
 }
 
 /// A training shot; its loss weighs each latent pixel by [`loss_weight`] over `contrasts`
-/// (none: every pixel alike).
+/// (none: every pixel alike); `subject` is where its character is, if it has one.
 fn shot(
     pipeline: &Pipeline,
     prompt: &str,
     frames: &[Frame],
     contrasts: &[(Vec<Frame>, f64)],
+    subject: Option<Tensor>,
 ) -> Result<TrainingShot> {
     let weight = if contrasts.is_empty() {
         None
@@ -199,6 +210,7 @@ fn shot(
         latent: encode(pipeline, frames)?,
         text: pipeline.encode_shot_prompt(prompt)?.squeeze(0)?,
         weight,
+        subject,
     })
 }
 
@@ -252,8 +264,10 @@ pub fn training_scene(
             &caps.shots[k],
             &render_shot(&spec, k)?.frames,
             &contrasts_of(k)?,
+            None,
         )?);
     } else {
+        let patch = pipeline.autoencoder()?.config().patch;
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
             let frame = render_identity_reference(&spec.character, spec.width, spec.height);
@@ -264,11 +278,15 @@ pub fn training_scene(
                     spec.height,
                 )])
             })?;
+            let recoloured =
+                render_identity_reference(&recoloured(&spec.character), spec.width, spec.height);
+            let subject = coverage(std::slice::from_ref(&frame), vec![recoloured], patch)?;
             shots.push(shot(
                 pipeline,
                 identity_reference_prompt(),
                 &[frame],
                 &contrasts,
+                Some(subject),
             )?);
         }
         if rng.uniform() < 0.3 {
@@ -278,14 +296,18 @@ pub fn training_scene(
                 environment_reference_prompt(),
                 &[frame],
                 &[],
+                None,
             )?);
         }
         for k in 0..spec.shots.len().min(MAX_TRAINING_SHOTS) {
+            let frames = render_shot(&spec, k)?.frames;
+            let subject = coverage(&frames, recoloured_shot(&spec, k)?, patch)?;
             shots.push(shot(
                 pipeline,
                 &caps.shots[k],
-                &render_shot(&spec, k)?.frames,
+                &frames,
                 &contrasts_of(k)?,
+                Some(subject),
             )?);
         }
     }

@@ -106,6 +106,16 @@ enum Command {
         /// given when resuming, it replaces the saved one from this step on.
         #[arg(long)]
         single_frame_prob: Option<f64>,
+        /// Routing supervision: the loss also counts W x (-log of the attention mass that head
+        /// 0 of every layer but the first puts on the character tokens of the other shots a
+        /// shot may see), so cross-shot lookup of the character is taught directly rather
+        /// than found by the flow-matching loss alone. A new run's default is 0 (off); given
+        /// when resuming, it replaces the saved one from this step on.
+        #[arg(long)]
+        route_weight: Option<f64>,
+        /// Only shots at this timestep or below count as routing sources (default 0.5).
+        #[arg(long)]
+        route_max_source_t: Option<f64>,
         /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
         /// stages and resumed runs keep their checkpoint's).
         #[arg(long)]
@@ -310,6 +320,8 @@ struct Overrides {
     channel_weight_power: Option<f64>,
     context_prob: Option<f64>,
     single_frame_prob: Option<f64>,
+    route_weight: Option<f64>,
+    route_max_source_t: Option<f64>,
 }
 
 /// The architecture flags of a new pre-training run (absent: `default_config`'s).
@@ -407,6 +419,8 @@ fn start_trainer(
         channel_weight_power,
         context_prob,
         single_frame_prob,
+        route_weight,
+        route_max_source_t,
     } = overrides;
     let device = candle_core::Device::Cpu;
     let resuming = out.join(lct_model::train::TRAINER_FILE).exists();
@@ -452,6 +466,18 @@ fn start_trainer(
             trainer.set_single_frame_prob(prob)?;
             log(out, &format!("single-frame shots from now on: {prob}"))?;
         }
+        if route_weight.is_some() || route_max_source_t.is_some() {
+            let saved = trainer.train_config().clone();
+            let weight = route_weight.unwrap_or(saved.route_weight);
+            let max_t = route_max_source_t.unwrap_or(saved.route_max_source_t);
+            trainer.set_route_supervision(weight, max_t)?;
+            log(
+                out,
+                &format!(
+                    "routing supervision from now on: weight {weight}, sources at t <= {max_t}"
+                ),
+            )?;
+        }
         return Ok(trainer);
     }
     let lr = lr.unwrap_or(1e-3);
@@ -476,6 +502,8 @@ fn start_trainer(
         channel_weight_power: channel_weight_power.unwrap_or(0.0),
         context_prob: context_prob.unwrap_or(0.0),
         context_max_t: CONTEXT_MAX_T,
+        route_weight: route_weight.unwrap_or(0.0),
+        route_max_source_t: route_max_source_t.unwrap_or(0.5),
         ..TrainConfig::default()
     };
     let weights = match (stage, from) {
@@ -583,6 +611,7 @@ fn fit(
         ("--context-prob", overrides.context_prob),
         ("--single-frame-prob", overrides.single_frame_prob),
         ("--single-shot-prob", Some(mix.single_shot_prob)),
+        ("--route-max-source-t", overrides.route_max_source_t),
     ] {
         if let Some(prob) = prob {
             if !(0.0..=1.0).contains(&prob) {
@@ -632,6 +661,7 @@ fn fit(
     let started = Instant::now();
     let mut last_save = Instant::now();
     let mut window = Vec::new();
+    let mut route_window = Vec::new();
     while started.elapsed().as_secs_f64() < minutes * 60.0
         && (steps == 0 || trainer.step_count() < steps)
     {
@@ -646,13 +676,24 @@ fn fit(
         )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
+        if let Some(route) = stats.route_loss {
+            route_window.push(route);
+        }
         if stats.step % 25 == 0 {
             let mean = window.iter().sum::<f32>() / window.len() as f32;
             window.clear();
+            // Logged only when routing supervision ran, so older logs keep their format.
+            let route = if route_window.is_empty() {
+                String::new()
+            } else {
+                let mean = route_window.iter().sum::<f32>() / route_window.len() as f32;
+                route_window.clear();
+                format!("  route {mean:.3}")
+            };
             log(
                 out,
                 &format!(
-                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step",
+                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step{route}",
                     stats.step,
                     stats.grad_norm,
                     started.elapsed().as_secs_f64() / (stats.step - first_step) as f64
@@ -712,6 +753,8 @@ fn main() -> std::process::ExitCode {
             single_shot_shape_emphasis,
             context_prob,
             single_frame_prob,
+            route_weight,
+            route_max_source_t,
             latent_channels,
             patch_size,
             qk_gain,
@@ -733,6 +776,8 @@ fn main() -> std::process::ExitCode {
                 channel_weight_power,
                 context_prob,
                 single_frame_prob,
+                route_weight,
+                route_max_source_t,
             },
             DataMix {
                 single_shot_prob,
@@ -941,6 +986,8 @@ mod tests {
             channel_weight_power: None,
             context_prob: None,
             single_frame_prob: None,
+            route_weight: None,
+            route_max_source_t: None,
         };
         let err = start_trainer(Stage::Lct, &out, None, &overrides)
             .err()
