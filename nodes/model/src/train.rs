@@ -753,7 +753,7 @@ impl Trainer {
     /// Turns routing supervision (see [`TrainConfig::route_weight`]) on, off (weight 0) or
     /// to another weight for the steps to come.
     pub fn set_route_supervision(&mut self, weight: f64, max_source_t: f64) -> Result<()> {
-        if !(weight.is_finite() && weight >= 0.0) || !(0.0..=1.0).contains(&max_source_t) {
+        if !(weight.is_finite() && weight >= 0.0 && (0.0..=1.0).contains(&max_source_t)) {
             return Err(Error::Training(format!(
                 "routing weight {weight} must be >= 0 and its largest source timestep {max_source_t} lie in 0..=1"
             )));
