@@ -478,10 +478,13 @@ fn route_term(
                 std::iter::repeat_n(if allowed { 0.0 } else { -1e9 }, key.len())
             })
             .collect();
+        let Some((first_q, _)) = probed.first() else {
+            return Ok(None);
+        };
+        let device = first_q.device();
+        let bias = Tensor::from_vec(bias, (1, layout.len()), device)?;
+        let sources = Tensor::new(sources.as_slice(), device)?;
         for (q, k) in probed {
-            let device = q.device();
-            let bias = Tensor::from_vec(bias.clone(), (1, layout.len()), device)?;
-            let sources = Tensor::new(sources.as_slice(), device)?;
             let q = q.get(0)?.get(0)?.narrow(
                 0,
                 segment.offset + segment.text_len,

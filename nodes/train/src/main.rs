@@ -619,6 +619,11 @@ fn fit(
             }
         }
     }
+    if let Some(weight) = overrides.route_weight {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(format!("--route-weight {weight} must be a number >= 0").into());
+        }
+    }
     let mut trainer = start_trainer(stage, out, from, overrides)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
