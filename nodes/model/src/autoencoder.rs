@@ -46,6 +46,11 @@ impl Autoencoder {
         &self.cfg
     }
 
+    /// Channels of the latent it encodes to.
+    pub fn latent_channels(&self) -> usize {
+        self.channels
+    }
+
     /// Latent `[1, C, T, H/p, W/p]` of frames `[T, 3, H, W]` with values in [0, 1].
     pub fn encode(&self, frames: &Tensor) -> Result<Tensor> {
         let p = self.cfg.patch;

@@ -1,18 +1,25 @@
-//! Can the architecture learn to copy across shots at all? A synthetic task without the
-//! world, the autoencoder or the text encoder: each scene has an identity, a random latent
-//! colour, that every shot carries and that no prompt names, so a shot's colour can come only
-//! from its sibling shots. In the `region` variant the colour fills a square (a "character")
-//! of a size and place drawn per shot over a fixed background; in `frame` it fills the whole
-//! frame (an "environment"). Trained from scratch on fresh scenes, the run logs one held-out
-//! shot's loss on the coloured pixels with its scene's clean shots beside it against alone:
-//! a model that copies drives that ratio far below 1.
+//! Can the architecture learn to copy across shots at all? A task without the text encoder:
+//! each scene has an identity that every shot carries and that no prompt names, so a shot's
+//! looks can come only from its sibling shots. In the synthetic variants the identity is a
+//! random latent colour: `region` fills a square (a "character") of a size and place drawn
+//! per shot over a fixed background, `frame` the whole frame (an "environment"). The world
+//! variants take the procedural world's own shots through an autoencoder (the embedded one by
+//! default): `world` whole scenes, `world-character` the same with one environment for every
+//! scene, so that the character is all a scene has to copy. Trained from scratch on fresh
+//! scenes, the run logs one held-out shot's loss on its identity's pixels (the square, or the
+//! character's coverage) with its scene's clean shots beside it against alone: a model that
+//! copies drives that ratio far below 1.
 
-use crate::data::Result;
+use crate::data::{character_coverage, encode, held_out_scene, Result};
 use crate::default_config;
 use candle_core::{Device, Tensor};
 use lct_model::noise::gaussian;
 use lct_model::noise::SplitMix64;
-use lct_model::{fixed_shot_losses, TrainConfig, Trainer, TrainingScene, TrainingShot};
+use lct_model::{
+    fixed_shot_losses, load_pipeline, Pipeline, TrainConfig, Trainer, TrainingScene, TrainingShot,
+};
+use lct_world::{render_shot, sample_scene, SceneSpec, Split};
+use std::path::PathBuf;
 
 /// Where a scene's colour goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,12 +29,19 @@ pub enum CopyVariant {
     Region,
     /// The whole frame.
     Frame,
+    /// The world's scenes (their first shots' first frames) through the autoencoder; the
+    /// identity's pixels are the character's.
+    World,
+    /// As `world`, with every scene in one environment: only the character (and the action)
+    /// tells scenes apart.
+    WorldCharacter,
 }
 
-/// Where a scene's colour goes, with the region variant's largest square.
+/// Where a synthetic scene's colour goes: the whole frame, or squares of at most
+/// `max_side`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
-    variant: CopyVariant,
+    whole_frame: bool,
     max_side: usize,
 }
 
@@ -37,7 +51,102 @@ const SIDE: usize = 16;
 /// Held-out scenes are drawn from seeds past every training seed.
 const HELD_OUT: u64 = 1 << 40;
 
-/// One scene: its shots' latents and coloured-pixel masks.
+/// Where the scenes come from.
+enum Source {
+    Synthetic {
+        placement: Placement,
+        channels: usize,
+    },
+    World {
+        autoencoder: Pipeline,
+        one_environment: bool,
+    },
+}
+
+impl Source {
+    /// The latent channels of every shot.
+    fn channels(&self) -> Result<usize> {
+        Ok(match self {
+            Source::Synthetic { channels, .. } => *channels,
+            Source::World { autoencoder, .. } => autoencoder.autoencoder()?.latent_channels(),
+        })
+    }
+
+    /// Training scene `seed`, or held-out scene `seed` when `held_out`: each shot's latent
+    /// `[C, FRAMES, SIDE, SIDE]` and the `[FRAMES, SIDE, SIDE]` share of each latent pixel
+    /// that shows the scene's identity.
+    fn scene(&self, seed: u64, held_out: bool) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        match self {
+            Source::Synthetic {
+                placement,
+                channels,
+            } => scene(
+                if held_out { HELD_OUT + seed } else { seed },
+                *placement,
+                *channels,
+            ),
+            Source::World { autoencoder, .. } => {
+                world_scene(autoencoder, &self.world_spec(seed, held_out))
+            }
+        }
+    }
+
+    /// The world variants' scene `seed` (held out or training).
+    fn world_spec(&self, seed: u64, held_out: bool) -> SceneSpec {
+        let mut spec = if held_out {
+            held_out_scene(seed, SHOTS)
+        } else {
+            training_world_scene(seed)
+        };
+        if let Source::World {
+            one_environment: true,
+            ..
+        } = self
+        {
+            spec.environment = sample_scene(0, Split::Train).environment;
+        }
+        spec
+    }
+}
+
+/// Training scene `seed` of the world with at least [`SHOTS`] shots.
+fn training_world_scene(seed: u64) -> SceneSpec {
+    (0u64..)
+        .map(|attempt| sample_scene(seed + (attempt << 40), Split::Train))
+        .find(|spec| spec.shots.len() >= SHOTS)
+        .expect("the sampler yields every shot count")
+}
+
+/// The first [`FRAMES`] frames of the first [`SHOTS`] shots of `spec`, encoded, and their
+/// character's coverage.
+fn world_scene(autoencoder: &Pipeline, spec: &SceneSpec) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let patch = autoencoder.autoencoder()?.config().patch;
+    let mut latents = Vec::new();
+    let mut masks = Vec::new();
+    for k in 0..SHOTS {
+        let frames = render_shot(spec, k)?.frames;
+        if frames.len() < FRAMES {
+            return Err(format!(
+                "copy-task: the world's shots have {} frames, the task needs {FRAMES}",
+                frames.len()
+            )
+            .into());
+        }
+        let latent = encode(autoencoder, &frames[..FRAMES])?;
+        let (_, _, h, w) = latent.dims4()?;
+        if (h, w) != (SIDE, SIDE) {
+            return Err(format!(
+                "copy-task: the autoencoder makes {h}x{w} latents of the world's frames, the task needs {SIDE}x{SIDE}"
+            )
+            .into());
+        }
+        latents.push(latent);
+        masks.push(character_coverage(spec, k, patch)?.narrow(0, 0, FRAMES)?);
+    }
+    Ok((latents, masks))
+}
+
+/// One synthetic scene: its shots' latents and coloured-pixel masks.
 fn scene(seed: u64, placement: Placement, channels: usize) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
     let device = Device::Cpu;
     let mut rng = SplitMix64::stream(seed, 0xc0b1);
@@ -48,12 +157,11 @@ fn scene(seed: u64, placement: Placement, channels: usize) -> Result<(Vec<Tensor
     let mut latents = Vec::new();
     let mut masks = Vec::new();
     for _ in 0..SHOTS {
-        let (side, y0, x0) = match placement.variant {
-            CopyVariant::Region => {
-                let side = 2 + 2 * rng.below(placement.max_side / 2);
-                (side, rng.below(SIDE - side + 1), rng.below(SIDE - side + 1))
-            }
-            CopyVariant::Frame => (SIDE, 0, 0),
+        let (side, y0, x0) = if placement.whole_frame {
+            (SIDE, 0, 0)
+        } else {
+            let side = 2 + 2 * rng.below(placement.max_side / 2);
+            (side, rng.below(SIDE - side + 1), rng.below(SIDE - side + 1))
         };
         let mut mask = vec![0f32; FRAMES * SIDE * SIDE];
         for t in 0..FRAMES {
@@ -80,13 +188,12 @@ fn scene(seed: u64, placement: Placement, channels: usize) -> Result<(Vec<Tensor
 }
 
 fn training_scene(
+    source: &Source,
     seed: u64,
-    placement: Placement,
     text: &Tensor,
-    channels: usize,
     emphasis: f64,
 ) -> Result<TrainingScene> {
-    let (latents, masks) = scene(seed, placement, channels)?;
+    let (latents, masks) = source.scene(seed, false)?;
     let shots = latents
         .into_iter()
         .zip(masks)
@@ -115,15 +222,14 @@ fn training_scene(
 /// beside its scene's clean shots and alone.
 fn probe(
     trainer: &Trainer,
-    placement: Placement,
+    source: &Source,
     text: &Tensor,
-    channels: usize,
     scenes: u64,
     t: f32,
 ) -> Result<(f64, f64)> {
     let (mut own, mut alone) = (0.0, 0.0);
     for s in 0..scenes {
-        let (latents, masks) = scene(HELD_OUT + s, placement, channels)?;
+        let (latents, masks) = source.scene(s, true)?;
         let last = SHOTS - 1;
         let weight = (&masks[last] / masks[last].mean_all()?.to_scalar::<f32>()? as f64)?;
         let shot = |latent: &Tensor, weight: Option<Tensor>| TrainingShot {
@@ -171,8 +277,14 @@ pub struct CopyTask {
     /// first is trained to look up the square in the other shots (0: off).
     #[arg(long, default_value_t = 0.0)]
     pub route_weight: f64,
-    #[arg(long = "latent-channels", default_value_t = 8)]
-    pub channels: usize,
+    /// Latent channels of the synthetic variants (default 8); the world variants take the
+    /// autoencoder's.
+    #[arg(long = "latent-channels")]
+    pub channels: Option<usize>,
+    /// The world variants' autoencoder: a model directory whose autoencoder encodes the
+    /// world's frames (default: the embedded model).
+    #[arg(long)]
+    pub autoencoder: Option<PathBuf>,
     #[arg(long = "patch-size", default_value_t = 2)]
     pub patch: usize,
     /// Initial gain of the query and key RMS norms (1: the engine's default init).
@@ -196,6 +308,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         emphasis,
         route_weight,
         channels,
+        ref autoencoder,
         patch,
         qk_gain,
         minutes,
@@ -211,13 +324,52 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     if !(emphasis >= 0.0 && emphasis.is_finite()) {
         return Err(format!("copy-task: --emphasis {emphasis} must be 0 or more").into());
     }
-    let placement = Placement { variant, max_side };
+    let placement = Placement {
+        whole_frame: variant == CopyVariant::Frame,
+        max_side,
+    };
     if every == 0 || batch == 0 {
         return Err(
             format!("copy-task: --every {every} and --batch {batch} must be at least 1").into(),
         );
     }
     let device = Device::Cpu;
+    let source = match variant {
+        CopyVariant::Region | CopyVariant::Frame => {
+            if let Some(path) = autoencoder {
+                return Err(format!(
+                    "copy-task: --autoencoder {} is for the world variants; --variant {variant:?} makes its own latents",
+                    path.display()
+                )
+                .into());
+            }
+            Source::Synthetic {
+                placement,
+                channels: channels.unwrap_or(8),
+            }
+        }
+        CopyVariant::World | CopyVariant::WorldCharacter => {
+            let dir = autoencoder
+                .clone()
+                .unwrap_or_else(crate::embedded_model_dir);
+            let pipeline = load_pipeline(&dir, candle_core::DType::F32, &device)
+                .map_err(|e| format!("copy-task: --autoencoder {}: {e}", dir.display()))?;
+            let source = Source::World {
+                autoencoder: pipeline,
+                one_environment: variant == CopyVariant::WorldCharacter,
+            };
+            let own = source.channels()?;
+            if let Some(asked) = channels.filter(|&asked| asked != own) {
+                return Err(format!(
+                    "copy-task: --latent-channels {asked}, but the autoencoder in {} makes {own}",
+                    dir.display()
+                )
+                .into());
+            }
+            source
+        }
+    };
+    let channels = source.channels()?;
     let mut cfg = default_config();
     cfg.text_encoder = None;
     cfg.autoencoder = None;
@@ -260,8 +412,8 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         let step = trainer.step_count();
         let done = started.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % every == 0 || done {
-            let (own5, alone5) = probe(&trainer, placement, &text, channels, 16, 0.5)?;
-            let (own8, alone8) = probe(&trainer, placement, &text, channels, 16, 0.8)?;
+            let (own5, alone5) = probe(&trainer, &source, &text, 16, 0.5)?;
+            let (own8, alone8) = probe(&trainer, &source, &text, 16, 0.8)?;
             let mean = if window.is_empty() {
                 f32::NAN
             } else {
@@ -281,15 +433,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
             break;
         }
         let scenes = (0..batch as u64)
-            .map(|i| {
-                training_scene(
-                    step * batch as u64 + i,
-                    placement,
-                    &text,
-                    channels,
-                    emphasis,
-                )
-            })
+            .map(|i| training_scene(&source, step * batch as u64 + i, &text, emphasis))
             .collect::<Result<Vec<_>>>()?;
         window.push(trainer.step(&scenes)?.loss);
     }
@@ -301,7 +445,7 @@ mod tests {
     use super::*;
 
     const REGION: Placement = Placement {
-        variant: CopyVariant::Region,
+        whole_frame: false,
         max_side: 10,
     };
 
@@ -343,7 +487,7 @@ mod tests {
         assert_eq!(colour_of(3), colour_of(3));
         assert_ne!(colour_of(3), colour_of(4));
         let frame = Placement {
-            variant: CopyVariant::Frame,
+            whole_frame: true,
             ..REGION
         };
         let (frames, masks) = scene(5, frame, 2).unwrap();
@@ -370,21 +514,26 @@ mod tests {
             }
         }
         let text = Tensor::zeros((1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let weighed = training_scene(0, small, &text, 1, 8.0).unwrap();
+        let source = Source::Synthetic {
+            placement: small,
+            channels: 1,
+        };
+        let weighed = training_scene(&source, 0, &text, 8.0).unwrap();
         for shot in &weighed.shots {
             let weight = shot.weight.as_ref().expect("a weight when emphasised");
             let total: f32 = weight.sum_all().unwrap().to_scalar().unwrap();
             let plane = (FRAMES * SIDE * SIDE) as f32;
             assert_eq!(total, plane + 8.0 * (FRAMES * 2 * 2) as f32);
         }
-        let plain = training_scene(0, small, &text, 1, 0.0).unwrap();
+        let plain = training_scene(&source, 0, &text, 0.0).unwrap();
         assert!(plain.shots.iter().all(|shot| shot.weight.is_none()));
         let err = run(&CopyTask {
             variant: CopyVariant::Region,
             max_side: 3,
             emphasis: 0.0,
             route_weight: 0.0,
-            channels: 8,
+            channels: None,
+            autoencoder: None,
             patch: 2,
             qk_gain: 1.0,
             minutes: 0.0,
@@ -394,5 +543,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--max-side 3"), "{err}");
+    }
+
+    fn settings(variant: CopyVariant) -> CopyTask {
+        CopyTask {
+            variant,
+            max_side: 10,
+            emphasis: 0.0,
+            route_weight: 0.0,
+            channels: None,
+            autoencoder: None,
+            patch: 2,
+            qk_gain: 1.0,
+            minutes: 0.0,
+            batch: 1,
+            every: 1,
+        }
+    }
+
+    /// The world variants encode the world's shots with the embedded autoencoder, mark the
+    /// character's pixels, and (`world-character`) put every scene in one environment.
+    #[test]
+    fn the_world_variants_carry_the_worlds_character_through_the_autoencoder() {
+        let dir = crate::embedded_model_dir();
+        let autoencoder = load_pipeline(&dir, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let channels = autoencoder.autoencoder().unwrap().latent_channels();
+        let source = Source::World {
+            autoencoder,
+            one_environment: true,
+        };
+        for held_out in [false, true] {
+            let (latents, masks) = source.scene(3, held_out).unwrap();
+            assert_eq!(latents.len(), SHOTS);
+            for (latent, mask) in latents.iter().zip(&masks) {
+                assert_eq!(latent.dims(), [channels, FRAMES, SIDE, SIDE]);
+                assert_eq!(mask.dims(), [FRAMES, SIDE, SIDE]);
+                let covered: f32 = mask.sum_all().unwrap().to_scalar().unwrap();
+                assert!(covered > 0.0, "every shot shows its character");
+            }
+        }
+        // One environment for every scene, training or held out; the characters differ.
+        let specs: Vec<SceneSpec> = (0..6)
+            .flat_map(|seed| {
+                [
+                    source.world_spec(seed, false),
+                    source.world_spec(seed, true),
+                ]
+            })
+            .collect();
+        assert!(specs
+            .iter()
+            .all(|spec| spec.environment == specs[0].environment));
+        assert!(specs
+            .iter()
+            .any(|spec| spec.character != specs[0].character));
+        // Flags that do not fit the variant are refused by name.
+        let mut bad = settings(CopyVariant::World);
+        bad.channels = Some(channels + 1);
+        let err = run(&bad).unwrap_err().to_string();
+        assert!(err.contains("--latent-channels"), "{err}");
+        let mut bad = settings(CopyVariant::Region);
+        bad.autoencoder = Some(dir);
+        let err = run(&bad).unwrap_err().to_string();
+        assert!(err.contains("--autoencoder"), "{err}");
     }
 }

@@ -270,6 +270,11 @@ impl Sampling {
     }
 }
 
+/// Where the embedded default model lives in the source tree.
+pub fn embedded_model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/default")
+}
+
 /// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
 /// autoencoder and 2x2 transformer patches (64 tokens per frame).
 pub fn default_config() -> Config {
