@@ -3,10 +3,15 @@
 //! rest, with four things beside it: nothing, the other shots as pure noise, the clean shots
 //! of a different scene, and the scene's own clean shots. A model that carries the scene
 //! across shots predicts the shot better from its own context than from noise or from a
-//! wrong scene; one that ignores context scores the four alike. It needs no sampling, so it
-//! is quick and free of the sampler's settings.
+//! wrong scene; one that ignores context scores the four alike. A fifth context is the own
+//! scene with only its character recoloured: a wrong scene differs in everything, so it
+//! cannot say whether the character's own looks are read; the recoloured scene can (a model
+//! that copies the colour predicts the probed character worse beside it than beside its true
+//! scene). It needs no sampling, so it is quick and free of the sampler's settings.
 
-use crate::data::{character_coverage, encode, held_out_scene, Result, MAX_TRAINING_SHOTS};
+use crate::data::{
+    character_coverage, encode, held_out_scene, recoloured_scene, Result, MAX_TRAINING_SHOTS,
+};
 use candle_core::{DType, Device, Tensor};
 use lct_model::noise::gaussian;
 use lct_model::{fixed_shot_losses, load_pipeline, Pipeline, TrainingScene, TrainingShot};
@@ -20,13 +25,16 @@ enum Context {
     Noise,
     WrongScene,
     OwnScene,
+    /// The own scene with its character in another colour.
+    Recoloured,
 }
 
-const CONTEXTS: [Context; 4] = [
+const CONTEXTS: [Context; 5] = [
     Context::Alone,
     Context::Noise,
     Context::WrongScene,
     Context::OwnScene,
+    Context::Recoloured,
 ];
 
 /// Held-out scenes whose shots make the wrong contexts start here (past the probed ones).
@@ -82,6 +90,7 @@ fn probe_model(
             &held_out_scene(WRONG_SCENE_OFFSET + i, target_index),
             target_index,
         )?;
+        let recoloured = clean_shots(pipeline, &recoloured_scene(&spec), target_index)?;
         let coverage = character_coverage(&spec, target_index, patch)?;
         let regions = [
             normalised(&coverage)?,
@@ -104,6 +113,7 @@ fn probe_model(
                         Context::Noise => (&own[..target_index], 1.0),
                         Context::WrongScene => (&wrong, level),
                         Context::OwnScene => (&own[..target_index], level),
+                        Context::Recoloured => (&recoloured, level),
                     };
                     for (ri, region) in regions.iter().enumerate() {
                         let mut shots = beside.to_vec();
@@ -154,12 +164,12 @@ pub fn probe_context(
         format!(
             "context probe: the last shot (at most the {MAX_TRAINING_SHOTS}th) of {scenes} held-out scenes, captions without looks, \
              noised to t; its flow-matching MSE beside nothing, beside the scene's other shots as pure noise (t = 1), \
-             beside another held-out scene's shots, and beside its own shots, those two noised to t_c. \
+             beside another held-out scene's shots, beside its own shots, and beside its own shots with the character recoloured, those three noised to t_c. \
              Same noise for the probed shot in every column; rows per checkpoint, noise level and pixel region."
         ),
         String::new(),
-        "| model | t | t_c | pixels | alone | noise context | wrong scene | own scene | own / noise |".into(),
-        "|---|---|---|---|---|---|---|---|---|".into(),
+        "| model | t | t_c | pixels | alone | noise context | wrong scene | own scene | own, recoloured | own / noise | recoloured / own |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ];
     println!("{}", lines.join("\n"));
     for dir in models {
@@ -173,8 +183,9 @@ pub fn probe_context(
                         .map(|c| format!("{:.4}", c[ri]))
                         .collect();
                     let ratio = per_context[3][ri] / per_context[1][ri];
+                    let colour_ratio = per_context[4][ri] / per_context[3][ri];
                     lines.push(format!(
-                        "| `{}` | {t} | {level} | {region} | {} | {ratio:.2} |",
+                        "| `{}` | {t} | {level} | {region} | {} | {ratio:.2} | {colour_ratio:.2} |",
                         dir.display(),
                         cells.join(" | ")
                     ));
@@ -191,7 +202,7 @@ mod tests {
     use super::*;
 
     fn embedded_model() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/default")
+        crate::embedded_model_dir()
     }
 
     /// The numbers of a table row, after its model, t, t_c and region cells.
@@ -213,7 +224,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "one row per pixel region");
         for row in &rows {
             let values = numbers(row);
-            assert_eq!(values.len(), 5, "{row}");
+            assert_eq!(values.len(), 7, "{row}");
             assert!(values.iter().all(|v| v.is_finite() && *v >= 0.0), "{row}");
         }
         // Beside its own clean shots the background is predicted better than from noise.

@@ -10,7 +10,7 @@
 //! character's coverage) with its scene's clean shots beside it against alone: a model that
 //! copies drives that ratio far below 1.
 
-use crate::data::{character_coverage, encode, held_out_scene, Result};
+use crate::data::{character_coverage, encode, held_out_scene, recoloured_scene, Result};
 use crate::default_config;
 use candle_core::{Device, Tensor};
 use lct_model::noise::gaussian;
@@ -89,6 +89,31 @@ impl Source {
                 world_scene(autoencoder, &self.world_spec(seed, held_out))
             }
         }
+    }
+
+    /// The latents of held-out scene `seed` with only its identity changed: the synthetic
+    /// colour negated, or the world's character recoloured (everything else the same).
+    fn recoloured(&self, seed: u64) -> Result<Vec<Tensor>> {
+        Ok(match self {
+            Source::Synthetic {
+                placement,
+                channels,
+            } => {
+                let (latents, masks) = scene(HELD_OUT + seed, *placement, *channels)?;
+                latents
+                    .iter()
+                    .zip(&masks)
+                    .map(|(latent, mask)| {
+                        // Inside the mask the colour c becomes -c; outside nothing changes.
+                        let colour = latent.broadcast_mul(&mask.unsqueeze(0)?)?;
+                        Ok((latent - (colour * 2.0)?)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            Source::World { autoencoder, .. } => {
+                world_scene(autoencoder, &recoloured_scene(&self.world_spec(seed, true)))?.0
+            }
+        })
     }
 
     /// The world variants' scene `seed` (held out or training).
@@ -218,18 +243,73 @@ fn training_scene(
     })
 }
 
-/// Mean loss of the last shot at `t` on its coloured pixels over `scenes` held-out scenes,
-/// beside its scene's clean shots and alone.
+/// How far apart scenes' identities lie in the latent, beside the latent's spread.
+struct Contrast {
+    /// Mean over pairs of scenes of the squared distance between their identity latents,
+    /// per channel.
+    between_scenes: f64,
+    /// Variance of the latent over every pixel of every shot, averaged over channels.
+    pixel_variance: f64,
+}
+
+/// [`Contrast`] over the first `scenes` held-out scenes.
+fn identity_contrast(source: &Source, scenes: u64) -> Result<Contrast> {
+    let mut identities = Vec::new();
+    let mut pixels = Vec::new();
+    for s in 0..scenes {
+        let (latents, masks) = source.scene(s, true)?;
+        let (mut weighted, mut covered) = (None::<Tensor>, 0f64);
+        for (latent, mask) in latents.iter().zip(&masks) {
+            let sum = latent.broadcast_mul(&mask.unsqueeze(0)?)?.sum((1, 2, 3))?;
+            weighted = Some(match weighted {
+                None => sum,
+                Some(w) => (w + sum)?,
+            });
+            covered += mask.sum_all()?.to_scalar::<f32>()? as f64;
+            let channels = latent.dim(0)?;
+            pixels.push(latent.reshape((channels, ()))?);
+        }
+        let weighted = weighted.ok_or("copy-task: a scene without shots")?;
+        identities.push((weighted / covered)?);
+    }
+    let mut between = 0.0;
+    let mut pairs = 0;
+    for (i, a) in identities.iter().enumerate() {
+        for b in &identities[i + 1..] {
+            between += (a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+            pairs += 1;
+        }
+    }
+    let all = Tensor::cat(&pixels, 1)?;
+    let centred = all.broadcast_sub(&all.mean_keepdim(1)?)?;
+    Ok(Contrast {
+        between_scenes: between / pairs.max(1) as f64,
+        pixel_variance: centred.sqr()?.mean_all()?.to_scalar::<f32>()? as f64,
+    })
+}
+
+/// The probe's mean losses of the last shot on its identity's pixels.
+struct ProbeLosses {
+    /// Beside its scene's clean shots.
+    own: f64,
+    /// Beside the same shots with the identity changed.
+    recoloured: f64,
+    /// With nothing beside it.
+    alone: f64,
+}
+
+/// [`ProbeLosses`] at `t` over `scenes` held-out scenes.
 fn probe(
     trainer: &Trainer,
     source: &Source,
     text: &Tensor,
     scenes: u64,
     t: f32,
-) -> Result<(f64, f64)> {
-    let (mut own, mut alone) = (0.0, 0.0);
+) -> Result<ProbeLosses> {
+    let (mut own, mut recoloured, mut alone) = (0.0, 0.0, 0.0);
     for s in 0..scenes {
         let (latents, masks) = source.scene(s, true)?;
+        let changed = source.recoloured(s)?;
         let last = SHOTS - 1;
         let weight = (&masks[last] / masks[last].mean_all()?.to_scalar::<f32>()? as f64)?;
         let shot = |latent: &Tensor, weight: Option<Tensor>| TrainingShot {
@@ -240,24 +320,34 @@ fn probe(
         };
         let eps = gaussian(7, s, latents[last].dims(), &Device::Cpu)?.unsqueeze(0)?;
         let zero = Tensor::zeros_like(&eps)?;
-        let mut shots: Vec<TrainingShot> = latents[..last].iter().map(|l| shot(l, None)).collect();
-        shots.push(shot(&latents[last], Some(weight.clone())));
         let mut timesteps = vec![0.0; last];
         timesteps.push(t);
         let mut noise = vec![zero; last];
         noise.push(eps.clone());
-        let with = TrainingScene {
-            global_text: None,
-            shots,
+        // The last shot's loss with `context` (clean) beside it.
+        let beside = |context: &[Tensor]| -> Result<f64> {
+            let mut shots: Vec<TrainingShot> = context.iter().map(|l| shot(l, None)).collect();
+            shots.push(shot(&latents[last], Some(weight.clone())));
+            let scene = TrainingScene {
+                global_text: None,
+                shots,
+            };
+            Ok(fixed_shot_losses(trainer.pipeline(), &scene, &timesteps, &noise)?[last] as f64)
         };
-        own += fixed_shot_losses(trainer.pipeline(), &with, &timesteps, &noise)?[last] as f64;
+        own += beside(&latents[..last])?;
+        recoloured += beside(&changed[..last])?;
         let by_itself = TrainingScene {
             global_text: None,
             shots: vec![shot(&latents[last], Some(weight))],
         };
         alone += fixed_shot_losses(trainer.pipeline(), &by_itself, &[t], &[eps])?[0] as f64;
     }
-    Ok((own / scenes as f64, alone / scenes as f64))
+    let n = scenes as f64;
+    Ok(ProbeLosses {
+        own: own / n,
+        recoloured: recoloured / n,
+        alone: alone / n,
+    })
 }
 
 /// The copy task's settings (`lct-train copy-task`).
@@ -287,9 +377,15 @@ pub struct CopyTask {
     pub autoencoder: Option<PathBuf>,
     #[arg(long = "patch-size", default_value_t = 2)]
     pub patch: usize,
-    /// Initial gain of the query and key RMS norms (1: the engine's default init).
+    /// Initial gain of the query and key RMS norms (1: the engine's default init); with
+    /// `--init`, a factor on the starting model's gains.
     #[arg(long, default_value_t = 1.0)]
     pub qk_gain: f64,
+    /// Start from this model's transformer (its width, depth, latent channels and patch
+    /// size; bidirectional attention like a fresh start) instead of a fresh initialisation:
+    /// does a pre-trained prior learn to copy as fast as a blank model?
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     #[arg(long, default_value_t = 10.0)]
     pub minutes: f64,
     #[arg(long, default_value_t = 8)]
@@ -311,6 +407,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         ref autoencoder,
         patch,
         qk_gain,
+        ref init,
         minutes,
         batch,
         every,
@@ -370,13 +467,41 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         }
     };
     let channels = source.channels()?;
-    let mut cfg = default_config();
+    let (mut cfg, mut weights) = match init {
+        None => {
+            let mut cfg = default_config();
+            cfg.latent_channels = channels;
+            cfg.patch_size = patch;
+            cfg.text_encoder = None;
+            cfg.autoencoder = None;
+            cfg.validate()?;
+            let weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
+            (cfg, weights)
+        }
+        Some(dir) => {
+            let named =
+                |e: &dyn std::fmt::Display| format!("copy-task: --init {}: {e}", dir.display());
+            let cfg = lct_model::Config::load(&dir.join(lct_model::weights::CONFIG_FILE))
+                .map_err(|e| named(&e))?
+                .with_attention(default_config().attention);
+            if (cfg.latent_channels, cfg.patch_size) != (channels, patch) {
+                return Err(named(&format!(
+                    "its {} latent channels and patch {} differ from the task's {channels} and --patch-size {patch}",
+                    cfg.latent_channels, cfg.patch_size
+                ))
+                .into());
+            }
+            let weights = lct_model::weights::read_safetensors(
+                &dir.join(lct_model::weights::WEIGHTS_FILE),
+                &device,
+            )
+            .map_err(|e| named(&e))?;
+            (cfg, weights)
+        }
+    };
+    // No prompts: the identity is only in the other shots.
     cfg.text_encoder = None;
     cfg.autoencoder = None;
-    cfg.latent_channels = channels;
-    cfg.patch_size = patch;
-    cfg.validate()?;
-    let mut weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
     crate::start_qk_gains(&mut weights, qk_gain)?;
     let mut trainer = Trainer::with_weights(
         &cfg,
@@ -396,13 +521,25 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
     )?;
     let mut lines = vec![
         format!(
-            "copy task ({variant:?}, squares up to {max_side}, coloured pixels weighing 1 + {emphasis} in training, routing supervision weight {route_weight}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, query/key norm gains starting at {qk_gain}; \
-             last shot's loss on its coloured pixels at t = 0.5 / 0.8, beside its scene's clean shots and alone (16 held-out scenes)"
+            "copy task ({variant:?}, squares up to {max_side}, coloured pixels weighing 1 + {emphasis} in training, routing supervision weight {route_weight}): {SHOTS} shots of {FRAMES} frames, {SIDE}x{SIDE} latents of {channels} channels, patch {patch}, {}; \
+             last shot's loss on its identity's pixels at t = 0.5 / 0.8, beside its scene's clean shots, alone, and beside the clean shots with the identity changed (recoloured; 16 held-out scenes)",
+            match init {
+                None => format!("query/key norm gains starting at {qk_gain}"),
+                Some(dir) => format!("starting from {}'s transformer, its query/key norm gains times {qk_gain}", dir.display()),
+            }
         ),
         String::new(),
-        "| step | minutes | train loss | own t=0.5 | alone t=0.5 | own / alone | own t=0.8 | alone t=0.8 | own / alone |".into(),
-        "|---|---|---|---|---|---|---|---|---|".into(),
+        "| step | minutes | train loss | own t=0.5 | alone t=0.5 | own / alone | recoloured / own | own t=0.8 | alone t=0.8 | own / alone | recoloured / own |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ];
+    let contrast = identity_contrast(&source, 16)?;
+    lines.insert(
+        1,
+        format!(
+            "\nHow much there is to copy: the identity latents (coverage-weighted means over a scene's shots) of two held-out scenes differ by {:.3} per channel in mean square; the latent's variance over all pixels is {:.3} per channel.",
+            contrast.between_scenes, contrast.pixel_variance
+        ),
+    );
     for line in &lines {
         println!("{line}");
     }
@@ -412,19 +549,28 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         let step = trainer.step_count();
         let done = started.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % every == 0 || done {
-            let (own5, alone5) = probe(&trainer, &source, &text, 16, 0.5)?;
-            let (own8, alone8) = probe(&trainer, &source, &text, 16, 0.8)?;
+            let at5 = probe(&trainer, &source, &text, 16, 0.5)?;
+            let at8 = probe(&trainer, &source, &text, 16, 0.8)?;
             let mean = if window.is_empty() {
                 f32::NAN
             } else {
                 window.iter().sum::<f32>() / window.len() as f32
             };
             window.clear();
+            let cells = |p: &ProbeLosses| {
+                format!(
+                    "{:.4} | {:.4} | {:.2} | {:.2}",
+                    p.own,
+                    p.alone,
+                    p.own / p.alone,
+                    p.recoloured / p.own
+                )
+            };
             let line = format!(
-                "| {step} | {:.1} | {mean:.4} | {own5:.4} | {alone5:.4} | {:.2} | {own8:.4} | {alone8:.4} | {:.2} |",
+                "| {step} | {:.1} | {mean:.4} | {} | {} |",
                 started.elapsed().as_secs_f64() / 60.0,
-                own5 / alone5,
-                own8 / alone8
+                cells(&at5),
+                cells(&at8)
             );
             println!("{line}");
             lines.push(line);
@@ -485,6 +631,25 @@ mod tests {
             colours[0].clone()
         };
         assert_eq!(colour_of(3), colour_of(3));
+        // The probe's recoloured scene negates the colour inside the squares only.
+        let source = Source::Synthetic {
+            placement: REGION,
+            channels: 3,
+        };
+        let (latents, masks) = source.scene(3, true).unwrap();
+        for ((changed, latent), mask) in source
+            .recoloured(3)
+            .unwrap()
+            .iter()
+            .zip(&latents)
+            .zip(&masks)
+        {
+            let expected = (latent
+                - (latent.broadcast_mul(&mask.unsqueeze(0).unwrap()).unwrap() * 2.0).unwrap())
+            .unwrap();
+            assert_eq!(values(changed), values(&expected));
+            assert_ne!(values(changed), values(latent));
+        }
         assert_ne!(colour_of(3), colour_of(4));
         let frame = Placement {
             whole_frame: true,
@@ -536,6 +701,7 @@ mod tests {
             autoencoder: None,
             patch: 2,
             qk_gain: 1.0,
+            init: None,
             minutes: 0.0,
             batch: 1,
             every: 1,
@@ -555,6 +721,7 @@ mod tests {
             autoencoder: None,
             patch: 2,
             qk_gain: 1.0,
+            init: None,
             minutes: 0.0,
             batch: 1,
             every: 1,
@@ -582,6 +749,35 @@ mod tests {
                 assert!(covered > 0.0, "every shot shows its character");
             }
         }
+        // The recoloured scene changes the character's pixels and nothing else.
+        let (latents, masks) = source.scene(2, true).unwrap();
+        for ((changed, latent), mask) in source
+            .recoloured(2)
+            .unwrap()
+            .iter()
+            .zip(&latents)
+            .zip(&masks)
+        {
+            let diff = (changed - latent)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_keepdim(0)
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            let outside = diff
+                .broadcast_mul(
+                    &mask
+                        .eq(0f32)
+                        .unwrap()
+                        .to_dtype(candle_core::DType::F32)
+                        .unwrap(),
+                )
+                .unwrap();
+            assert_eq!(outside.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+            assert!(diff.max_all().unwrap().to_scalar::<f32>().unwrap() > 0.1);
+        }
         // One environment for every scene, training or held out; the characters differ.
         let specs: Vec<SceneSpec> = (0..6)
             .flat_map(|seed| {
@@ -602,6 +798,14 @@ mod tests {
         bad.channels = Some(channels + 1);
         let err = run(&bad).unwrap_err().to_string();
         assert!(err.contains("--latent-channels"), "{err}");
+        let mut bad = settings(CopyVariant::World);
+        bad.init = Some(dir.clone());
+        bad.patch = 4;
+        let err = run(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("--init") && err.contains("--patch-size 4"),
+            "{err}"
+        );
         let mut bad = settings(CopyVariant::Region);
         bad.autoencoder = Some(dir);
         let err = run(&bad).unwrap_err().to_string();

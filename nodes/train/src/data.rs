@@ -173,13 +173,17 @@ pub fn character_coverage(spec: &SceneSpec, k: usize, patch: usize) -> Result<Te
     coverage(&frames, recoloured_shot(spec, k)?, patch)
 }
 
-/// Shot `k` of `spec` with only its character recoloured.
-fn recoloured_shot(spec: &SceneSpec, k: usize) -> Result<Vec<Frame>> {
-    let changed = SceneSpec {
+/// `spec` with only its character recoloured.
+pub fn recoloured_scene(spec: &SceneSpec) -> SceneSpec {
+    SceneSpec {
         character: recoloured(&spec.character),
         ..spec.clone()
-    };
-    Ok(render_shot(&changed, k)?.frames)
+    }
+}
+
+/// Shot `k` of `spec` with only its character recoloured.
+fn recoloured_shot(spec: &SceneSpec, k: usize) -> Result<Vec<Frame>> {
+    Ok(render_shot(&recoloured_scene(spec), k)?.frames)
 }
 
 /// `[T, H/p, W/p]`: the fraction of each latent pixel's patch that differs between `frames`
@@ -225,6 +229,10 @@ pub struct DataMix {
     pub scene: Emphasis,
     /// Loss emphasis of single-shot samples (pre-training uses only this one).
     pub single_shot: Emphasis,
+    /// Probability that a multi-shot sample of the lct or causal stage is instead the identity
+    /// image, the environment image and one shot without looks in its captions (the
+    /// compositional row's setting, where only the images carry the looks).
+    pub reference_scene_prob: f64,
 }
 
 impl DataMix {
@@ -257,6 +265,32 @@ pub fn training_scene(
     let contrasts_of = |k: usize| shot_contrasts(&spec, k, emphasis);
     let global = Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?);
     let mut shots = Vec::new();
+    // Drawn only when asked for, so the random stream of recipes without it is unchanged.
+    let reference_scene =
+        !single_shot && mix.reference_scene_prob > 0.0 && rng.uniform() < mix.reference_scene_prob;
+    if reference_scene {
+        // Both images and one shot whose captions carry no looks: the images are the only
+        // place the shot can take its character and environment from.
+        let caps = captions(&spec, CaptionMode::NoLooks);
+        let k = rng.below(spec.shots.len());
+        let patch = pipeline.autoencoder()?.config().patch;
+        let frames = render_shot(&spec, k)?.frames;
+        let subject = coverage(&frames, recoloured_shot(&spec, k)?, patch)?;
+        return Ok(TrainingScene {
+            global_text: Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?),
+            shots: vec![
+                identity_reference_shot(pipeline, &spec, emphasis, patch)?,
+                environment_reference_shot(pipeline, &spec)?,
+                shot(
+                    pipeline,
+                    &caps.shots[k],
+                    &frames,
+                    &contrasts_of(k)?,
+                    Some(subject),
+                )?,
+            ],
+        });
+    }
     if single_shot {
         let k = rng.below(spec.shots.len());
         shots.push(shot(
@@ -270,34 +304,10 @@ pub fn training_scene(
         let patch = pipeline.autoencoder()?.config().patch;
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
-            let frame = render_identity_reference(&spec.character, spec.width, spec.height);
-            let contrasts = emphasis.contrasts(&spec.character, |character| {
-                Ok(vec![render_identity_reference(
-                    character,
-                    spec.width,
-                    spec.height,
-                )])
-            })?;
-            let recoloured =
-                render_identity_reference(&recoloured(&spec.character), spec.width, spec.height);
-            let subject = coverage(std::slice::from_ref(&frame), vec![recoloured], patch)?;
-            shots.push(shot(
-                pipeline,
-                identity_reference_prompt(),
-                &[frame],
-                &contrasts,
-                Some(subject),
-            )?);
+            shots.push(identity_reference_shot(pipeline, &spec, emphasis, patch)?);
         }
         if rng.uniform() < 0.3 {
-            let frame = render_environment_reference(&spec.environment, spec.width, spec.height);
-            shots.push(shot(
-                pipeline,
-                environment_reference_prompt(),
-                &[frame],
-                &[],
-                None,
-            )?);
+            shots.push(environment_reference_shot(pipeline, &spec)?);
         }
         for k in 0..spec.shots.len().min(MAX_TRAINING_SHOTS) {
             let frames = render_shot(&spec, k)?.frames;
@@ -315,6 +325,46 @@ pub fn training_scene(
         global_text: global,
         shots,
     })
+}
+
+/// The identity image of `spec`'s character as a 1-frame training shot, weighted like the
+/// scene's shots and with its character's coverage as its subject.
+fn identity_reference_shot(
+    pipeline: &Pipeline,
+    spec: &SceneSpec,
+    emphasis: Emphasis,
+    patch: usize,
+) -> Result<TrainingShot> {
+    let frame = render_identity_reference(&spec.character, spec.width, spec.height);
+    let contrasts = emphasis.contrasts(&spec.character, |character| {
+        Ok(vec![render_identity_reference(
+            character,
+            spec.width,
+            spec.height,
+        )])
+    })?;
+    let recoloured =
+        render_identity_reference(&recoloured(&spec.character), spec.width, spec.height);
+    let subject = coverage(std::slice::from_ref(&frame), vec![recoloured], patch)?;
+    shot(
+        pipeline,
+        identity_reference_prompt(),
+        &[frame],
+        &contrasts,
+        Some(subject),
+    )
+}
+
+/// The environment image of `spec` as a 1-frame training shot.
+fn environment_reference_shot(pipeline: &Pipeline, spec: &SceneSpec) -> Result<TrainingShot> {
+    let frame = render_environment_reference(&spec.environment, spec.width, spec.height);
+    shot(
+        pipeline,
+        environment_reference_prompt(),
+        &[frame],
+        &[],
+        None,
+    )
 }
 
 /// A held-out scene with at least `min_shots` shots (evaluation).
@@ -404,6 +454,7 @@ mod tests {
             single_shot_prob,
             scene: plain,
             single_shot: heavy,
+            reference_scene_prob: 0.0,
         };
         let samples = |prob: f64, stage| -> Vec<TrainingScene> {
             (0..24)
@@ -431,6 +482,21 @@ mod tests {
         assert!(samples(0.0, Stage::Pretrain)
             .iter()
             .all(|s| s.shots.len() == 1 && weighted(&s.shots[0])));
+        // Reference scenes: the identity image, the environment image, then one whole shot.
+        let references = DataMix {
+            reference_scene_prob: 1.0,
+            ..mix(0.0)
+        };
+        for seed in 0..6 {
+            let sample = training_scene(&pipeline, Stage::Causal, seed, references).unwrap();
+            let frames: Vec<usize> = sample
+                .shots
+                .iter()
+                .map(|s| s.latent.dim(1).unwrap())
+                .collect();
+            assert_eq!(frames, [1, 1, 4], "seed {seed}");
+            assert!(sample.shots[0].subject.is_some() && sample.shots[2].subject.is_some());
+        }
         // The same seed and mix give the same sample.
         let again = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();
         let first = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();

@@ -4,7 +4,10 @@
 //! 10-shot auto-regressive rollout with the KV cache ([`rollout`]) and the KV cache's speed
 //! at 4 history shots ([`kv_speed`]).
 
-use crate::data::{encode, frames_tensor, held_out_scene, tensor_frames, Result};
+use crate::data::{
+    encode, frames_tensor, held_out_scene, recoloured_scene, tensor_frames, Result,
+    MAX_TRAINING_SHOTS,
+};
 use candle_core::{DType, Device, Tensor};
 use lct_model::{
     cache_history, generate_autoregressive, load_pipeline, sample, HistoryMode, KvView, Pipeline,
@@ -1005,6 +1008,141 @@ pub fn probe_prompts(
     Ok(lines)
 }
 
+/// Colour following in generation: for each checkpoint, the last shot (at most the
+/// [`MAX_TRAINING_SHOTS`]th) of `scenes` held-out scenes generated from its prompt without
+/// looks, beside nothing, beside its scene's earlier shots (rendered, clean, as conditions),
+/// beside those shots with the character recoloured, and beside the identity image (true or
+/// recoloured) as the compositional row gives it; the fraction of generated shots whose
+/// character reads as the true colour and as the recoloured one. A model whose samples take
+/// the character from their context follows the recoloured shots; `probe-context` asks the
+/// same of the denoiser in one step. Returns the table's lines.
+pub fn probe_follow(
+    models: &[std::path::PathBuf],
+    scenes: u64,
+    sampling: &SamplerConfig,
+) -> Result<Vec<String>> {
+    sampling.validate()?;
+    if scenes == 0 {
+        return Err("--scenes must be at least 1".into());
+    }
+    let mut lines = vec![
+        format!(
+            "colour following: the last shot (at most the {MAX_TRAINING_SHOTS}th) of {scenes} held-out scenes generated from its prompt (no looks) beside nothing, beside the scene's earlier shots (clean), beside them with the character recoloured, and beside the identity image (true or recoloured); fraction of generated shots whose character reads as the true / the recoloured colour; {}",
+            sampling_note(sampling)
+        ),
+        String::new(),
+        "| model | context | true colour | recoloured colour | no colour read |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    println!("{}", lines.join("\n"));
+    let contexts = [
+        "alone",
+        "own scene",
+        "recoloured scene",
+        "identity image",
+        "identity image, recoloured",
+    ];
+    for dir in models {
+        let pipeline = load_pipeline(dir, DType::F32, &Device::Cpu)?;
+        // [context][true, recoloured, unread]
+        let mut counts = [[0u32; 3]; 5];
+        let mut reference = [0u32; 3];
+        for i in 0..scenes {
+            let spec = held_out_scene(i, 3);
+            let recoloured = recoloured_scene(&spec);
+            let target = spec.shots.len().min(MAX_TRAINING_SHOTS) - 1;
+            let caps = captions(&spec, CaptionMode::NoLooks);
+            let global = Some(pipeline.encode_global_prompt(&caps.global)?);
+            let generated = prompt_shots(&pipeline, &spec, &caps)?.remove(target);
+            let read = |latent: &Tensor| -> Result<[bool; 3]> {
+                let colour = read_shot(&clip(&pipeline, latent)?).colour;
+                Ok([
+                    colour == Some(spec.character.colour),
+                    colour == Some(recoloured.character.colour),
+                    colour.is_none(),
+                ])
+            };
+            // Per context: the scene whose looks it shows, and whether as the identity image
+            // (one frame, the reference prompt) rather than the scene's earlier shots.
+            let given = [
+                None,
+                Some((&spec, false)),
+                Some((&recoloured, false)),
+                Some((&spec, true)),
+                Some((&recoloured, true)),
+            ];
+            for (c, context) in given.into_iter().enumerate() {
+                let mut shots = Vec::new();
+                match context {
+                    None => {}
+                    Some((scene, false)) => {
+                        for k in 0..target {
+                            shots.push(condition(
+                                &pipeline,
+                                &caps.shots[k],
+                                &render_shot(scene, k)?.frames,
+                                k,
+                            )?);
+                        }
+                    }
+                    Some((scene, true)) => shots.push(condition(
+                        &pipeline,
+                        identity_reference_prompt(),
+                        &[render_identity_reference(
+                            &scene.character,
+                            scene.width,
+                            scene.height,
+                        )],
+                        REFERENCE_INDEX,
+                    )?),
+                }
+                shots.push(generated.clone());
+                let request = SceneRequest {
+                    global_text: global.clone(),
+                    shots,
+                };
+                let cfg = SamplerConfig {
+                    seed: i,
+                    ..sampling.clone()
+                };
+                let out = sample(&pipeline.transformer, &request, &cfg, None, |_| {
+                    StepControl::Continue
+                })?;
+                let last = out.last().ok_or("the sampler returned no shots")?;
+                for (count, hit) in counts[c].iter_mut().zip(read(last)?) {
+                    *count += u32::from(hit);
+                }
+            }
+            let truth = encode(&pipeline, &render_shot(&spec, target)?.frames)?.unsqueeze(0)?;
+            for (count, hit) in reference.iter_mut().zip(read(&truth)?) {
+                *count += u32::from(hit);
+            }
+        }
+        let fraction = |n: u32| format!("{:.2}", n as f64 / scenes as f64);
+        let mut rows = vec![format!(
+            "| `{}` | reference: the true shot through the autoencoder | {} | {} | {} |",
+            dir.display(),
+            fraction(reference[0]),
+            fraction(reference[1]),
+            fraction(reference[2])
+        )];
+        for (context, count) in contexts.iter().zip(counts) {
+            rows.push(format!(
+                "| `{}` | {context} | {} | {} | {} |",
+                dir.display(),
+                fraction(count[0]),
+                fraction(count[1]),
+                fraction(count[2])
+            ));
+        }
+        for row in rows {
+            println!("{row}");
+            lines.push(row);
+        }
+    }
+    Ok(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,5 +1174,45 @@ mod tests {
             error.contains("NoLooks") && error.contains("GlobalLooks"),
             "{error}"
         );
+    }
+
+    /// The following probe reads the true shot's colour back through the autoencoder, gives
+    /// every fraction in 0..=1, repeats itself, and refuses zero scenes by name.
+    #[test]
+    fn the_following_probe_reads_the_reference_and_repeats_itself() {
+        let models = [crate::embedded_model_dir()];
+        let cfg = SamplerConfig {
+            steps: 2,
+            ..SamplerConfig::default()
+        };
+        let lines = probe_follow(&models, 1, &cfg).unwrap();
+        assert_eq!(lines, probe_follow(&models, 1, &cfg).unwrap());
+        let rows: Vec<Vec<f64>> = lines
+            .iter()
+            .filter(|l| l.starts_with("| `"))
+            .map(|row| {
+                row.split('|')
+                    .map(str::trim)
+                    .skip(3)
+                    .filter(|cell| !cell.is_empty())
+                    .map(|cell| cell.parse().expect("a number"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows.len(), 6, "the reference and five contexts");
+        assert!(rows.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(
+            rows[0],
+            [1.0, 0.0, 0.0],
+            "the true shot reads as its colour"
+        );
+        for row in &rows {
+            assert!(
+                row[0] + row[1] + row[2] <= 1.0,
+                "one colour per shot: {row:?}"
+            );
+        }
+        let err = probe_follow(&models, 0, &cfg).unwrap_err().to_string();
+        assert!(err.contains("--scenes"), "{err}");
     }
 }

@@ -88,6 +88,12 @@ enum Command {
         /// it on every invocation.
         #[arg(long, default_value_t = DataMix::SINGLE_SHOT_PROB)]
         single_shot_prob: f64,
+        /// Probability that a multi-shot lct or causal sample is instead the identity image,
+        /// the environment image and one shot whose captions carry no looks, so that the
+        /// images are the only source of the shot's looks (the compositional row's setting).
+        /// Data-side: give it on every invocation.
+        #[arg(long, default_value_t = 0.0)]
+        reference_scene_prob: f64,
         /// The character emphasis of single-shot samples only (default: --character-emphasis),
         /// so prompt following can be taught without weighing every scene's character up.
         #[arg(long)]
@@ -172,8 +178,25 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Colour following in generation: a held-out scene's last shot generated alone, beside
+    /// its scene's earlier shots, beside them with the character recoloured, and beside the
+    /// identity image (true or recoloured); how often its character reads as the true colour
+    /// and as the recoloured one, per checkpoint.
+    ProbeFollow {
+        /// Checkpoints to compare (rows each).
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        scenes: u64,
+        #[command(flatten)]
+        sampling: Sampling,
+        /// Also write the table here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Context use: one noised shot's loss beside nothing, beside noise, beside a wrong
-    /// scene's shots and beside its own scene's clean shots, per checkpoint (no sampling).
+    /// scene's shots, beside its own scene's clean shots and beside them with the character
+    /// recoloured, per checkpoint (no sampling).
     ProbeContext {
         /// Checkpoints to compare (rows each).
         #[arg(long = "model", required = true)]
@@ -183,7 +206,7 @@ enum Command {
         /// Noise levels of the probed shot.
         #[arg(long = "t", num_args = 1.., default_values_t = [0.5f32, 0.8])]
         timesteps: Vec<f32>,
-        /// Noise levels of the context shots (own and wrong scene).
+        /// Noise levels of the context shots (own, recoloured and wrong scene).
         #[arg(long = "context-t", num_args = 1.., default_values_t = [0.0f32, 0.3])]
         context_levels: Vec<f32>,
         /// Also write the table here.
@@ -616,6 +639,7 @@ fn fit(
         ("--context-prob", overrides.context_prob),
         ("--single-frame-prob", overrides.single_frame_prob),
         ("--single-shot-prob", Some(mix.single_shot_prob)),
+        ("--reference-scene-prob", Some(mix.reference_scene_prob)),
         ("--route-max-source-t", overrides.route_max_source_t),
     ] {
         if let Some(prob) = prob {
@@ -644,6 +668,15 @@ fn fit(
         out,
         &format!("single-shot samples (looks in the global prompt): {single_shot_prob}"),
     )?;
+    if mix.reference_scene_prob > 0.0 && stage != Stage::Pretrain {
+        log(
+            out,
+            &format!(
+                "scenes drawn as identity image + environment image + one shot without looks: {}",
+                mix.reference_scene_prob
+            ),
+        )?;
+    }
     for (kind, emphasis, used) in [
         ("scenes", mix.scene, single_shot_prob < 1.0),
         ("single shots", mix.single_shot, single_shot_prob > 0.0),
@@ -759,6 +792,7 @@ fn main() -> std::process::ExitCode {
             character_emphasis,
             shape_emphasis,
             single_shot_prob,
+            reference_scene_prob,
             single_shot_character_emphasis,
             single_shot_shape_emphasis,
             context_prob,
@@ -791,6 +825,7 @@ fn main() -> std::process::ExitCode {
             },
             DataMix {
                 single_shot_prob,
+                reference_scene_prob,
                 scene: Emphasis {
                     character: character_emphasis,
                     shape: shape_emphasis,
@@ -810,6 +845,13 @@ fn main() -> std::process::ExitCode {
             sampling,
             out,
         } => eval::probe_prompts(&models, scenes, &sampling.config())
+            .and_then(|lines| write_table(&lines, out.as_deref())),
+        Command::ProbeFollow {
+            models,
+            scenes,
+            sampling,
+            out,
+        } => eval::probe_follow(&models, scenes, &sampling.config())
             .and_then(|lines| write_table(&lines, out.as_deref())),
         Command::ProbeContext {
             models,
@@ -901,9 +943,9 @@ mod tests {
     fn sampling_of(args: &[&str]) -> lct_model::SamplerConfig {
         let cli = Cli::try_parse_from(args).expect("the arguments parse");
         match cli.command {
-            Command::ProbePrompts { sampling, .. } | Command::Eval { sampling, .. } => {
-                sampling.config()
-            }
+            Command::ProbePrompts { sampling, .. }
+            | Command::ProbeFollow { sampling, .. }
+            | Command::Eval { sampling, .. } => sampling.config(),
             _ => panic!("not a measuring command"),
         }
     }
