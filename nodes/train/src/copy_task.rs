@@ -57,8 +57,9 @@ enum Source {
         placement: Placement,
         channels: usize,
     },
+    /// The pipeline is boxed: it is far larger than the synthetic variant's settings.
     World {
-        autoencoder: Pipeline,
+        autoencoder: Box<Pipeline>,
         one_environment: bool,
     },
 }
@@ -452,7 +453,7 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
             let pipeline = load_pipeline(&dir, candle_core::DType::F32, &device)
                 .map_err(|e| format!("copy-task: --autoencoder {}: {e}", dir.display()))?;
             let source = Source::World {
-                autoencoder: pipeline,
+                autoencoder: Box::new(pipeline),
                 one_environment: variant == CopyVariant::WorldCharacter,
             };
             let own = source.channels()?;
@@ -736,7 +737,7 @@ mod tests {
         let autoencoder = load_pipeline(&dir, candle_core::DType::F32, &Device::Cpu).unwrap();
         let channels = autoencoder.autoencoder().unwrap().latent_channels();
         let source = Source::World {
-            autoencoder,
+            autoencoder: Box::new(autoencoder),
             one_environment: true,
         };
         for held_out in [false, true] {
