@@ -8,6 +8,7 @@
 //! lct-train widen --from runs/lct --out runs/lct24-init --channels 24   # grow the latent space
 //! lct-train merge-tables runs/eval-a/eval.md runs/eval-b/eval.md      # one table from row subsets
 //! lct-train copy-task --variant region --patch-size 4 --qk-gain 3      # can it copy across shots?
+//! lct-train probe-follow --model nodes/assets/default                  # do samples take their context's colour?
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
 //!
