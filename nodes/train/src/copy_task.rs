@@ -253,14 +253,35 @@ struct Contrast {
     pixel_variance: f64,
 }
 
-/// [`Contrast`] over the first `scenes` held-out scenes.
-fn identity_contrast(source: &Source, scenes: u64) -> Result<Contrast> {
+/// A held-out scene of the probe, built once for the whole run.
+struct ProbeScene {
+    latents: Vec<Tensor>,
+    masks: Vec<Tensor>,
+    /// The latents with only the identity changed ([`Source::recoloured`]).
+    recoloured: Vec<Tensor>,
+}
+
+/// The first `scenes` held-out scenes of `source`.
+fn probe_scenes(source: &Source, scenes: u64) -> Result<Vec<ProbeScene>> {
+    (0..scenes)
+        .map(|s| {
+            let (latents, masks) = source.scene(s, true)?;
+            Ok(ProbeScene {
+                latents,
+                masks,
+                recoloured: source.recoloured(s)?,
+            })
+        })
+        .collect()
+}
+
+/// [`Contrast`] over the probe's held-out scenes.
+fn identity_contrast(scenes: &[ProbeScene]) -> Result<Contrast> {
     let mut identities = Vec::new();
     let mut pixels = Vec::new();
-    for s in 0..scenes {
-        let (latents, masks) = source.scene(s, true)?;
+    for ProbeScene { latents, masks, .. } in scenes {
         let (mut weighted, mut covered) = (None::<Tensor>, 0f64);
-        for (latent, mask) in latents.iter().zip(&masks) {
+        for (latent, mask) in latents.iter().zip(masks) {
             let sum = latent.broadcast_mul(&mask.unsqueeze(0)?)?.sum((1, 2, 3))?;
             weighted = Some(match weighted {
                 None => sum,
@@ -299,18 +320,15 @@ struct ProbeLosses {
     alone: f64,
 }
 
-/// [`ProbeLosses`] at `t` over `scenes` held-out scenes.
-fn probe(
-    trainer: &Trainer,
-    source: &Source,
-    text: &Tensor,
-    scenes: u64,
-    t: f32,
-) -> Result<ProbeLosses> {
+/// [`ProbeLosses`] at `t` over the probe's held-out scenes.
+fn probe(trainer: &Trainer, scenes: &[ProbeScene], text: &Tensor, t: f32) -> Result<ProbeLosses> {
     let (mut own, mut recoloured, mut alone) = (0.0, 0.0, 0.0);
-    for s in 0..scenes {
-        let (latents, masks) = source.scene(s, true)?;
-        let changed = source.recoloured(s)?;
+    for (s, scene) in (0u64..).zip(scenes) {
+        let ProbeScene {
+            latents,
+            masks,
+            recoloured: changed,
+        } = scene;
         let last = SHOTS - 1;
         let weight = (&masks[last] / masks[last].mean_all()?.to_scalar::<f32>()? as f64)?;
         let shot = |latent: &Tensor, weight: Option<Tensor>| TrainingShot {
@@ -343,7 +361,7 @@ fn probe(
         };
         alone += fixed_shot_losses(trainer.pipeline(), &by_itself, &[t], &[eps])?[0] as f64;
     }
-    let n = scenes as f64;
+    let n = scenes.len() as f64;
     Ok(ProbeLosses {
         own: own / n,
         recoloured: recoloured / n,
@@ -533,7 +551,9 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         "| step | minutes | train loss | own t=0.5 | alone t=0.5 | own / alone | recoloured / own | own t=0.8 | alone t=0.8 | own / alone | recoloured / own |".into(),
         "|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ];
-    let contrast = identity_contrast(&source, 16)?;
+    // Rendered and encoded once: the probe reads the same scenes at every step it runs.
+    let held_out = probe_scenes(&source, 16)?;
+    let contrast = identity_contrast(&held_out)?;
     lines.insert(
         1,
         format!(
@@ -550,8 +570,8 @@ pub fn run(settings: &CopyTask) -> Result<Vec<String>> {
         let step = trainer.step_count();
         let done = started.elapsed().as_secs_f64() >= minutes * 60.0;
         if step % every == 0 || done {
-            let at5 = probe(&trainer, &source, &text, 16, 0.5)?;
-            let at8 = probe(&trainer, &source, &text, 16, 0.8)?;
+            let at5 = probe(&trainer, &held_out, &text, 0.5)?;
+            let at8 = probe(&trainer, &held_out, &text, 0.8)?;
             let mean = if window.is_empty() {
                 f32::NAN
             } else {
@@ -694,18 +714,8 @@ mod tests {
         let plain = training_scene(&source, 0, &text, 0.0).unwrap();
         assert!(plain.shots.iter().all(|shot| shot.weight.is_none()));
         let err = run(&CopyTask {
-            variant: CopyVariant::Region,
             max_side: 3,
-            emphasis: 0.0,
-            route_weight: 0.0,
-            channels: None,
-            autoencoder: None,
-            patch: 2,
-            qk_gain: 1.0,
-            init: None,
-            minutes: 0.0,
-            batch: 1,
-            every: 1,
+            ..settings(CopyVariant::Region)
         })
         .unwrap_err()
         .to_string();

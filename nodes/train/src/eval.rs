@@ -59,6 +59,22 @@ fn condition(
     })
 }
 
+/// `request` sampled to the end under `sampling` with its seed replaced by `seed`.
+fn sample_seeded(
+    pipeline: &Pipeline,
+    request: &SceneRequest,
+    sampling: &SamplerConfig,
+    seed: u64,
+) -> Result<Vec<Tensor>> {
+    let cfg = SamplerConfig {
+        seed,
+        ..sampling.clone()
+    };
+    Ok(sample(&pipeline.transformer, request, &cfg, None, |_| {
+        StepControl::Continue
+    })?)
+}
+
 fn clip(pipeline: &Pipeline, latent: &Tensor) -> Result<Clip> {
     let frames = tensor_frames(&pipeline.autoencoder()?.decode(latent)?)?;
     Ok(Clip {
@@ -971,13 +987,7 @@ pub fn probe_prompts(
                 global_text: Some(pipeline.encode_global_prompt(&caps.global)?),
                 shots: vec![shot],
             };
-            let cfg = SamplerConfig {
-                seed: i,
-                ..sampling.clone()
-            };
-            let out = sample(&pipeline.transformer, &request, &cfg, None, |_| {
-                StepControl::Continue
-            })?;
+            let out = sample_seeded(&pipeline, &request, sampling, i)?;
             for (hit, ok) in hits
                 .iter_mut()
                 .zip(score(&spec, &read_shot(&clip(&pipeline, &out[0])?)))
@@ -1101,13 +1111,7 @@ pub fn probe_follow(
                     global_text: global.clone(),
                     shots,
                 };
-                let cfg = SamplerConfig {
-                    seed: i,
-                    ..sampling.clone()
-                };
-                let out = sample(&pipeline.transformer, &request, &cfg, None, |_| {
-                    StepControl::Continue
-                })?;
+                let out = sample_seeded(&pipeline, &request, sampling, i)?;
                 let last = out.last().ok_or("the sampler returned no shots")?;
                 for (count, hit) in counts[c].iter_mut().zip(read(last)?) {
                     *count += u32::from(hit);
