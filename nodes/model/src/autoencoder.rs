@@ -51,7 +51,8 @@ impl Autoencoder {
         self.channels
     }
 
-    /// Latent `[1, C, T, H/p, W/p]` of frames `[T, 3, H, W]` with values in [0, 1].
+    /// Latent `[1, C, T, H/p, W/p]` of frames `[T, 3, H, W]` with values in [0, 1], on the
+    /// autoencoder's device whatever the frames' device.
     pub fn encode(&self, frames: &Tensor) -> Result<Tensor> {
         let p = self.cfg.patch;
         let (t, c, h, w) = frames.dims4().map_err(|_| {
@@ -63,7 +64,9 @@ impl Autoencoder {
                 frames.dims()
             )));
         }
+        // Frames come from images on the host; the latent lives where the weights do.
         let patches = frames
+            .to_device(self.encoder.weight().device())?
             .reshape(&[t, 3, h / p, p, w / p, p][..])?
             .permute(&[0, 2, 4, 1, 3, 5][..])?
             .reshape((t * (h / p) * (w / p), 3 * p * p))?;

@@ -689,8 +689,13 @@ impl Trainer {
         let mut drawn = Vec::with_capacity(scene.shots.len());
         for (i, shot) in scene.shots.iter().enumerate() {
             let frames = checked_shot(i, shot)?;
-            let mut clean = shot.latent.clone();
-            let mut weight = shot.weight.clone();
+            // Samples are built on the host; the step runs where the weights are.
+            let mut clean = shot.latent.to_device(&self.device)?;
+            let mut weight = shot
+                .weight
+                .as_ref()
+                .map(|w| w.to_device(&self.device))
+                .transpose()?;
             let mut subject = shot.subject.clone();
             if frames > 1 && self.rng.uniform() < self.train.single_frame_prob {
                 let frame = self.rng.below(frames);
@@ -711,7 +716,7 @@ impl Trainer {
             let eps = self.gaussian_like(clean.dims())?;
             drawn.push(DrawnShot {
                 clean,
-                text: shot.text.clone(),
+                text: shot.text.to_device(&self.device)?,
                 weight,
                 t,
                 eps,
@@ -719,9 +724,14 @@ impl Trainer {
                 subject,
             });
         }
+        let global_text = scene
+            .global_text
+            .as_ref()
+            .map(|g| g.to_device(&self.device))
+            .transpose()?;
         prepare_drawn(
             &self.pipeline.transformer,
-            scene.global_text.as_ref(),
+            global_text.as_ref(),
             drawn,
             drop_text,
         )

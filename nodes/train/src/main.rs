@@ -18,6 +18,7 @@
 mod context_probe;
 mod copy_task;
 mod data;
+mod device;
 mod eval;
 mod merge;
 mod pca;
@@ -65,6 +66,10 @@ enum Command {
         /// saved one from this step on (to anneal a run).
         #[arg(long)]
         lr: Option<f64>,
+        /// Where the steps run: cpu, cuda or cuda:N (a build with `--features cuda`). On a
+        /// GPU give `--workers 1` and a larger `--batch`; the batches are built on the host.
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Threads that build and score the batch's scenes side by side (0: one per core).
         /// Set RAYON_NUM_THREADS=1 with it, so each worker's matrix products stay on its thread.
         #[arg(long, default_value_t = 0)]
@@ -440,6 +445,7 @@ fn start_trainer(
     stage: Stage,
     out: &Path,
     from: Option<&Path>,
+    device: &candle_core::Device,
     overrides: &Overrides,
 ) -> Result<Trainer> {
     let &Overrides {
@@ -451,7 +457,6 @@ fn start_trainer(
         route_weight,
         route_max_source_t,
     } = overrides;
-    let device = candle_core::Device::Cpu;
     let resuming = out.join(lct_model::train::TRAINER_FILE).exists();
     if let Some(flag) = architecture.given() {
         if resuming || stage != Stage::Pretrain {
@@ -467,7 +472,7 @@ fn start_trainer(
         }
     }
     if resuming {
-        let mut trainer = Trainer::resume(out, &device)?;
+        let mut trainer = Trainer::resume(out, device)?;
         log(
             out,
             &format!(
@@ -537,8 +542,7 @@ fn start_trainer(
     };
     let weights = match (stage, from) {
         (Stage::Pretrain, _) => {
-            let mut weights =
-                lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device)?;
+            let mut weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, device)?;
             if let Some(gain) = architecture.qk_gain {
                 start_qk_gains(&mut weights, gain)?;
                 log(out, &format!("query/key norm gains start at {gain}"))?;
@@ -551,7 +555,7 @@ fn start_trainer(
         }
         (_, Some(from)) => lct_model::weights::read_safetensors(
             &from.join(lct_model::weights::WEIGHTS_FILE),
-            &device,
+            device,
         )?,
         (_, None) => {
             return Err(
@@ -559,7 +563,7 @@ fn start_trainer(
             )
         }
     };
-    let trainer = Trainer::with_weights(&cfg, train, &weights, &device)?;
+    let trainer = Trainer::with_weights(&cfg, train, &weights, device)?;
     if trainer.config().autoencoder.is_some() {
         log_channel_weights(out, &trainer, "")?;
     }
@@ -620,9 +624,11 @@ fn fit(
     steps: u64,
     batch: usize,
     workers: usize,
+    device: &str,
     overrides: &Overrides,
     mix: DataMix,
 ) -> Result<()> {
+    let device = device::parse_device(device)?;
     for (flag, value) in [
         ("--character-emphasis", mix.scene.character),
         ("--shape-emphasis", mix.scene.shape),
@@ -654,7 +660,7 @@ fn fit(
             return Err(format!("--route-weight {weight} must be a number >= 0").into());
         }
     }
-    let mut trainer = start_trainer(stage, out, from, overrides)?;
+    let mut trainer = start_trainer(stage, out, from, &device, overrides)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -789,6 +795,7 @@ fn main() -> std::process::ExitCode {
             batch,
             lr,
             workers,
+            device,
             channel_weight_power,
             character_emphasis,
             shape_emphasis,
@@ -811,6 +818,7 @@ fn main() -> std::process::ExitCode {
             steps,
             batch,
             workers,
+            &device,
             &Overrides {
                 lr,
                 architecture: Architecture {
@@ -1042,10 +1050,16 @@ mod tests {
             route_weight: None,
             route_max_source_t: None,
         };
-        let err = start_trainer(Stage::Lct, &out, None, &overrides)
-            .err()
-            .expect("a later stage keeps its parent's architecture")
-            .to_string();
+        let err = start_trainer(
+            Stage::Lct,
+            &out,
+            None,
+            &candle_core::Device::Cpu,
+            &overrides,
+        )
+        .err()
+        .expect("a later stage keeps its parent's architecture")
+        .to_string();
         assert!(err.contains("--patch-size") && err.contains("Lct"), "{err}");
         assert!(!out.exists(), "nothing is written for a refused run");
         let bad_patch = Overrides {
@@ -1055,10 +1069,16 @@ mod tests {
             },
             ..overrides
         };
-        let err = start_trainer(Stage::Pretrain, &out, None, &bad_patch)
-            .err()
-            .expect("a patch that does not divide the latent frame")
-            .to_string();
+        let err = start_trainer(
+            Stage::Pretrain,
+            &out,
+            None,
+            &candle_core::Device::Cpu,
+            &bad_patch,
+        )
+        .err()
+        .expect("a patch that does not divide the latent frame")
+        .to_string();
         assert!(err.contains("--patch-size 3"), "{err}");
         assert!(!out.exists(), "a refused pre-training run leaves no folder");
         let cfg = Config::tiny();
