@@ -1050,16 +1050,17 @@ mod tests {
             route_weight: None,
             route_max_source_t: None,
         };
-        let err = start_trainer(
+        let refusal = |stage, overrides: &Overrides, why: &str| {
+            start_trainer(stage, &out, None, &candle_core::Device::Cpu, overrides)
+                .err()
+                .expect(why)
+                .to_string()
+        };
+        let err = refusal(
             Stage::Lct,
-            &out,
-            None,
-            &candle_core::Device::Cpu,
             &overrides,
-        )
-        .err()
-        .expect("a later stage keeps its parent's architecture")
-        .to_string();
+            "a later stage keeps its parent's architecture",
+        );
         assert!(err.contains("--patch-size") && err.contains("Lct"), "{err}");
         assert!(!out.exists(), "nothing is written for a refused run");
         let bad_patch = Overrides {
@@ -1069,16 +1070,11 @@ mod tests {
             },
             ..overrides
         };
-        let err = start_trainer(
+        let err = refusal(
             Stage::Pretrain,
-            &out,
-            None,
-            &candle_core::Device::Cpu,
             &bad_patch,
-        )
-        .err()
-        .expect("a patch that does not divide the latent frame")
-        .to_string();
+            "a patch that does not divide the latent frame",
+        );
         assert!(err.contains("--patch-size 3"), "{err}");
         assert!(!out.exists(), "a refused pre-training run leaves no folder");
         let cfg = Config::tiny();
