@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # The embedded default model's recipe: single-shot pre-training, Long Context Tuning,
 # context-causal fine-tuning (each at the learning rate 1e-3, then annealed at ANNEAL_LR; the
-# pre-training's anneal only when PRETRAIN_ANNEAL_MINUTES is set), then the evaluation table.
-# With WIDE=1, first a 24-channel phase (the README's experiment, not the embedded model): both
-# checkpoints widened (`lct-train widen`) and trained on with the loss weighted towards what
-# the detectors read (latent channels by their pixel energy, the character's pixels
-# emphasised), and the table evaluates those. Every stage resumes from its own
-# checkpoint when run again (and then trains for its minutes once more).
+# pre-training's anneal only when PRETRAIN_ANNEAL_MINUTES is set), the given-context and copy
+# phases when their minutes are set, then the evaluation table. Every stage resumes from its
+# own checkpoint when run again (and then trains for its minutes once more).
 #   RUNS=runs WORKERS=2 BATCH=8 PRETRAIN_MINUTES=14 LCT_MINUTES=28 bash nodes/train/train_default.sh
 # WORKERS threads build and score a batch's scenes side by side (data parallel); BATCH scenes
 # make one step. EMPHASIS adds loss-weighting flags to every stage of the main path, e.g.
-# EMPHASIS="--character-emphasis 8 --shape-emphasis 16" (the README's pre-training tests);
-# unset, the path reproduces the embedded model. The README lists the phases the committed
-# model was trained with, and the 24-channel experiment (`lct-train widen`) that did not
-# replace it.
+# EMPHASIS="--character-emphasis 8"; unset, the path reproduces the embedded model. The README
+# lists the phases the committed model was trained with.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-runs}
@@ -66,28 +61,5 @@ if [ "${COPY_MINUTES:-0}" != 0 ]; then
   wait "$lct_copy" && wait "$causal_copy"
   LCT_RUN=$RUNS/lct-copy CAUSAL_RUN=$RUNS/causal-copy
 fi
-if [ "${WIDE:-0}" != 1 ]; then
-  target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$LCT_RUN" --causal "$CAUSAL_RUN" \
-    --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"
-  exit 0
-fi
-CHANNELS=${CHANNELS:-24}
-WEIGHTING=(--channel-weight-power "${CHANNEL_WEIGHT_POWER:-0.5}" --character-emphasis "${CHARACTER_EMPHASIS:-8}")
-for stage in lct causal; do
-  [ -e "$RUNS/${stage}${CHANNELS}-init/model.safetensors" ] ||
-    target/release/lct-train widen --from "$RUNS/$stage" --out "$RUNS/${stage}${CHANNELS}-init" --channels "$CHANNELS"
-done
-# The two widened runs are independent: one worker each, side by side.
-WIDE_WORKERS=$(( WORKERS > 1 ? WORKERS / 2 : 1 ))
-wide() {
-  local stage=$1
-  fit --stage "$stage" --from "$RUNS/${stage}${CHANNELS}-init" --out "$RUNS/${stage}${CHANNELS}w" \
-    --workers "$WIDE_WORKERS" --minutes "${WIDE_MINUTES:-85}" --lr "$ANNEAL_LR" "${WEIGHTING[@]}"
-  fit --stage "$stage" --out "$RUNS/${stage}${CHANNELS}w" --workers "$WIDE_WORKERS" \
-    --minutes "${WIDE_ANNEAL_MINUTES:-20}" --lr "${WIDE_ANNEAL_LR:-2e-4}" "${WEIGHTING[@]}"
-}
-wide lct & lct_run=$!
-wide causal & causal_run=$!
-wait "$lct_run" && wait "$causal_run"
-target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$RUNS/lct${CHANNELS}w" --causal "$RUNS/causal${CHANNELS}w" \
-  --out "$RUNS/eval${CHANNELS}w" --scenes "${EVAL_SCENES:-8}"
+target/release/lct-train eval --pretrain "$RUNS/pretrain" --lct "$LCT_RUN" --causal "$CAUSAL_RUN" \
+  --out "$RUNS/eval" --scenes "${EVAL_SCENES:-8}"

@@ -30,7 +30,6 @@ fn main() -> lct_model::Result<()> {
                         latent: (&identity + (randn(100 + 10 * s + i, &shot_dims)? * 0.3)?)?,
                         text: randn(200 + 10 * s + i, &[cfg.shot_text_len, cfg.text_dim])?,
                         weight: None,
-                        subject: None,
                     })
                 })
                 .collect::<lct_model::Result<Vec<_>>>()?;

@@ -78,13 +78,6 @@ impl Autoencoder {
             .contiguous()?)
     }
 
-    /// How much pixel variance one unit of each latent channel decodes to: the squared norm
-    /// of the channel's decoder column. For a whitened PCA this is the channel's eigenvalue,
-    /// so it ranks channels by how much of the image they carry.
-    pub fn channel_pixel_energy(&self) -> Result<Vec<f32>> {
-        Ok(self.decoder.weight().sqr()?.sum(0)?.to_vec1::<f32>()?)
-    }
-
     /// Frames `[T, 3, H, W]` in [0, 1] from a latent `[1, C, T, h, w]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         let p = self.cfg.patch;

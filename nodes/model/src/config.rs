@@ -47,7 +47,7 @@ pub struct Config {
 
 impl Config {
     /// Names accepted by [`Config::preset`].
-    pub const PRESETS: [&'static str; 3] = ["tiny", "small", "reference"];
+    pub const PRESETS: [&'static str; 2] = ["tiny", "reference"];
 
     /// A few hundred parameters per layer: for unit tests.
     pub fn tiny() -> Self {
@@ -64,27 +64,6 @@ impl Config {
             timestep_features: 32,
             shot_text_len: 4,
             global_text_len: 6,
-            attention: AttentionMask::Bidirectional,
-            text_encoder: None,
-            autoencoder: None,
-        }
-    }
-
-    /// The size of the embedded default model.
-    pub fn small() -> Self {
-        Self {
-            hidden_size: 192,
-            depth: 6,
-            num_heads: 6,
-            mlp_hidden_size: 768,
-            latent_channels: 8,
-            patch_size: 2,
-            text_dim: 64,
-            rope_axes: [8, 12, 12],
-            rope_theta: 10_000.0,
-            timestep_features: 128,
-            shot_text_len: 12,
-            global_text_len: 24,
             attention: AttentionMask::Bidirectional,
             text_encoder: None,
             autoencoder: None,
@@ -115,7 +94,6 @@ impl Config {
     pub fn preset(name: &str) -> Result<Self> {
         let cfg = match name {
             "tiny" => Self::tiny(),
-            "small" => Self::small(),
             "reference" => Self::reference(),
             other => {
                 return Err(Error::Config(format!(

@@ -42,19 +42,24 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self {
-            steps: 20,
-            guidance: 3.0,
-            shift: 1.0,
-            seed: 0,
-            history_timestep: 0.3,
-            condition_timestep: 0.05,
-            context_guidance: 1.0,
-        }
+        Self::DEFAULT
     }
 }
 
 impl SamplerConfig {
+    /// The one home of the sampler defaults: the nodes' widgets, the `lct` CLI and the
+    /// recipe's measuring commands all read them from here.
+    pub const DEFAULT: Self = Self {
+        steps: 20,
+        guidance: 3.0,
+        shift: 1.0,
+        seed: 0,
+        history_timestep: 0.3,
+        condition_timestep: 0.05,
+        // Context guidance 2 measured best on the embedded model (nodes/train/EXPERIMENTS.md).
+        context_guidance: 2.0,
+    };
+
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(format!("sampler: {what}")));
         if self.steps == 0 || self.steps > 10_000 {

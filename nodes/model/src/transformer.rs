@@ -31,10 +31,6 @@ pub struct SceneOutput {
     pub velocities: Vec<Tensor>,
     /// Post-RoPE keys and values of every segment of the batch, when captured.
     pub captured: Vec<SegmentKv>,
-    /// Per probed layer, head 0's post-RoPE queries and keys over the packed sequence,
-    /// `[B, 1, L, head_dim]` each (still on the autograd tape): what routing supervision
-    /// trains.
-    pub probed: Vec<(Tensor, Tensor)>,
 }
 
 #[derive(Debug, Clone)]
@@ -405,26 +401,6 @@ impl SceneTransformer {
         capture: bool,
         outputs: bool,
     ) -> Result<SceneOutput> {
-        self.forward_probed(batch, mask, past, capture, outputs, &[])
-    }
-
-    /// [`Self::forward_scene`], also returning head 0's queries and keys at `probe_layers`
-    /// (see [`SceneOutput::probed`]).
-    pub fn forward_probed(
-        &self,
-        batch: &SceneBatch,
-        mask: AttentionMask,
-        past: Option<&KvView>,
-        capture: bool,
-        outputs: bool,
-        probe_layers: &[usize],
-    ) -> Result<SceneOutput> {
-        if let Some(&layer) = probe_layers.iter().find(|&&l| l >= self.cfg.depth) {
-            return Err(Error::Shape(format!(
-                "probed layer {layer} does not exist: the model has {} layers",
-                self.cfg.depth
-            )));
-        }
         let layout = batch.layout;
         let (b, mut text, mut video) = self.embed(batch)?;
         let past = past.filter(|p| !p.is_empty());
@@ -466,7 +442,6 @@ impl SceneTransformer {
         let conditioning = self.timestep_conditioning(&layout.timesteps())?;
         let (heads, head_dim) = (self.cfg.num_heads, self.cfg.head_dim());
         let mut captured_layers = Vec::new();
-        let mut probed = Vec::with_capacity(probe_layers.len());
 
         for (layer, block) in self.blocks.iter().enumerate() {
             let video_mod = block.video.modulation(&conditioning, &streams.video_ids)?;
@@ -491,9 +466,6 @@ impl SceneTransformer {
             let v = to_heads(&tv, &vv)?;
             if capture {
                 captured_layers.push((k.clone(), v.clone()));
-            }
-            if probe_layers.contains(&layer) {
-                probed.push((q.narrow(1, 0, 1)?, k.narrow(1, 0, 1)?));
             }
             let attended = match past {
                 Some(p) => {
@@ -558,7 +530,6 @@ impl SceneTransformer {
         Ok(SceneOutput {
             velocities,
             captured,
-            probed,
         })
     }
 

@@ -19,7 +19,6 @@ fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
                     latent: randn(2000 + 10 * s + i as u64, &[4, 2, 3, 3]),
                     text: randn(3000 + 10 * s + i as u64, &[4, 16]),
                     weight: None,
-                    subject: None,
                 })
                 .collect(),
         })
@@ -144,97 +143,6 @@ fn a_resumed_run_takes_a_new_learning_rate_and_refuses_a_bad_one() {
     assert!(saved.contains("0.0002"), "{saved}");
 }
 
-/// The loss of one fixed scene from a trainer whose decoder columns carry `energies` of
-/// pixel energy (same seed, so the same draws and predictions every time).
-fn loss_with_decoder_energies(
-    energies: [f32; 4],
-    power: f64,
-) -> lct_model::Result<(f32, Vec<f32>)> {
-    let cfg = Config {
-        autoencoder: Some(lct_model::AutoencoderConfig {
-            patch: 1,
-            frame_size: [3, 3],
-        }),
-        ..Config::tiny()
-    };
-    let mut weights = init_tensors(&cfg, 5, Init::Random, &Device::Cpu).unwrap();
-    // Decoder [3 pixels, 4 channels]: channel c decodes to sqrt(e_c) on pixel c % 3.
-    let mut decoder = vec![0f32; 12];
-    for (c, e) in energies.iter().enumerate() {
-        decoder[(c % 3) * 4 + c] = e.sqrt();
-    }
-    weights.insert(
-        "autoencoder.decoder.weight".into(),
-        Tensor::from_vec(decoder, (3, 4), &Device::Cpu).unwrap(),
-    );
-    let train = TrainConfig {
-        channel_weight_power: power,
-        single_frame_prob: 0.0,
-        text_dropout_prob: 0.0,
-        seed: 3,
-        ..Default::default()
-    };
-    let mut trainer = Trainer::with_weights(&cfg, train, &weights, &Device::Cpu)?;
-    let scene = synthetic_scenes(1).remove(0);
-    let loss = trainer.scene_loss(&scene)?.to_scalar::<f32>()?;
-    Ok((loss, trainer.channel_weights()?))
-}
-
-#[test]
-fn the_loss_weighs_latent_channels_by_their_decoders_pixel_energy() {
-    let (_, weights) = loss_with_decoder_energies([4.0, 1.0, 1.0, 0.25], 1.0).unwrap();
-    for (w, expected) in weights.iter().zip([2.56f32, 0.64, 0.64, 0.16]) {
-        assert!((w - expected).abs() < 1e-5, "weights {weights:?}");
-    }
-    let (plain, weights) = loss_with_decoder_energies([4.0, 1.0, 1.0, 0.25], 0.0).unwrap();
-    assert_eq!(weights, vec![1.0; 4]);
-    // Power 2 with one channel a million times brighter than the rest puts (almost) all of
-    // the loss on that channel, times 4; over the four choices that adds up to 4 x the
-    // unweighted loss, which is the mean over channels.
-    let mut summed = 0.0;
-    for bright in 0..4 {
-        let mut energies = [1e-6f32; 4];
-        energies[bright] = 1.0;
-        let (loss, _) = loss_with_decoder_energies(energies, 2.0).unwrap();
-        assert!(
-            loss < 4.0 * plain,
-            "one channel's share {loss} vs all {plain}"
-        );
-        summed += loss;
-    }
-    assert!(
-        (summed - 4.0 * plain).abs() < 1e-4 * plain,
-        "per-channel losses add up to {summed}, not 4 x {plain}"
-    );
-}
-
-#[test]
-fn a_resumed_run_keeps_its_channel_weights_and_takes_a_new_power() {
-    let cfg = Config {
-        autoencoder: Some(lct_model::AutoencoderConfig {
-            patch: 1,
-            frame_size: [3, 3],
-        }),
-        ..Config::tiny()
-    };
-    let train = TrainConfig {
-        channel_weight_power: 1.0,
-        ..Default::default()
-    };
-    let trainer = Trainer::new(&cfg, train, &Device::Cpu).unwrap();
-    let weights = trainer.channel_weights().unwrap();
-    assert!(
-        weights.iter().any(|w| (w - 1.0).abs() > 1e-3),
-        "{weights:?}"
-    );
-    let dir = tempdir("channel-weights");
-    trainer.save(&dir).unwrap();
-    let mut resumed = Trainer::resume(&dir, &Device::Cpu).unwrap();
-    assert_eq!(resumed.channel_weights().unwrap(), weights);
-    resumed.set_channel_weight_power(0.0).unwrap();
-    assert_eq!(resumed.channel_weights().unwrap(), vec![1.0; 4]);
-}
-
 #[test]
 fn pixel_weights_scale_the_loss_where_they_are_given_and_must_fit_the_latent() {
     let train = TrainConfig {
@@ -268,32 +176,6 @@ fn pixel_weights_scale_the_loss_where_they_are_given_and_must_fit_the_latent() {
         ),
         "{error}"
     );
-}
-
-#[test]
-fn a_bad_channel_weighting_is_a_clear_error() {
-    let message = |r: lct_model::Result<(f32, Vec<f32>)>| r.unwrap_err().to_string();
-    assert!(message(loss_with_decoder_energies([1.0; 4], 3.0)).contains("outside 0..=2"));
-    assert!(
-        message(loss_with_decoder_energies([1.0, 0.0, 1.0, 1.0], 1.0))
-            .contains("latent channel 1 decodes to no pixel energy")
-    );
-    let no_autoencoder = Trainer::new(
-        &Config::tiny(),
-        TrainConfig {
-            channel_weight_power: 0.5,
-            ..Default::default()
-        },
-        &Device::Cpu,
-    );
-    let error = no_autoencoder
-        .err()
-        .expect("no decoder to weigh by")
-        .to_string();
-    assert!(error.contains("has no autoencoder"), "{error}");
-    let mut trainer = Trainer::new(&Config::tiny(), TrainConfig::default(), &Device::Cpu).unwrap();
-    assert!(trainer.set_channel_weight_power(1.0).is_err());
-    trainer.set_channel_weight_power(0.0).unwrap();
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -30,7 +30,10 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     widgets: &[
         WidgetDescriptor {
             name: "global_prompt",
-            tooltip: "What every shot shares: setting, style, time of day",
+            tooltip: "What every shot shares: environment, light, time of day, story, e.g. \
+                      \"Environment: blue sky, green ground, low horizon, warm light, day. \
+                      Story: Character 1 moves right.\" (the embedded model knows only its \
+                      world's words; an unknown word is an error that lists them)",
             spec: WidgetSpec::String {
                 default: "",
                 multiline: true,
@@ -38,7 +41,8 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
         },
         WidgetDescriptor {
             name: "characters",
-            tooltip: "One character per line (\"Mara: red coat, grey hair\") or a JSON list",
+            tooltip: "One character per line (\"Character 1: large red circle, striped.\") or \
+                      a JSON list",
             spec: WidgetSpec::String {
                 default: "",
                 multiline: true,
@@ -46,7 +50,8 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
         },
         WidgetDescriptor {
             name: "shots",
-            tooltip: "One prompt per shot, one per line or a JSON list of strings",
+            tooltip: "One prompt per shot (\"[SHOT 1] wide shot of Character 1 moving right.\"), \
+                      one per line or a JSON list of strings",
             spec: WidgetSpec::String {
                 default: "",
                 multiline: true,

@@ -44,7 +44,7 @@ const STEPS: WidgetDescriptor = WidgetDescriptor {
     name: "steps",
     tooltip: "Euler steps from noise to image",
     spec: WidgetSpec::Int {
-        default: 20,
+        default: SamplerConfig::DEFAULT.steps as i64,
         min: 1,
         max: 500,
         step: 1,
@@ -54,7 +54,7 @@ const CFG: WidgetDescriptor = WidgetDescriptor {
     name: "cfg",
     tooltip: "Classifier-free guidance scale (1 = off)",
     spec: WidgetSpec::Float {
-        default: 3.0,
+        default: SamplerConfig::DEFAULT.guidance as f64,
         min: 1.0,
         max: 30.0,
         step: 0.1,
@@ -64,7 +64,7 @@ const SHIFT: WidgetDescriptor = WidgetDescriptor {
     name: "shift",
     tooltip: "Timestep shift: above 1 spends more steps at high noise",
     spec: WidgetSpec::Float {
-        default: 1.0,
+        default: SamplerConfig::DEFAULT.shift as f64,
         min: 0.1,
         max: 20.0,
         step: 0.1,
@@ -74,7 +74,7 @@ const HISTORY_TC: WidgetDescriptor = WidgetDescriptor {
     name: "history_tc",
     tooltip: "Noise level t_c that history shots are re-noised to (paper: 0.1..0.5)",
     spec: WidgetSpec::Float {
-        default: 0.3,
+        default: SamplerConfig::DEFAULT.history_timestep as f64,
         min: 0.0,
         max: 1.0,
         step: 0.05,
@@ -83,9 +83,8 @@ const HISTORY_TC: WidgetDescriptor = WidgetDescriptor {
 const CONTEXT_CFG: WidgetDescriptor = WidgetDescriptor {
     name: "context_cfg",
     tooltip: "Context guidance: how strongly each shot follows its scene (global prompt, references, history, the shots generated with it) against itself alone; 1 = off",
-    // 2 measured best on the embedded model (README, "Context guidance").
     spec: WidgetSpec::Float {
-        default: 2.0,
+        default: SamplerConfig::DEFAULT.context_guidance as f64,
         min: 0.0,
         max: 10.0,
         step: 0.1,

@@ -156,3 +156,50 @@ impl Node for LoadModel {
         Ok(vec![Value::Model(load_model_value(Path::new(path))?)])
     }
 }
+
+#[cfg(all(test, embedded_model))]
+mod tests {
+    use super::*;
+    use crate::builtin::SceneContext;
+
+    /// The quoted example in a SceneContext widget's tooltip.
+    fn tooltip_example(widget: &str) -> String {
+        let descriptor = SceneContext.descriptor();
+        let tooltip = descriptor
+            .widgets
+            .iter()
+            .find(|w| w.name == widget)
+            .unwrap_or_else(|| panic!("SceneContext has a `{widget}` widget"))
+            .tooltip;
+        let quoted: Vec<&str> = tooltip.split('"').collect();
+        assert!(
+            quoted.len() >= 3,
+            "`{widget}` tooltip quotes no example: {tooltip}"
+        );
+        quoted[1].to_owned()
+    }
+
+    #[test]
+    fn the_scene_context_tooltips_give_prompts_the_embedded_model_accepts() {
+        let model = embedded_model().unwrap();
+        let global = format!(
+            "{} {}",
+            tooltip_example("characters"),
+            tooltip_example("global_prompt")
+        );
+        model
+            .pipeline
+            .encode_global_prompt(&global)
+            .unwrap_or_else(|e| panic!("the tooltips' global prompt {global:?}: {e}"));
+        let shot = tooltip_example("shots");
+        model
+            .pipeline
+            .encode_shot_prompt(&shot)
+            .unwrap_or_else(|e| panic!("the tooltip's shot prompt {shot:?}: {e}"));
+        // The check can fail: a word outside the world's vocabulary is refused.
+        assert!(model
+            .pipeline
+            .encode_shot_prompt("[SHOT 1] wide shot of Mara in a red coat.")
+            .is_err());
+    }
+}

@@ -7,7 +7,7 @@ use lct_model::{Pipeline, TrainingScene, TrainingShot};
 use lct_world::{
     captions, environment_reference_prompt, identity_reference_prompt,
     render_environment_reference, render_identity_reference, render_shot, sample_scene,
-    CaptionMode, Character, Colour, Frame, SceneSpec, Shape, Split,
+    CaptionMode, Character, Colour, Frame, SceneSpec, Split,
 };
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -66,44 +66,6 @@ pub enum Stage {
     Causal,
 }
 
-/// How much more the loss counts the latent pixels that say who the character is.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Emphasis {
-    /// Extra weight of the pixels the character covers (found by recolouring it).
-    pub character: f64,
-    /// Extra weight of the pixels that tell its shape from the other shapes (found by
-    /// redrawing it as each of them, same colour, size and path), shared out over them.
-    pub shape: f64,
-}
-
-impl Emphasis {
-    /// Renders that differ from `character`'s only in the character, each with the extra
-    /// weight its differing pixels get; `render` draws a character into the shot.
-    fn contrasts(
-        &self,
-        character: &Character,
-        render: impl Fn(&Character) -> Result<Vec<Frame>>,
-    ) -> Result<Vec<(Vec<Frame>, f64)>> {
-        let mut out = Vec::new();
-        if self.character > 0.0 {
-            out.push((render(&recoloured(character))?, self.character));
-        }
-        if self.shape > 0.0 {
-            let share = self.shape / (Shape::ALL.len() - 1) as f64;
-            for &shape in Shape::ALL.iter().filter(|&&s| s != character.shape) {
-                out.push((
-                    render(&Character {
-                        shape,
-                        ..*character
-                    })?,
-                    share,
-                ));
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// The same character in another colour: every pixel it covers renders differently.
 fn recoloured(character: &Character) -> Character {
     Character {
@@ -150,20 +112,13 @@ fn loss_weight(frames: &[Frame], contrasts: &[(Vec<Frame>, f64)], patch: usize) 
     )?)
 }
 
-/// The contrasts of shot `k` of `spec` under `emphasis`: the shot with only the character
-/// changed.
-fn shot_contrasts(
-    spec: &SceneSpec,
-    k: usize,
-    emphasis: Emphasis,
-) -> Result<Vec<(Vec<Frame>, f64)>> {
-    emphasis.contrasts(&spec.character, |character| {
-        let changed = SceneSpec {
-            character: *character,
-            ..spec.clone()
-        };
-        Ok(render_shot(&changed, k)?.frames)
-    })
+/// The character contrast of shot `k` of `spec`: the shot with only its character
+/// recoloured, weighing `emphasis` (none at 0).
+fn shot_contrasts(spec: &SceneSpec, k: usize, emphasis: f64) -> Result<Vec<(Vec<Frame>, f64)>> {
+    if emphasis == 0.0 {
+        return Ok(Vec::new());
+    }
+    Ok(vec![(recoloured_shot(spec, k)?, emphasis)])
 }
 
 /// `[T, H/p, W/p]`: the fraction of each latent pixel's patch that shot `k`'s character
@@ -193,13 +148,12 @@ fn coverage(frames: &[Frame], recoloured: Vec<Frame>, patch: usize) -> Result<Te
 }
 
 /// A training shot; its loss weighs each latent pixel by [`loss_weight`] over `contrasts`
-/// (none: every pixel alike); `subject` is where its character is, if it has one.
+/// (none: every pixel alike).
 fn shot(
     pipeline: &Pipeline,
     prompt: &str,
     frames: &[Frame],
     contrasts: &[(Vec<Frame>, f64)],
-    subject: Option<Tensor>,
 ) -> Result<TrainingShot> {
     let weight = if contrasts.is_empty() {
         None
@@ -214,21 +168,19 @@ fn shot(
         latent: encode(pipeline, frames)?,
         text: pipeline.encode_shot_prompt(prompt)?.squeeze(0)?,
         weight,
-        subject,
     })
 }
 
 /// What the LCT and causal stages draw: how often a sample is a single shot rather than a
-/// scene, and how each kind weighs the character in its loss.
+/// scene, and how much the character weighs in the loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DataMix {
     /// Probability that a sample of the lct or causal stage is one shot whose global prompt
     /// spells out the looks (pre-training draws only such samples).
     pub single_shot_prob: f64,
-    /// Loss emphasis of multi-shot scenes.
-    pub scene: Emphasis,
-    /// Loss emphasis of single-shot samples (pre-training uses only this one).
-    pub single_shot: Emphasis,
+    /// The character's latent pixels weigh `1 + character_emphasis x coverage` in the loss,
+    /// so a small subject counts against a large background (0: all pixels alike).
+    pub character_emphasis: f64,
     /// Probability that a multi-shot sample of the lct or causal stage is instead the identity
     /// image, the environment image and one shot without looks in its captions (the
     /// compositional row's setting, where only the images carry the looks).
@@ -251,11 +203,7 @@ pub fn training_scene(
     let mut rng = SplitMix64::stream(seed, 0x7ea1);
     let spec = sample_scene(seed, Split::Train);
     let single_shot = stage == Stage::Pretrain || rng.uniform() < mix.single_shot_prob;
-    let emphasis = if single_shot {
-        mix.single_shot
-    } else {
-        mix.scene
-    };
+    let emphasis = mix.character_emphasis;
     let mode = if single_shot {
         CaptionMode::GlobalLooks
     } else {
@@ -273,21 +221,13 @@ pub fn training_scene(
         // place the shot can take its character and environment from.
         let caps = captions(&spec, CaptionMode::NoLooks);
         let k = rng.below(spec.shots.len());
-        let patch = pipeline.autoencoder()?.config().patch;
         let frames = render_shot(&spec, k)?.frames;
-        let subject = coverage(&frames, recoloured_shot(&spec, k)?, patch)?;
         return Ok(TrainingScene {
             global_text: Some(pipeline.encode_global_prompt(&caps.global)?.squeeze(0)?),
             shots: vec![
-                identity_reference_shot(pipeline, &spec, emphasis, patch)?,
+                identity_reference_shot(pipeline, &spec, emphasis)?,
                 environment_reference_shot(pipeline, &spec)?,
-                shot(
-                    pipeline,
-                    &caps.shots[k],
-                    &frames,
-                    &contrasts_of(k)?,
-                    Some(subject),
-                )?,
+                shot(pipeline, &caps.shots[k], &frames, &contrasts_of(k)?)?,
             ],
         });
     }
@@ -298,27 +238,18 @@ pub fn training_scene(
             &caps.shots[k],
             &render_shot(&spec, k)?.frames,
             &contrasts_of(k)?,
-            None,
         )?);
     } else {
-        let patch = pipeline.autoencoder()?.config().patch;
         // References as 1-frame shots, so identity and environment images can condition.
         if rng.uniform() < 0.3 {
-            shots.push(identity_reference_shot(pipeline, &spec, emphasis, patch)?);
+            shots.push(identity_reference_shot(pipeline, &spec, emphasis)?);
         }
         if rng.uniform() < 0.3 {
             shots.push(environment_reference_shot(pipeline, &spec)?);
         }
         for k in 0..spec.shots.len().min(MAX_TRAINING_SHOTS) {
             let frames = render_shot(&spec, k)?.frames;
-            let subject = coverage(&frames, recoloured_shot(&spec, k)?, patch)?;
-            shots.push(shot(
-                pipeline,
-                &caps.shots[k],
-                &frames,
-                &contrasts_of(k)?,
-                Some(subject),
-            )?);
+            shots.push(shot(pipeline, &caps.shots[k], &frames, &contrasts_of(k)?)?);
         }
     }
     Ok(TrainingScene {
@@ -328,43 +259,27 @@ pub fn training_scene(
 }
 
 /// The identity image of `spec`'s character as a 1-frame training shot, weighted like the
-/// scene's shots and with its character's coverage as its subject.
+/// scene's shots.
 fn identity_reference_shot(
     pipeline: &Pipeline,
     spec: &SceneSpec,
-    emphasis: Emphasis,
-    patch: usize,
+    emphasis: f64,
 ) -> Result<TrainingShot> {
-    let frame = render_identity_reference(&spec.character, spec.width, spec.height);
-    let contrasts = emphasis.contrasts(&spec.character, |character| {
-        Ok(vec![render_identity_reference(
-            character,
-            spec.width,
-            spec.height,
-        )])
-    })?;
-    let recoloured =
-        render_identity_reference(&recoloured(&spec.character), spec.width, spec.height);
-    let subject = coverage(std::slice::from_ref(&frame), vec![recoloured], patch)?;
-    shot(
-        pipeline,
-        identity_reference_prompt(),
-        &[frame],
-        &contrasts,
-        Some(subject),
-    )
+    let (width, height) = (spec.width, spec.height);
+    let frame = render_identity_reference(&spec.character, width, height);
+    let contrasts = if emphasis == 0.0 {
+        Vec::new()
+    } else {
+        let recoloured = render_identity_reference(&recoloured(&spec.character), width, height);
+        vec![(vec![recoloured], emphasis)]
+    };
+    shot(pipeline, identity_reference_prompt(), &[frame], &contrasts)
 }
 
 /// The environment image of `spec` as a 1-frame training shot.
 fn environment_reference_shot(pipeline: &Pipeline, spec: &SceneSpec) -> Result<TrainingShot> {
     let frame = render_environment_reference(&spec.environment, spec.width, spec.height);
-    shot(
-        pipeline,
-        environment_reference_prompt(),
-        &[frame],
-        &[],
-        None,
-    )
+    shot(pipeline, environment_reference_prompt(), &[frame], &[])
 }
 
 /// A held-out scene with at least `min_shots` shots (evaluation).
@@ -381,13 +296,13 @@ mod tests {
     use lct_world::Framing;
 
     /// A shot's loss weights under `emphasis`.
-    fn shot_weight(spec: &SceneSpec, k: usize, emphasis: Emphasis) -> (usize, Vec<f32>) {
+    fn shot_weight(spec: &SceneSpec, k: usize, emphasis: f64) -> (usize, Vec<f32>) {
         let frames = render_shot(spec, k).unwrap().frames;
         let contrasts = shot_contrasts(spec, k, emphasis).unwrap();
         let weight = loss_weight(&frames, &contrasts, 4).unwrap();
         assert_eq!(weight.dims(), [frames.len(), 16, 16]);
         let values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let most = 1.0 + (emphasis.character + emphasis.shape) as f32 + 1e-5;
+        let most = 1.0 + emphasis as f32 + 1e-5;
         assert!(values.iter().all(|&v| (1.0..=most).contains(&v)));
         // The corners are background in every framing.
         for t in 0..frames.len() {
@@ -398,67 +313,23 @@ mod tests {
 
     /// Mean extra weight of a shot's latent pixels, over the character emphasis.
     fn mean_coverage(spec: &SceneSpec, k: usize, emphasis: f64) -> f32 {
-        let (_, values) = shot_weight(
-            spec,
-            k,
-            Emphasis {
-                character: emphasis,
-                shape: 0.0,
-            },
-        );
+        let (_, values) = shot_weight(spec, k, emphasis);
         (values.iter().sum::<f32>() / values.len() as f32 - 1.0) / emphasis as f32
     }
 
     #[test]
-    fn the_shape_weight_marks_where_shapes_differ_inside_the_characters_reach() {
-        let only_shape = Emphasis {
-            character: 0.0,
-            shape: 8.0,
-        };
-        let both = Emphasis {
-            character: 8.0,
-            shape: 8.0,
-        };
-        for seed in 0..12 {
-            let spec = sample_scene(seed, Split::Train);
-            for k in 0..spec.shots.len() {
-                let (frames, shape) = shot_weight(&spec, k, only_shape);
-                // Every shape differs from the others somewhere in every frame, even when small.
-                for t in 0..frames {
-                    assert!(
-                        shape[t * 256..(t + 1) * 256].iter().any(|&v| v > 1.0),
-                        "scene {seed} shot {k} frame {t} has no shape contrast"
-                    );
-                }
-                // The two emphases add up.
-                let (_, character) = shot_weight(&spec, k, Emphasis { shape: 0.0, ..both });
-                let (_, sum) = shot_weight(&spec, k, both);
-                for ((s, c), b) in shape.iter().zip(&character).zip(&sum) {
-                    assert!((s + c - 1.0 - b).abs() < 1e-4);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_mix_sets_how_often_a_sample_is_one_shot_and_each_kinds_emphasis() {
+    fn the_mix_sets_how_often_a_sample_is_one_shot_and_the_characters_weight() {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
         let pipeline =
             lct_model::load_pipeline(&model, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let plain = Emphasis::default();
-        let heavy = Emphasis {
-            character: 8.0,
-            shape: 0.0,
-        };
-        let mix = |single_shot_prob| DataMix {
+        let mix = |single_shot_prob, character_emphasis| DataMix {
             single_shot_prob,
-            scene: plain,
-            single_shot: heavy,
+            character_emphasis,
             reference_scene_prob: 0.0,
         };
-        let samples = |prob: f64, stage| -> Vec<TrainingScene> {
+        let samples = |prob: f64, emphasis: f64, stage| -> Vec<TrainingScene> {
             (0..24)
-                .map(|seed| training_scene(&pipeline, stage, seed, mix(prob)).unwrap())
+                .map(|seed| training_scene(&pipeline, stage, seed, mix(prob, emphasis)).unwrap())
                 .collect()
         };
         // A weighted shot has pixels above 1; an unweighted one has no weight at all.
@@ -466,11 +337,11 @@ mod tests {
             None => false,
             Some(w) => w.max_all().unwrap().to_scalar::<f32>().unwrap() > 1.0,
         };
-        let all_single = samples(1.0, Stage::Lct);
+        let all_single = samples(1.0, 8.0, Stage::Lct);
         assert!(all_single
             .iter()
             .all(|s| s.shots.len() == 1 && weighted(&s.shots[0])));
-        let no_single = samples(0.0, Stage::Lct);
+        let no_single = samples(0.0, 0.0, Stage::Lct);
         assert!(no_single
             .iter()
             .all(|s| s.shots.iter().all(|k| !weighted(k))));
@@ -479,13 +350,13 @@ mod tests {
             "scenes drawn without single shots are mostly multi-shot"
         );
         // Pre-training draws single shots whatever the mix says.
-        assert!(samples(0.0, Stage::Pretrain)
+        assert!(samples(0.0, 8.0, Stage::Pretrain)
             .iter()
             .all(|s| s.shots.len() == 1 && weighted(&s.shots[0])));
         // Reference scenes: the identity image, the environment image, then one whole shot.
         let references = DataMix {
             reference_scene_prob: 1.0,
-            ..mix(0.0)
+            ..mix(0.0, 0.0)
         };
         for seed in 0..6 {
             let sample = training_scene(&pipeline, Stage::Causal, seed, references).unwrap();
@@ -495,11 +366,10 @@ mod tests {
                 .map(|s| s.latent.dim(1).unwrap())
                 .collect();
             assert_eq!(frames, [1, 1, 4], "seed {seed}");
-            assert!(sample.shots[0].subject.is_some() && sample.shots[2].subject.is_some());
         }
         // The same seed and mix give the same sample.
-        let again = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();
-        let first = training_scene(&pipeline, Stage::Lct, 3, mix(0.5)).unwrap();
+        let again = training_scene(&pipeline, Stage::Lct, 3, mix(0.5, 2.0)).unwrap();
+        let first = training_scene(&pipeline, Stage::Lct, 3, mix(0.5, 2.0)).unwrap();
         assert_eq!(again.shots.len(), first.shots.len());
         for (a, b) in again.shots.iter().zip(&first.shots) {
             let diff = (&a.latent - &b.latent).unwrap().abs().unwrap();

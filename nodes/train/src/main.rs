@@ -5,29 +5,28 @@
 //! lct-train fit --stage lct      --out runs/lct      --from runs/pretrain --minutes 30
 //! lct-train fit --stage causal   --out runs/causal   --from runs/lct      --minutes 15
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
-//! lct-train widen --from runs/lct --out runs/lct24-init --channels 24   # grow the latent space
-//! lct-train merge-tables runs/eval-a/eval.md runs/eval-b/eval.md      # one table from row subsets
-//! lct-train copy-task --variant region --patch-size 4 --qk-gain 3      # can it copy across shots?
-//! lct-train probe-follow --model nodes/assets/default                  # do samples take their context's colour?
+//! lct-train probe-prompts --model nodes/assets/default                 # single shots follow their prompt?
+//! lct-train probe-context --model nodes/assets/default                 # does a shot read its context?
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
+//!
+//! The measuring commands live in [`diagnostics`]; past experiments are recorded, with the
+//! commands that reproduce them, in `nodes/train/EXPERIMENTS.md`.
 //!
 //! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data and
 //! must not depend on the plugin, the nodes or the host.
 
-mod context_probe;
-mod copy_task;
 mod data;
 mod device;
-mod eval;
-mod merge;
+mod diagnostics;
 mod pca;
-mod widen;
 
 use clap::{Parser, Subcommand};
-use data::{training_scene, DataMix, Emphasis, Result, Stage};
+use data::{training_scene, DataMix, Result, Stage};
+use diagnostics::{context, eval, prompts};
 use lct_model::{
-    AttentionMask, AutoencoderConfig, Config, TextEncoderConfig, TrainConfig, Trainer,
+    AttentionMask, AutoencoderConfig, Config, SamplerConfig, TextEncoderConfig, TrainConfig,
+    Trainer,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,21 +73,11 @@ enum Command {
         /// Set RAYON_NUM_THREADS=1 with it, so each worker's matrix products stay on its thread.
         #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// Weigh latent channel c by e_c^P in the loss, e_c its decoder column's pixel energy
-        /// (its PCA eigenvalue), normalised to mean 1; 0 weighs all alike. A new run's default
-        /// is 0; given when resuming, it replaces the saved one from this step on.
-        #[arg(long)]
-        channel_weight_power: Option<f64>,
         /// The character's latent pixels weigh 1 + E x (the fraction of the patch it covers)
         /// in the loss, so a small subject counts against a large background. Data-side: give
         /// it on every invocation (0: all pixels alike).
         #[arg(long, default_value_t = 0.0)]
         character_emphasis: f64,
-        /// The latent pixels that tell the character's shape from the other shapes (those
-        /// that change when it is redrawn as each of them) weigh up to 1 + S more, on top of
-        /// the character emphasis. Data-side like it: give it on every invocation.
-        #[arg(long, default_value_t = 0.0)]
-        shape_emphasis: f64,
         /// Probability that an lct or causal sample is a single shot whose global prompt
         /// spells out the looks, rather than a scene (pre-training: always). Data-side: give
         /// it on every invocation.
@@ -100,13 +89,6 @@ enum Command {
         /// Data-side: give it on every invocation.
         #[arg(long, default_value_t = 0.0)]
         reference_scene_prob: f64,
-        /// The character emphasis of single-shot samples only (default: --character-emphasis),
-        /// so prompt following can be taught without weighing every scene's character up.
-        #[arg(long)]
-        single_shot_character_emphasis: Option<f64>,
-        /// The shape emphasis of single-shot samples only (default: --shape-emphasis).
-        #[arg(long)]
-        single_shot_shape_emphasis: Option<f64>,
         /// Probability that a shot of a multi-shot scene is drawn as given context (timestep
         /// uniform in 0..=0.1, no loss of its own), so given shots and clean history are seen
         /// in training. A new run's default is 0; given when resuming, it replaces the saved
@@ -118,16 +100,6 @@ enum Command {
         /// given when resuming, it replaces the saved one from this step on.
         #[arg(long)]
         single_frame_prob: Option<f64>,
-        /// Routing supervision: the loss also counts W x (-log of the attention mass that head
-        /// 0 of every layer but the first puts on the character tokens of the other shots a
-        /// shot may see), so cross-shot lookup of the character is taught directly rather
-        /// than found by the flow-matching loss alone. A new run's default is 0 (off); given
-        /// when resuming, it replaces the saved one from this step on.
-        #[arg(long)]
-        route_weight: Option<f64>,
-        /// Only shots at this timestep or below count as routing sources (default 0.5).
-        #[arg(long)]
-        route_max_source_t: Option<f64>,
         /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
         /// stages and resumed runs keep their checkpoint's).
         #[arg(long)]
@@ -136,60 +108,11 @@ enum Command {
         /// 64 tokens per 64x64 frame; 4 gives 16, a quarter of the sequence).
         #[arg(long)]
         patch_size: Option<usize>,
-        /// Start a new pre-training run's query and key RMS-norm gains at G (default 1). The
-        /// gains bound the attention logits at G^2 sqrt(head_dim); `copy-task` measured a
-        /// start at 3 reading context sooner.
-        #[arg(long)]
-        qk_gain: Option<f64>,
-    },
-    /// How well the detectors read characters through the autoencoder alone, by framing.
-    ProbeAutoencoder {
-        /// A checkpoint holding the autoencoder.
-        #[arg(
-            long,
-            required_unless_present = "channels",
-            conflicts_with = "channels"
-        )]
-        model: Option<PathBuf>,
-        /// Instead, fit a PCA autoencoder with this many channels and probe it.
-        #[arg(long)]
-        channels: Option<usize>,
-        /// Patch size of the fitted autoencoder.
-        #[arg(long, default_value_t = 4, requires = "channels")]
-        patch: usize,
-        #[arg(long, default_value_t = 40)]
-        scenes: u64,
-    },
-    /// Widen a checkpoint's latent space: a PCA autoencoder with more channels, and the
-    /// transformer's patch embedding and output layer grown to match (new parts at zero).
-    Widen {
-        #[arg(long)]
-        from: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        channels: usize,
     },
     /// Prompt following: single shots generated from captions that spell out the looks, and
     /// the fraction of asked-for attributes read back from pixels, per checkpoint.
     ProbePrompts {
         /// Checkpoints to compare (one row each).
-        #[arg(long = "model", required = true)]
-        models: Vec<PathBuf>,
-        #[arg(long, default_value_t = 24)]
-        scenes: u64,
-        #[command(flatten)]
-        sampling: Sampling,
-        /// Also write the table here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Colour following in generation: a held-out scene's last shot generated alone, beside
-    /// its scene's earlier shots, beside them with the character recoloured, and beside the
-    /// identity image (true or recoloured); how often its character reads as the true colour
-    /// and as the recoloured one, per checkpoint.
-    ProbeFollow {
-        /// Checkpoints to compare (rows each).
         #[arg(long = "model", required = true)]
         models: Vec<PathBuf>,
         #[arg(long, default_value_t = 24)]
@@ -247,54 +170,35 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         captions: eval::Captions,
     },
-    /// Whether the architecture learns to copy a scene's colour across shots, on a synthetic
-    /// task (no world, autoencoder or prompts): trains from scratch and logs one shot's loss
-    /// with its scene's clean shots beside it against alone.
-    CopyTask {
-        #[command(flatten)]
-        settings: copy_task::CopyTask,
-        /// Also write the log table here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Merge the tables of `eval` runs over different `--rows` (same settings) into one, rows
-    /// in the table's order; prints it.
-    MergeTables {
-        /// `eval.md` files (or saved `eval` output), one per run.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Also write the merged table to this new file (an existing one is not replaced).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
 }
 
-/// The sampler settings of the measuring commands (the seed is fixed per scene).
+/// The sampler settings of the measuring commands (the seed is fixed per scene); the
+/// defaults are the nodes' ([`SamplerConfig::DEFAULT`]).
 #[derive(clap::Args, Debug, Clone)]
 struct Sampling {
     /// Euler steps from noise to the clip.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = SamplerConfig::DEFAULT.steps)]
     steps: usize,
     /// Classifier-free guidance scale (1: no unconditional branch).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = SamplerConfig::DEFAULT.guidance)]
     guidance: f32,
     /// Timestep shift (above 1 spends more steps at high noise).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplerConfig::DEFAULT.shift)]
     shift: f32,
     /// Context guidance scale: a generated shot with its scene against itself alone
-    /// (1: no extra branch; 2 is the nodes' default).
-    #[arg(long, default_value_t = 2.0)]
+    /// (1: no extra branch).
+    #[arg(long, default_value_t = SamplerConfig::DEFAULT.context_guidance)]
     context_guidance: f32,
 }
 
 impl Sampling {
-    fn config(&self) -> lct_model::SamplerConfig {
-        lct_model::SamplerConfig {
+    fn config(&self) -> SamplerConfig {
+        SamplerConfig {
             steps: self.steps,
             guidance: self.guidance,
             shift: self.shift,
             context_guidance: self.context_guidance,
-            ..lct_model::SamplerConfig::default()
+            ..SamplerConfig::DEFAULT
         }
     }
 }
@@ -351,11 +255,8 @@ fn log(dir: &Path, line: &str) -> Result<()> {
 struct Overrides {
     lr: Option<f64>,
     architecture: Architecture,
-    channel_weight_power: Option<f64>,
     context_prob: Option<f64>,
     single_frame_prob: Option<f64>,
-    route_weight: Option<f64>,
-    route_max_source_t: Option<f64>,
 }
 
 /// The architecture flags of a new pre-training run (absent: `default_config`'s).
@@ -363,7 +264,6 @@ struct Overrides {
 struct Architecture {
     latent_channels: Option<usize>,
     patch_size: Option<usize>,
-    qk_gain: Option<f64>,
 }
 
 impl Architecture {
@@ -372,8 +272,6 @@ impl Architecture {
             Some("--latent-channels")
         } else if self.patch_size.is_some() {
             Some("--patch-size")
-        } else if self.qk_gain.is_some() {
-            Some("--qk-gain")
         } else {
             None
         }
@@ -406,36 +304,8 @@ impl Architecture {
             }
             cfg.patch_size = patch;
         }
-        if let Some(gain) = self.qk_gain {
-            check_qk_gain(gain)?;
-        }
         Ok(cfg)
     }
-}
-
-/// A start gain for [`start_qk_gains`]: a finite number above 0.
-pub fn check_qk_gain(gain: f64) -> Result<()> {
-    if gain.is_finite() && gain > 0.0 {
-        Ok(())
-    } else {
-        Err(format!("--qk-gain {gain} must be a number > 0").into())
-    }
-}
-
-/// Multiplies the query and key RMS-norm gains of freshly initialised weights by `gain`: they
-/// bound the attention logits at `gain^2 sqrt(head_dim)`, so a larger start lets attention
-/// single out a few tokens of a long context sooner.
-pub fn start_qk_gains(
-    weights: &mut std::collections::HashMap<String, candle_core::Tensor>,
-    gain: f64,
-) -> Result<()> {
-    check_qk_gain(gain)?;
-    for (name, tensor) in weights.iter_mut() {
-        if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
-            *tensor = (&*tensor * gain)?;
-        }
-    }
-    Ok(())
 }
 
 /// The largest timestep of a shot drawn as given context (`--context-prob`).
@@ -451,11 +321,8 @@ fn start_trainer(
     let &Overrides {
         lr,
         architecture,
-        channel_weight_power,
         context_prob,
         single_frame_prob,
-        route_weight,
-        route_max_source_t,
     } = overrides;
     let resuming = out.join(lct_model::train::TRAINER_FILE).exists();
     if let Some(flag) = architecture.given() {
@@ -485,10 +352,6 @@ fn start_trainer(
             trainer.set_learning_rate(lr)?;
             log(out, &format!("learning rate from now on: {lr}"))?;
         }
-        if let Some(power) = channel_weight_power {
-            trainer.set_channel_weight_power(power)?;
-            log_channel_weights(out, &trainer, "from now on")?;
-        }
         if let Some(prob) = context_prob {
             trainer.set_context_draw(prob, CONTEXT_MAX_T)?;
             log(
@@ -500,18 +363,6 @@ fn start_trainer(
             trainer.set_single_frame_prob(prob)?;
             log(out, &format!("single-frame shots from now on: {prob}"))?;
         }
-        if route_weight.is_some() || route_max_source_t.is_some() {
-            let saved = trainer.train_config().clone();
-            let weight = route_weight.unwrap_or(saved.route_weight);
-            let max_t = route_max_source_t.unwrap_or(saved.route_max_source_t);
-            trainer.set_route_supervision(weight, max_t)?;
-            log(
-                out,
-                &format!(
-                    "routing supervision from now on: weight {weight}, sources at t <= {max_t}"
-                ),
-            )?;
-        }
         return Ok(trainer);
     }
     let lr = lr.unwrap_or(1e-3);
@@ -519,8 +370,8 @@ fn start_trainer(
         Stage::Causal => AttentionMask::ContextCausal,
         _ => AttentionMask::Bidirectional,
     };
-    // A later stage keeps its parent's architecture and latent space (a widened parent
-    // included); only the attention mask is the stage's own.
+    // A later stage keeps its parent's architecture and latent space; only the attention
+    // mask is the stage's own.
     let cfg = match (stage, from) {
         (Stage::Pretrain, _) | (_, None) => architecture.config()?,
         (_, Some(from)) => Config::load(&from.join(lct_model::weights::CONFIG_FILE))?,
@@ -533,20 +384,13 @@ fn start_trainer(
         single_frame_prob: single_frame_prob.unwrap_or(0.1),
         text_dropout_prob: 0.1,
         seed: stage as u64 + 1,
-        channel_weight_power: channel_weight_power.unwrap_or(0.0),
         context_prob: context_prob.unwrap_or(0.0),
         context_max_t: CONTEXT_MAX_T,
-        route_weight: route_weight.unwrap_or(0.0),
-        route_max_source_t: route_max_source_t.unwrap_or(0.5),
         ..TrainConfig::default()
     };
     let weights = match (stage, from) {
         (Stage::Pretrain, _) => {
             let mut weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, device)?;
-            if let Some(gain) = architecture.qk_gain {
-                start_qk_gains(&mut weights, gain)?;
-                log(out, &format!("query/key norm gains start at {gain}"))?;
-            }
             let started = Instant::now();
             let (ae, explained) = pca::fit(4, cfg.latent_channels, pca::FIT_SCENES)?;
             log(out, &format!("autoencoder: PCA of 4x4 patches, {} channels keep {:.2}% of the variance ({:.1} s)", cfg.latent_channels, 100.0 * explained, started.elapsed().as_secs_f64()))?;
@@ -563,31 +407,7 @@ fn start_trainer(
             )
         }
     };
-    let trainer = Trainer::with_weights(&cfg, train, &weights, device)?;
-    if trainer.config().autoencoder.is_some() {
-        log_channel_weights(out, &trainer, "")?;
-    }
-    Ok(trainer)
-}
-
-fn log_channel_weights(out: &Path, trainer: &Trainer, when: &str) -> Result<()> {
-    let weights: Vec<String> = trainer
-        .channel_weights()?
-        .iter()
-        .map(|w| format!("{w:.3}"))
-        .collect();
-    let when = if when.is_empty() {
-        String::new()
-    } else {
-        format!(" {when}")
-    };
-    log(
-        out,
-        &format!(
-            "loss weight per latent channel{when}: {}",
-            weights.join(" ")
-        ),
-    )
+    Ok(Trainer::with_weights(&cfg, train, &weights, device)?)
 }
 
 /// The `count` training scenes from seed `first` on, built by up to `workers` threads; the
@@ -629,35 +449,20 @@ fn fit(
     mix: DataMix,
 ) -> Result<()> {
     let device = device::parse_device(device)?;
-    for (flag, value) in [
-        ("--character-emphasis", mix.scene.character),
-        ("--shape-emphasis", mix.scene.shape),
-        (
-            "--single-shot-character-emphasis",
-            mix.single_shot.character,
-        ),
-        ("--single-shot-shape-emphasis", mix.single_shot.shape),
-    ] {
-        if !(value.is_finite() && value >= 0.0) {
-            return Err(format!("{flag} {value} must be a number >= 0").into());
-        }
+    let emphasis = mix.character_emphasis;
+    if !(emphasis.is_finite() && emphasis >= 0.0) {
+        return Err(format!("--character-emphasis {emphasis} must be a number >= 0").into());
     }
     for (flag, prob) in [
         ("--context-prob", overrides.context_prob),
         ("--single-frame-prob", overrides.single_frame_prob),
         ("--single-shot-prob", Some(mix.single_shot_prob)),
         ("--reference-scene-prob", Some(mix.reference_scene_prob)),
-        ("--route-max-source-t", overrides.route_max_source_t),
     ] {
         if let Some(prob) = prob {
             if !(0.0..=1.0).contains(&prob) {
                 return Err(format!("{flag} {prob} must lie in 0..=1").into());
             }
-        }
-    }
-    if let Some(weight) = overrides.route_weight {
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(format!("--route-weight {weight} must be a number >= 0").into());
         }
     }
     let mut trainer = start_trainer(stage, out, from, &device, overrides)?;
@@ -684,34 +489,16 @@ fn fit(
             ),
         )?;
     }
-    for (kind, emphasis, used) in [
-        ("scenes", mix.scene, single_shot_prob < 1.0),
-        ("single shots", mix.single_shot, single_shot_prob > 0.0),
-    ] {
-        if used && emphasis.character > 0.0 {
-            log(
-                out,
-                &format!(
-                    "{kind}: character pixels weigh 1 + {} x coverage",
-                    emphasis.character
-                ),
-            )?;
-        }
-        if used && emphasis.shape > 0.0 {
-            log(
-                out,
-                &format!(
-                    "{kind}: pixels that tell the shape apart weigh up to {} more",
-                    emphasis.shape
-                ),
-            )?;
-        }
+    if emphasis > 0.0 {
+        log(
+            out,
+            &format!("character pixels weigh 1 + {emphasis} x coverage"),
+        )?;
     }
     let first_step = trainer.step_count();
     let started = Instant::now();
     let mut last_save = Instant::now();
     let mut window = Vec::new();
-    let mut route_window = Vec::new();
     while started.elapsed().as_secs_f64() < minutes * 60.0
         && (steps == 0 || trainer.step_count() < steps)
     {
@@ -726,24 +513,13 @@ fn fit(
         )?;
         let stats = trainer.step(&scenes)?;
         window.push(stats.loss);
-        if let Some(route) = stats.route_loss {
-            route_window.push(route);
-        }
         if stats.step % 25 == 0 {
             let mean = window.iter().sum::<f32>() / window.len() as f32;
             window.clear();
-            // Logged only when routing supervision ran, so older logs keep their format.
-            let route = if route_window.is_empty() {
-                String::new()
-            } else {
-                let mean = route_window.iter().sum::<f32>() / route_window.len() as f32;
-                route_window.clear();
-                format!("  route {mean:.3}")
-            };
             log(
                 out,
                 &format!(
-                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step{route}",
+                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step",
                     stats.step,
                     stats.grad_norm,
                     started.elapsed().as_secs_f64() / (stats.step - first_step) as f64
@@ -796,20 +572,13 @@ fn main() -> std::process::ExitCode {
             lr,
             workers,
             device,
-            channel_weight_power,
             character_emphasis,
-            shape_emphasis,
             single_shot_prob,
             reference_scene_prob,
-            single_shot_character_emphasis,
-            single_shot_shape_emphasis,
             context_prob,
             single_frame_prob,
-            route_weight,
-            route_max_source_t,
             latent_channels,
             patch_size,
-            qk_gain,
         } => fit(
             stage,
             &out,
@@ -824,43 +593,22 @@ fn main() -> std::process::ExitCode {
                 architecture: Architecture {
                     latent_channels,
                     patch_size,
-                    qk_gain,
                 },
-                channel_weight_power,
                 context_prob,
                 single_frame_prob,
-                route_weight,
-                route_max_source_t,
             },
             DataMix {
                 single_shot_prob,
                 reference_scene_prob,
-                scene: Emphasis {
-                    character: character_emphasis,
-                    shape: shape_emphasis,
-                },
-                single_shot: Emphasis {
-                    character: single_shot_character_emphasis.unwrap_or(character_emphasis),
-                    shape: single_shot_shape_emphasis.unwrap_or(shape_emphasis),
-                },
+                character_emphasis,
             },
         ),
-        Command::CopyTask { settings, out } => {
-            copy_task::run(&settings).and_then(|lines| write_table(&lines, out.as_deref()))
-        }
         Command::ProbePrompts {
             models,
             scenes,
             sampling,
             out,
-        } => eval::probe_prompts(&models, scenes, &sampling.config())
-            .and_then(|lines| write_table(&lines, out.as_deref())),
-        Command::ProbeFollow {
-            models,
-            scenes,
-            sampling,
-            out,
-        } => eval::probe_follow(&models, scenes, &sampling.config())
+        } => prompts::probe_prompts(&models, scenes, &sampling.config())
             .and_then(|lines| write_table(&lines, out.as_deref())),
         Command::ProbeContext {
             models,
@@ -868,26 +616,8 @@ fn main() -> std::process::ExitCode {
             timesteps,
             context_levels,
             out,
-        } => context_probe::probe_context(&models, scenes, &timesteps, &context_levels)
+        } => context::probe_context(&models, scenes, &timesteps, &context_levels)
             .and_then(|lines| write_table(&lines, out.as_deref())),
-        Command::ProbeAutoencoder {
-            model,
-            channels,
-            patch,
-            scenes,
-        } => {
-            let subject = match (&model, channels) {
-                (Some(model), _) => eval::ProbeSubject::Checkpoint(model),
-                (None, Some(channels)) => eval::ProbeSubject::Fitted { patch, channels },
-                (None, None) => unreachable!("clap requires --model or --channels"),
-            };
-            eval::probe_autoencoder(&subject, scenes).map(|lines| println!("{}", lines.join("\n")))
-        }
-        Command::Widen {
-            from,
-            out,
-            channels,
-        } => widen::widen(&from, &out, channels),
         Command::Eval {
             pretrain,
             lct,
@@ -913,7 +643,6 @@ fn main() -> std::process::ExitCode {
                 captions,
             },
         ),
-        Command::MergeTables { files, out } => merge_tables(&files, out.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -924,27 +653,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Prints the merged table and writes it to `out` (which must not exist yet).
-fn merge_tables(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
-    let lines = merge::merge_tables(files)?;
-    let text = lines.join("\n") + "\n";
-    if let Some(out) = out {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(out)
-            .map_err(|e| {
-                format!(
-                    "cannot create {} (an existing file is not replaced): {e}",
-                    out.display()
-                )
-            })?;
-        file.write_all(text.as_bytes())?;
-    }
-    print!("{text}");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,9 +660,9 @@ mod tests {
     fn sampling_of(args: &[&str]) -> lct_model::SamplerConfig {
         let cli = Cli::try_parse_from(args).expect("the arguments parse");
         match cli.command {
-            Command::ProbePrompts { sampling, .. }
-            | Command::ProbeFollow { sampling, .. }
-            | Command::Eval { sampling, .. } => sampling.config(),
+            Command::ProbePrompts { sampling, .. } | Command::Eval { sampling, .. } => {
+                sampling.config()
+            }
             _ => panic!("not a measuring command"),
         }
     }
@@ -962,7 +670,21 @@ mod tests {
     #[test]
     fn measuring_commands_take_the_sampler_settings() {
         let probe = sampling_of(&["lct-train", "probe-prompts", "--model", "m"]);
-        assert_eq!((probe.steps, probe.guidance, probe.shift), (20, 3.0, 1.0));
+        let defaults = SamplerConfig::DEFAULT;
+        assert_eq!(
+            (
+                probe.steps,
+                probe.guidance,
+                probe.shift,
+                probe.context_guidance
+            ),
+            (
+                defaults.steps,
+                defaults.guidance,
+                defaults.shift,
+                defaults.context_guidance
+            )
+        );
         let eval = sampling_of(&[
             "lct-train",
             "eval",
@@ -993,7 +715,7 @@ mod tests {
             "no/such/dir",
             "--guidance=-1",
         ]);
-        let err = eval::probe_prompts(&[PathBuf::from("no/such/dir")], 1, &sampling)
+        let err = prompts::probe_prompts(&[PathBuf::from("no/such/dir")], 1, &sampling)
             .expect_err("a negative guidance is refused")
             .to_string();
         assert!(err.contains("guidance -1"), "{err}");
@@ -1004,7 +726,6 @@ mod tests {
         let wide = Architecture {
             latent_channels: Some(24),
             patch_size: Some(4),
-            qk_gain: Some(3.0),
         }
         .config()
         .expect("24 channels and 4x4 patches are valid");
@@ -1026,13 +747,6 @@ mod tests {
                 },
                 "--patch-size 3",
             ),
-            (
-                Architecture {
-                    qk_gain: Some(0.0),
-                    ..Architecture::default()
-                },
-                "--qk-gain 0",
-            ),
         ] {
             let err = architecture.config().expect_err(named).to_string();
             assert!(err.contains(named), "{err}");
@@ -1044,11 +758,8 @@ mod tests {
                 patch_size: Some(4),
                 ..Architecture::default()
             },
-            channel_weight_power: None,
             context_prob: None,
             single_frame_prob: None,
-            route_weight: None,
-            route_max_source_t: None,
         };
         let refusal = |stage, overrides: &Overrides, why: &str| {
             start_trainer(stage, &out, None, &candle_core::Device::Cpu, overrides)
@@ -1077,26 +788,5 @@ mod tests {
         );
         assert!(err.contains("--patch-size 3"), "{err}");
         assert!(!out.exists(), "a refused pre-training run leaves no folder");
-        let cfg = Config::tiny();
-        let device = candle_core::Device::Cpu;
-        let before = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, &device).unwrap();
-        let mut after = before.clone();
-        start_qk_gains(&mut after, 3.0).unwrap();
-        let sum = |t: &candle_core::Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
-        let mut scaled = 0;
-        for (name, tensor) in &before {
-            let (was, now) = (sum(tensor), sum(&after[name]));
-            if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
-                assert_eq!(now, 3.0 * was, "{name}");
-                scaled += 1;
-            } else {
-                assert_eq!(now, was, "{name} is left alone");
-            }
-        }
-        assert_eq!(
-            scaled,
-            4 * cfg.depth,
-            "q and k norms of both streams in every block"
-        );
     }
 }
