@@ -7,8 +7,10 @@
 //! [`AttentionMask::allows`] per element.
 //!
 //! Three implementations share that plan ([`KeyRange`]):
-//! - a fused CPU kernel (gemm + vectorised online softmax), used for inference on CPU;
-//! - a composition of candle ops, differentiable and device-generic (training, GPU);
+//! - a fused CPU kernel (gemm + vectorised online softmax) with a fused backward pass that
+//!   recomputes each query block's probabilities instead of storing them: inference and
+//!   training on CPU;
+//! - a composition of candle ops, differentiable and device-generic (GPU);
 //! - the naive masked softmax, the reference the tests compare against.
 
 use crate::error::{Error, Result};
@@ -118,7 +120,7 @@ impl MaskSpec {
 /// `[batch, query_tokens, heads * head_dim]`. Picks the fused kernel when it can.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> Result<Tensor> {
     let needs_grad = q.track_op() || k.track_op() || v.track_op();
-    if q.device().is_cpu() && q.dtype() == DType::F32 && !needs_grad {
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
         return fused_attention(q, k, v, spec);
     }
     // For gradients on short sequences one dense score matrix is cheaper than many small
@@ -228,14 +230,38 @@ pub fn blocked_attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) ->
     Ok(out.transpose(1, 2)?.reshape((b, lq, h * d))?)
 }
 
-/// The fused CPU kernel, as a candle custom op over `(q, k, v)`.
+/// The fused CPU kernel, as a candle custom op over `(q, k, v)`; differentiable (see
+/// [`FusedAttentionBackward`]).
 pub fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &MaskSpec) -> Result<Tensor> {
     spec.check(q, k, v)?;
-    Ok(q.apply_op3_no_bwd(k, v, &FusedAttention { spec: spec.clone() })?)
+    let op = FusedAttention { spec: spec.clone() };
+    if q.track_op() || k.track_op() || v.track_op() {
+        Ok(q.apply_op3(k, v, op)?)
+    } else {
+        Ok(q.apply_op3_no_bwd(k, v, &op)?)
+    }
 }
 
 struct FusedAttention {
     spec: MaskSpec,
+}
+
+/// Runs `task(i)` for `i` in `0..count`: on rayon's pool when it has threads to spare, on the
+/// calling thread otherwise (with one pool thread, callers on several threads would queue on
+/// it instead of each using their own core).
+fn for_each_task<S: Send>(
+    count: usize,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    if rayon::current_num_threads() > 1 && count > 1 {
+        (0..count).into_par_iter().for_each_init(init, task);
+    } else {
+        let mut state = init();
+        for i in 0..count {
+            task(&mut state, i);
+        }
+    }
 }
 
 /// Raw pointer that rayon tasks may share; each task writes disjoint rows.
@@ -307,7 +333,8 @@ impl candle_core::CustomOp3 for FusedAttention {
         let spec = &self.spec;
         debug_assert_eq!(spec.key_ranks.len(), lk);
         let kernel = row_kernels();
-        (0..b * h * q_blocks).into_par_iter().for_each_init(
+        for_each_task(
+            b * h * q_blocks,
             || Scratch::new(d, block_q, block_k),
             |scratch, task| {
                 let block = task % q_blocks;
@@ -418,6 +445,288 @@ impl candle_core::CustomOp3 for FusedAttention {
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((b, lq, h * d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad_out: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, lq, _) = q.dims4()?;
+        let lk = k.dim(2)?;
+        let backward = FusedAttentionBackward {
+            spec: self.spec.clone(),
+            out: out.contiguous()?,
+            grad_out: grad_out.contiguous()?,
+        };
+        let packed = q
+            .detach()
+            .apply_op3_no_bwd(&k.detach(), &v.detach(), &backward)?;
+        Ok((
+            Some(packed.narrow(2, 0, lq)?),
+            Some(packed.narrow(2, lq, lk)?),
+            Some(packed.narrow(2, lq + lk, lk)?),
+        ))
+    }
+}
+
+/// Query rows per block of the backward pass: its two `rows x keys` scratch matrices stay in
+/// cache for scenes of a few thousand tokens.
+const BACKWARD_BLOCK_Q: usize = 64;
+
+/// The gradients of [`FusedAttention`] given its output `O` and the output's gradient `dO`
+/// (both `[B, Lq, H * D]`), as one `[B, H, Lq + 2 Lk, D]` tensor: dQ, then dK, then dV.
+///
+/// Per (batch, head) and query block, the block's scores against every key it may see are
+/// recomputed and softmaxed exactly (the whole row is at hand), then
+/// `dV += P^T dO`, `dP = dO V^T`, `dS = P (dP - rowsum(dO O))`, `dQ = dS K / sqrt(D)`,
+/// `dK += dS^T Q / sqrt(D)`. Nothing of size `L x L` is kept between blocks.
+struct FusedAttentionBackward {
+    spec: MaskSpec,
+    out: Tensor,
+    grad_out: Tensor,
+}
+
+/// The `f32` slice of a contiguous CPU tensor, from its start offset.
+fn cpu_slice<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &Layout,
+    name: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(cpu) if layout.is_contiguous() => {
+            Ok(&cpu.as_slice::<f32>()?[layout.start_offset()..])
+        }
+        _ => candle_core::bail!("attention backward: {name} must be a contiguous CPU f32 tensor"),
+    }
+}
+
+struct BackwardScratch {
+    probabilities: Vec<f32>,
+    grad_scores: Vec<f32>,
+    row_dot: Vec<f32>,
+}
+
+impl candle_core::CustomOp3 for FusedAttentionBackward {
+    fn name(&self) -> &'static str {
+        "lct-fused-attention-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q_storage: &CpuStorage,
+        q_layout: &Layout,
+        k_storage: &CpuStorage,
+        k_layout: &Layout,
+        v_storage: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let [b, h, lq, d]: [usize; 4] = q_layout.dims().try_into().expect("checked 4-D");
+        let lk = k_layout.dims()[2];
+        let q = Strided::new(q_storage, q_layout, "q")?;
+        let k = Strided::new(k_storage, k_layout, "k")?;
+        let v = Strided::new(v_storage, v_layout, "v")?;
+        let (out_storage, out_layout) = self.out.storage_and_layout();
+        let out = cpu_slice(&out_storage, out_layout, "the output")?;
+        let (grad_storage, grad_layout) = self.grad_out.storage_and_layout();
+        let grad_out = cpu_slice(&grad_storage, grad_layout, "the output's gradient")?;
+        if out_layout.dims() != [b, lq, h * d] || grad_layout.dims() != [b, lq, h * d] {
+            candle_core::bail!(
+                "attention backward: output {:?} and gradient {:?} are not [{b}, {lq}, {}]",
+                out_layout.dims(),
+                grad_layout.dims(),
+                h * d
+            );
+        }
+        let rows = lq + 2 * lk;
+        let mut grads = vec![0f32; b * h * rows * d];
+        let grads_ptr = SharedOut(grads.as_mut_ptr());
+        let scale = 1.0 / (d as f32).sqrt();
+        let spec = &self.spec;
+        let kernel = row_kernels();
+        let block_q = BACKWARD_BLOCK_Q;
+        // The (batch, head) pairs own disjoint slices of `grads`, so they run side by side.
+        for_each_task(
+            b * h,
+            || BackwardScratch {
+                probabilities: vec![0.0; block_q * lk],
+                grad_scores: vec![0.0; block_q * lk],
+                row_dot: vec![0.0; block_q],
+            },
+            |scratch, task| {
+                let (batch, head) = (task / h, task % h);
+                let base = task * rows * d;
+                // This task's rows of `grads`; no other task touches them.
+                let (dq, dk, dv) = (
+                    grads_ptr.at(base),
+                    grads_ptr.at(base + lq * d),
+                    grads_ptr.at(base + (lq + lk) * d),
+                );
+                // Row `token` of this head in `[B, Lq, H * D]`.
+                let row_of = |token: usize| ((batch * lq + token) * h + head) * d;
+                let row_stride = (h * d) as isize;
+                for q_start in (0..lq).step_by(block_q) {
+                    let n = block_q.min(lq - q_start);
+                    let range = spec.key_range(q_start, q_start + n);
+                    let e = range.end;
+                    let p = &mut scratch.probabilities[..n * e];
+                    let ds = &mut scratch.grad_scores[..n * e];
+                    let o_block = &out[row_of(q_start)..];
+                    let do_block = &grad_out[row_of(q_start)..];
+                    // SAFETY (every gemm below): pointers and strides describe the validated
+                    // candle layouts and this task's scratch and gradient rows.
+                    unsafe {
+                        // S = Q K^T / sqrt(D) over the visible keys.
+                        gemm::gemm(
+                            n,
+                            e,
+                            d,
+                            p.as_mut_ptr(),
+                            1,
+                            e as isize,
+                            false,
+                            q.row_ptr(batch, head, q_start),
+                            1,
+                            q.stride[2] as isize,
+                            k.row_ptr(batch, head, 0),
+                            k.stride[2] as isize,
+                            1,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for i in 0..n {
+                        let row = &mut p[i * e..(i + 1) * e];
+                        if range.full_end < e {
+                            let qr = spec.query_ranks[q_start + i];
+                            for (j, s) in row.iter_mut().enumerate().skip(range.full_end) {
+                                if !spec.mask.allows(qr, spec.key_ranks[j]) {
+                                    *s = f32::NEG_INFINITY;
+                                }
+                            }
+                        }
+                        let max = (kernel.row_max)(row);
+                        if max == f32::NEG_INFINITY {
+                            row.fill(0.0);
+                        } else {
+                            let inverse = 1.0 / (kernel.exp_shifted)(row, max);
+                            row.iter_mut().for_each(|x| *x *= inverse);
+                        }
+                        let (o, g) = (&o_block[i * h * d..][..d], &do_block[i * h * d..][..d]);
+                        scratch.row_dot[i] = o.iter().zip(g).map(|(a, b)| a * b).sum();
+                    }
+                    unsafe {
+                        // dV[0..e] += P^T dO.
+                        gemm::gemm(
+                            e,
+                            d,
+                            n,
+                            dv,
+                            1,
+                            d as isize,
+                            true,
+                            p.as_ptr(),
+                            e as isize,
+                            1,
+                            do_block.as_ptr(),
+                            1,
+                            row_stride,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                        // dP = dO V^T.
+                        gemm::gemm(
+                            n,
+                            e,
+                            d,
+                            ds.as_mut_ptr(),
+                            1,
+                            e as isize,
+                            false,
+                            do_block.as_ptr(),
+                            1,
+                            row_stride,
+                            v.row_ptr(batch, head, 0),
+                            v.stride[2] as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for i in 0..n {
+                        let dot = scratch.row_dot[i];
+                        for (g, &pr) in ds[i * e..(i + 1) * e]
+                            .iter_mut()
+                            .zip(&p[i * e..(i + 1) * e])
+                        {
+                            *g = pr * (*g - dot);
+                        }
+                    }
+                    unsafe {
+                        // dQ = dS K / sqrt(D).
+                        gemm::gemm(
+                            n,
+                            d,
+                            e,
+                            dq.add(q_start * d),
+                            1,
+                            d as isize,
+                            false,
+                            ds.as_ptr(),
+                            1,
+                            e as isize,
+                            k.row_ptr(batch, head, 0),
+                            1,
+                            k.stride[2] as isize,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                        // dK[0..e] += dS^T Q / sqrt(D).
+                        gemm::gemm(
+                            e,
+                            d,
+                            n,
+                            dk,
+                            1,
+                            d as isize,
+                            true,
+                            ds.as_ptr(),
+                            e as isize,
+                            1,
+                            q.row_ptr(batch, head, q_start),
+                            1,
+                            q.stride[2] as isize,
+                            1.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(grads), Shape::from((b, h, rows, d))))
     }
 }
 

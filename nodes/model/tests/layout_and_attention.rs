@@ -1,6 +1,7 @@
 //! RoPE positions by hand, and blocked attention against the naive reference.
 mod common;
 
+use candle_core::Tensor;
 use common::{max_diff, randn};
 use lct_model::attention::{blocked_attention, fused_attention, naive_attention};
 use lct_model::{AttentionMask, Error, MaskSpec, SceneLayout, SegmentSpec, ShotRole};
@@ -130,6 +131,85 @@ fn blocked_attention_equals_naive_for_queries_after_cached_keys() {
     let want = naive_attention(&q, &k, &v, &spec).unwrap();
     assert!(max_diff(&fused_attention(&q, &k, &v, &spec).unwrap(), &want) < 1e-5);
     assert!(max_diff(&blocked_attention(&q, &k, &v, &spec).unwrap(), &want) < 1e-5);
+}
+
+/// dQ, dK, dV of `sum(attention(q, k, v) * weights)` through `attend`, by candle's autograd.
+fn attention_grads(
+    attend: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    weights: &Tensor,
+) -> [Tensor; 3] {
+    let (q, k, v) = (
+        candle_core::Var::from_tensor(q).unwrap(),
+        candle_core::Var::from_tensor(k).unwrap(),
+        candle_core::Var::from_tensor(v).unwrap(),
+    );
+    let loss = (attend(q.as_tensor(), k.as_tensor(), v.as_tensor()) * weights)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    [&q, &k, &v].map(|x| grads.get(x.as_tensor()).expect("a gradient").clone())
+}
+
+#[test]
+fn the_fused_backward_equals_autograd_through_the_naive_softmax() {
+    // Self-attention over segments whose edges fall inside the backward's query blocks, for
+    // both masks; then queries after cached keys (fewer queries than keys).
+    let lengths = [7, 50, 1, 90, 62];
+    let len: usize = lengths.iter().sum();
+    let mut cases = Vec::new();
+    for mask in [AttentionMask::Bidirectional, AttentionMask::ContextCausal] {
+        let spec = MaskSpec::self_attention(mask, ranks(&lengths, 0)).unwrap();
+        cases.push((spec, len, len));
+    }
+    let key_ranks = ranks(&[5, 70, 33, 41], 0);
+    let query_ranks = ranks(&[33, 41], 2);
+    let (lq, lk) = (query_ranks.len(), key_ranks.len());
+    cases.push((
+        MaskSpec::new(AttentionMask::ContextCausal, query_ranks, key_ranks).unwrap(),
+        lq,
+        lk,
+    ));
+    for (case, (spec, lq, lk)) in cases.iter().enumerate() {
+        let s = 10 * case as u64;
+        // Strided like the transformer's: [B, L, H, D] transposed.
+        let q = randn(s + 1, &[2, *lq, 3, 16]).transpose(1, 2).unwrap();
+        let k = randn(s + 2, &[2, *lk, 3, 16]).transpose(1, 2).unwrap();
+        let v = randn(s + 3, &[2, *lk, 3, 16]).transpose(1, 2).unwrap();
+        let weights = randn(s + 4, &[2, *lq, 48]);
+        let want = attention_grads(
+            |q, k, v| naive_attention(q, k, v, spec).unwrap(),
+            &q,
+            &k,
+            &v,
+            &weights,
+        );
+        let got = attention_grads(
+            |q, k, v| fused_attention(q, k, v, spec).unwrap(),
+            &q,
+            &k,
+            &v,
+            &weights,
+        );
+        for (name, (g, w)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+            assert_eq!(g.dims(), w.dims(), "case {case} {name}");
+            let scale = w
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                max_diff(g, w) < 1e-4 * scale.max(1.0),
+                "case {case} {name}: differs by {} (largest {scale})",
+                max_diff(g, w)
+            );
+        }
+    }
 }
 
 #[test]
