@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lct_abi::widget::WidgetRule;
 use lct_abi::{
     LctExecuteOptions, LctHandle, LctNodeDesc, LctNodeFlags, LctParam, LctPluginApi,
     LctPluginEntryFn, LctPortDesc, LctPortFlags, LctStatus, LctValueKind, LctWidgetDesc,
@@ -103,6 +104,19 @@ pub enum WidgetLimits {
     Bool,
     Text { multiline: bool },
     Choices(Vec<String>),
+}
+
+impl WidgetLimits {
+    /// The rule lct-abi checks a value against: the one the plugin applies too.
+    pub fn rule(&self) -> WidgetRule<'_, String> {
+        match *self {
+            Self::Int { min, max, .. } => WidgetRule::Int { min, max },
+            Self::Float { min, max, .. } => WidgetRule::Float { min, max },
+            Self::Bool => WidgetRule::Bool,
+            Self::Text { .. } => WidgetRule::Text,
+            Self::Choices(ref choices) => WidgetRule::Choices(choices),
+        }
+    }
 }
 
 /// A parameter of a node type.

@@ -9,8 +9,10 @@
 //! it, and list it in [`all_nodes`]. The plugin crate exposes it through the C table; hosts see
 //! it without any other change.
 //!
-//! Must not depend on: `lct-abi`, `lct-plugin`, `lct-host` (nodes know nothing of C or graph
-//! evaluation). May depend on `lct-model` (the model-backed nodes), `image`.
+//! Must not depend on: `lct-plugin`, `lct-host` (nodes know nothing of C or graph evaluation).
+//! Uses only the plain-Rust vocabulary of `lct-abi` ([`ParamValue`] and the widget rule check
+//! in `lct_abi::widget`, shared with hosts), never its `#[repr(C)]` types. May depend on
+//! `lct-model` (the model-backed nodes), `image`.
 
 pub mod builtin;
 pub mod model;

@@ -3,7 +3,9 @@
 //! Role: the single source of truth for the C boundary. The plugin (`lct-plugin`) fills an
 //! [`LctPluginApi`] table; hosts (`lct-host`, C programs, Python ctypes) read it. The committed
 //! header `include/lct_plugin.h` is generated from these definitions by [`c_header`]; a test
-//! fails when it is stale (regenerate with `LCT_BLESS=1 cargo test -p lct-abi`).
+//! fails when it is stale (regenerate with `LCT_BLESS=1 cargo test -p lct-abi`). The [`widget`]
+//! module is plain Rust, not C: the parameter value and the widget range check that the plugin
+//! and every Rust host share, so the two sides cannot disagree.
 //!
 //! Invariants:
 //! - One exported C symbol, [`LCT_ENTRY_SYMBOL`], returns a pointer to a static
@@ -20,6 +22,8 @@
 use core::ffi::{c_char, c_void};
 
 mod header;
+pub mod widget;
+
 pub use header::{c_header, struct_sizes};
 
 /// Version of the function table layout. Bumped on every append to [`LctPluginApi`].
