@@ -12,9 +12,11 @@
 //!   non-null but invalid, which no boundary can detect.
 //! - A failed `node_execute` creates no handle; values only become handles on success.
 //!
-//! Test-only hook: when the environment variable `LCT_PLUGIN_TEST_PANIC_IN_INIT` is set,
-//! `initialize` panics (caught by the firewall), so hosts can test their handling of a plugin
-//! that fails to initialise. Nothing else reads the environment.
+//! Feature `test-nodes` (off in shipped builds; the integration tests turn it on): adds the test
+//! nodes of `lct-nodes` and a hook: when the environment variable
+//! `LCT_PLUGIN_TEST_PANIC_IN_INIT` is set, `initialize` panics (caught by the firewall), so
+//! hosts can test their handling of a plugin that fails to initialise. Without the feature
+//! nothing reads the environment.
 //!
 //! Must not depend on: `lct-host` (hosts and plugins only share `lct-abi`).
 
@@ -39,6 +41,7 @@ use registry::{abi_kind, registry};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Environment variable that makes `initialize` panic; for host tests only.
+#[cfg(feature = "test-nodes")]
 pub const TEST_PANIC_IN_INIT_VAR: &str = "LCT_PLUGIN_TEST_PANIC_IN_INIT";
 
 struct StaticApi(LctPluginApi);
@@ -201,6 +204,7 @@ fn color_space_from_abi(space: LctColorSpace, field: &str) -> Result<ColorSpace>
 
 unsafe extern "C" fn initialize() -> LctStatus {
     guard("initialize", || {
+        #[cfg(feature = "test-nodes")]
         if std::env::var_os(TEST_PANIC_IN_INIT_VAR).is_some() {
             panic!(
                 "{TEST_PANIC_IN_INIT_VAR} is set: failing initialisation on purpose (test hook)"
@@ -706,6 +710,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "test-nodes")]
     fn a_panicking_node_is_reported_and_the_plugin_stays_usable() {
         let (status, out) = run(c"DebugPanic", &[param(c"panic", LctValueKind::BOOL, 1)]);
         assert_eq!(status, LctStatus::PANICKED);
@@ -724,13 +729,41 @@ mod tests {
         assert_eq!(unsafe { value_release(out) }, LctStatus::BAD_HANDLE);
     }
 
+    /// What `cargo build -p lct-plugin` ships (and `cargo test --workspace` tests: nothing in
+    /// the workspace turns the feature on): a menu without the test nodes.
+    #[test]
+    #[cfg(not(feature = "test-nodes"))]
+    fn the_shipped_plugin_lists_no_test_nodes() {
+        for id in [c"TestPattern", c"Delay", c"DebugPanic"] {
+            let mut index = u32::MAX;
+            assert_eq!(
+                unsafe { node_find(id.as_ptr(), &mut index) },
+                LctStatus::NOT_FOUND,
+                "{id:?}"
+            );
+        }
+        for index in 0..unsafe { node_count() } {
+            let node = registry().node(index).unwrap().descriptor();
+            assert!(!node.category.starts_with("testing"), "{}", node.id);
+        }
+        assert!(registry().find("SaveFrames").is_some());
+    }
+
+    #[test]
+    #[cfg(feature = "test-nodes")]
+    fn the_test_build_lists_the_test_nodes() {
+        for id in ["TestPattern", "Delay", "DebugPanic"] {
+            assert!(registry().find(id).is_some(), "{id}");
+        }
+    }
+
     #[test]
     fn errors_name_the_node_and_the_widget() {
-        let (status, _) = run(c"TestPattern", &[param(c"frames", LctValueKind::INT, 0)]);
+        let (status, _) = run(c"SaveFrames", &[param(c"columns", LctValueKind::INT, 0)]);
         assert_eq!(status, LctStatus::OUT_OF_RANGE);
         assert_eq!(
             error(),
-            "node_execute: TestPattern: widget `frames` is 0, outside 1..=1024"
+            "node_execute: SaveFrames: widget `columns` is 0, outside 1..=64"
         );
     }
 
