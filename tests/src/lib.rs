@@ -137,6 +137,31 @@ pub fn compile_c(compiler: &str, source: &Path, output: &Path, extra: &[&str]) {
     );
 }
 
+/// Builds the C plugin `tests/fixtures/<source>` with `-D<mode>` into a shared library in a
+/// temporary directory (keep the directory alive while the library is used); `None`, with a
+/// note, when there is no C compiler.
+pub fn fixture_plugin(source: &str, mode: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let Some(compiler) = c_compiler() else {
+        eprintln!("skipped: no C compiler");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let library = dir.path().join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        mode.to_lowercase(),
+        std::env::consts::DLL_SUFFIX
+    ));
+    let source = workspace_root().join("tests/fixtures").join(source);
+    compile_c(
+        &compiler,
+        &source,
+        &library,
+        &["-shared", &format!("-D{mode}")],
+    );
+    Some((dir, library))
+}
+
 /// Words the fixture models know: every prompt of the model tests uses only these.
 pub const FIXTURE_VOCABULARY: &[&str] = &[
     "character",
