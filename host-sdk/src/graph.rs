@@ -4,8 +4,14 @@
 //! ```json
 //! {
 //!   "nodes": {
-//!     "pattern": { "type": "TestPattern", "params": { "frames": 4 } },
-//!     "save":    { "type": "SaveFrames", "inputs": { "frames": "pattern.frames" } }
+//!     "model":    { "type": "LoadModel" },
+//!     "scene":    { "type": "SceneContext", "params": { "shots": "wide shot\nclose-up" } },
+//!     "generate": { "type": "ShotGenerate", "params": { "steps": 8 },
+//!                   "inputs": { "model": "model", "scene": "scene" } },
+//!     "decode":   { "type": "DecodeFrames",
+//!                   "inputs": { "model": "model", "latent": "generate.latent" } },
+//!     "save":     { "type": "SaveFrames", "params": { "columns": 2 },
+//!                   "inputs": { "frames": "decode" } }
 //!   },
 //!   "outputs": ["save"]
 //! }
@@ -19,61 +25,58 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A widget value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A widget value: lct-abi's, the same type the plugin checks, so both apply one rule.
+pub use lct_abi::widget::ParamValue;
+
+/// JSON form of a [`ParamValue`]: a bare `true`, `4`, `0.5` or `"text"`. A private mirror
+/// because lct-abi stays free of serde; the order of the variants decides that `4` is an INT.
+#[derive(Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum ParamValue {
+enum JsonParam {
     Bool(bool),
     Int(i64),
     Float(f64),
-    /// STRING or ENUM.
     Text(String),
 }
 
-impl fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Bool(v) => write!(f, "{v}"),
-            Self::Int(v) => write!(f, "{v}"),
-            Self::Float(v) => write!(f, "{v}"),
-            Self::Text(v) => write!(f, "{v:?}"),
+impl From<JsonParam> for ParamValue {
+    fn from(value: JsonParam) -> Self {
+        match value {
+            JsonParam::Bool(v) => Self::Bool(v),
+            JsonParam::Int(v) => Self::Int(v),
+            JsonParam::Float(v) => Self::Float(v),
+            JsonParam::Text(v) => Self::Text(v),
         }
     }
 }
 
-impl From<bool> for ParamValue {
-    fn from(v: bool) -> Self {
-        Self::Bool(v)
+impl From<&ParamValue> for JsonParam {
+    fn from(value: &ParamValue) -> Self {
+        match value {
+            ParamValue::Bool(v) => Self::Bool(*v),
+            ParamValue::Int(v) => Self::Int(*v),
+            ParamValue::Float(v) => Self::Float(*v),
+            ParamValue::Text(v) => Self::Text(v.clone()),
+        }
     }
 }
-impl From<i64> for ParamValue {
-    fn from(v: i64) -> Self {
-        Self::Int(v)
+
+/// `#[serde(with)]` for a node's widget map.
+mod json_params {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        params: &BTreeMap<String, ParamValue>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(params.iter().map(|(k, v)| (k, JsonParam::from(v))))
     }
-}
-impl From<i32> for ParamValue {
-    fn from(v: i32) -> Self {
-        Self::Int(v.into())
-    }
-}
-impl From<u32> for ParamValue {
-    fn from(v: u32) -> Self {
-        Self::Int(v.into())
-    }
-}
-impl From<f64> for ParamValue {
-    fn from(v: f64) -> Self {
-        Self::Float(v)
-    }
-}
-impl From<&str> for ParamValue {
-    fn from(v: &str) -> Self {
-        Self::Text(v.to_owned())
-    }
-}
-impl From<String> for ParamValue {
-    fn from(v: String) -> Self {
-        Self::Text(v)
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, ParamValue>, D::Error> {
+        let params = BTreeMap::<String, JsonParam>::deserialize(deserializer)?;
+        Ok(params.into_iter().map(|(k, v)| (k, v.into())).collect())
     }
 }
 
@@ -123,7 +126,11 @@ impl fmt::Display for Connection {
 pub struct NodeSpec {
     #[serde(rename = "type")]
     pub node_type: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "json_params"
+    )]
     pub params: BTreeMap<String, ParamValue>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Connection>,
@@ -240,19 +247,19 @@ mod tests {
     fn json_round_trip() {
         let text = r#"{
             "nodes": {
-                "pattern": { "type": "TestPattern", "params": { "frames": 4, "gain": 0.5, "on": true, "mode": "x" } },
-                "save": { "type": "SaveFrames", "inputs": { "frames": "pattern.frames", "other": "my.node" } }
+                "shots": { "type": "ShotGenerate", "params": { "steps": 4, "cfg": 0.5, "on": true, "mode": "x" } },
+                "save": { "type": "SaveFrames", "inputs": { "frames": "shots.frames", "other": "my.node" } }
             },
             "outputs": ["save"]
         }"#;
         let graph = Graph::from_json(text).unwrap();
-        let pattern = &graph.nodes["pattern"];
-        assert_eq!(pattern.params["frames"], ParamValue::Int(4));
-        assert_eq!(pattern.params["gain"], ParamValue::Float(0.5));
-        assert_eq!(pattern.params["on"], ParamValue::Bool(true));
-        assert_eq!(pattern.params["mode"], ParamValue::Text("x".into()));
+        let shots = &graph.nodes["shots"];
+        assert_eq!(shots.params["steps"], ParamValue::Int(4));
+        assert_eq!(shots.params["cfg"], ParamValue::Float(0.5));
+        assert_eq!(shots.params["on"], ParamValue::Bool(true));
+        assert_eq!(shots.params["mode"], ParamValue::Text("x".into()));
         let save = &graph.nodes["save"];
-        assert_eq!(save.inputs["frames"].node, "pattern");
+        assert_eq!(save.inputs["frames"].node, "shots");
         assert_eq!(save.inputs["other"].node, "my");
         assert_eq!(Graph::from_json(&graph.to_json()).unwrap(), graph);
     }
@@ -260,13 +267,15 @@ mod tests {
     #[test]
     fn builder_matches_json() {
         let mut graph = Graph::new();
-        graph.add("pattern", "TestPattern").param("frames", 4);
+        graph.add("decode", "DecodeFrames");
         graph
             .add("save", "SaveFrames")
-            .input("frames", "pattern", "frames");
+            .param("columns", 4)
+            .input("frames", "decode", "frames");
         graph.output("save");
-        let json = r#"{"nodes":{"pattern":{"type":"TestPattern","params":{"frames":4}},
-            "save":{"type":"SaveFrames","inputs":{"frames":"pattern.frames"}}},"outputs":["save"]}"#;
+        let json = r#"{"nodes":{"decode":{"type":"DecodeFrames"},
+            "save":{"type":"SaveFrames","params":{"columns":4},"inputs":{"frames":"decode.frames"}}},
+            "outputs":["save"]}"#;
         assert_eq!(graph, Graph::from_json(json).unwrap());
     }
 

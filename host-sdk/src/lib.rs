@@ -1,16 +1,19 @@
 //! `lct-host`: everything a Rust host needs to use an lct plugin, and the `lct` command line.
 //!
-//! Role, in layers (as wgpu does it): `lct-abi` holds the shared `#[repr(C)]` types; [`plugin`]
-//! is the thin unsafe layer that loads a library, checks its table (`abi_version`, then
-//! `struct_size`, then every function present, then `initialize`) and calls it; the safe API on
+//! Role, in layers (as wgpu does it): `lct-abi` holds the shared `#[repr(C)]` types and widget
+//! rules; [`plugin`] is the thin unsafe layer that loads a library, checks its table
+//! (`abi_version` not older than `LCT_OLDEST_ABI_VERSION`, a `struct_size` that holds that
+//! version's functions, every ABI 1 function present, then `initialize`), reads descriptors by
+//! the sizes the plugin declares, and calls it. An older plugin loads: functions appended after
+//! its version are absent ([`Plugin::provides`], `UNSUPPORTED` when used). The safe API on
 //! top is [`Plugin`] (descriptors, single-node execution), [`Graph`] (a builder and a JSON
 //! format), [`Plugin::validate`] (all graph errors, before anything runs) and [`Evaluator`]
 //! (pruned topological evaluation, an output cache keyed by content signatures, progress events
 //! and cancellation on crossbeam channels, safe to share between threads).
 //!
 //! Invariants: a loaded library is never unloaded (descriptors and values point into it);
-//! every plugin handle is owned by exactly one [`Value`] allocation and released when its last
-//! clone drops.
+//! every plugin handle this crate receives is owned by exactly one [`Value`] allocation and
+//! released when its last clone drops (a handle from [`Value::retain_handle`] is the caller's).
 //!
 //! Must not depend on: `lct-plugin`, `lct-nodes`, `lct-model`. A host knows only the ABI, so it
 //! can load any plugin that implements it.

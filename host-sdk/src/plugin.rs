@@ -6,10 +6,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lct_abi::widget::WidgetRule;
 use lct_abi::{
-    LctExecuteOptions, LctHandle, LctNodeDesc, LctNodeFlags, LctParam, LctPluginApi,
-    LctPluginEntryFn, LctPortDesc, LctPortFlags, LctStatus, LctValueKind, LctWidgetDesc,
-    LctWidgetFlags, LCT_ABI_VERSION, LCT_ENTRY_SYMBOL,
+    read_array, read_prefix, LctExecuteOptions, LctHandle, LctNodeDesc, LctNodeFlags, LctParam,
+    LctPluginApi, LctPluginEntryFn, LctPortDesc, LctPortFlags, LctStatus, LctValueKind,
+    LctWidgetDesc, LctWidgetFlags, SizeError, LCT_ABI_VERSION, LCT_ENTRY_SYMBOL,
+    LCT_OLDEST_ABI_VERSION,
 };
 
 use crate::graph::ParamValue;
@@ -34,25 +36,36 @@ pub enum LoadError {
     #[error("plugin {path}: `{symbol}` returned no function table")]
     NullTable { path: PathBuf, symbol: &'static str },
     #[error(
-        "plugin {path} was built for lct ABI version {plugin_abi}, older than this host's version \
-         {host_abi}; rebuild the plugin against lct-abi {host_abi} or newer"
+        "plugin {path} was built for lct ABI version {plugin_abi}, older than version \
+         {oldest_abi}, the oldest this host (ABI version {host_abi}) loads; rebuild the plugin \
+         against lct-abi {host_abi}"
     )]
     AbiTooOld {
         path: PathBuf,
         plugin_abi: u32,
+        oldest_abi: u32,
         host_abi: u32,
     },
     #[error(
         "plugin {path}: function table is {plugin_size} bytes but ABI version {plugin_abi} needs at \
-         least {host_size} (this host: ABI version {host_abi}); the plugin is corrupt or was built \
-         from a mismatched lct-abi"
+         least {required_size} (this host: ABI version {host_abi}); the plugin is corrupt or was \
+         built from a mismatched lct-abi"
     )]
     TableTooSmall {
         path: PathBuf,
         plugin_size: u32,
-        host_size: u32,
+        required_size: u32,
         plugin_abi: u32,
         host_abi: u32,
+    },
+    /// A `struct_size` that is no size at all (larger than any version may be).
+    #[error(
+        "plugin {path}: function table (ABI version {plugin_abi}): {source}; the plugin is corrupt"
+    )]
+    BadTableSize {
+        path: PathBuf,
+        plugin_abi: u32,
+        source: SizeError,
     },
     #[error("plugin {path}: function table (ABI version {plugin_abi}) has null entries: {}", functions.join(", "))]
     MissingFunctions {
@@ -105,6 +118,19 @@ pub enum WidgetLimits {
     Choices(Vec<String>),
 }
 
+impl WidgetLimits {
+    /// The rule lct-abi checks a value against: the one the plugin applies too.
+    pub fn rule(&self) -> WidgetRule<'_, String> {
+        match *self {
+            Self::Int { min, max, .. } => WidgetRule::Int { min, max },
+            Self::Float { min, max, .. } => WidgetRule::Float { min, max },
+            Self::Bool => WidgetRule::Bool,
+            Self::Text { .. } => WidgetRule::Text,
+            Self::Choices(ref choices) => WidgetRule::Choices(choices),
+        }
+    }
+}
+
 /// A parameter of a node type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Widget {
@@ -154,7 +180,9 @@ pub struct Plugin(pub(crate) Arc<PluginInner>);
 
 pub(crate) struct PluginInner {
     path: PathBuf,
+    /// The plugin's table as far as it reaches: functions past its `struct_size` are `None`.
     api: LctPluginApi,
+    abi_version: u32,
     name: String,
     version: String,
     nodes: Vec<NodeType>,
@@ -183,7 +211,8 @@ impl fmt::Debug for Plugin {
     }
 }
 
-/// Calls a table function; presence was checked at load, so the `expect` cannot fire.
+/// Calls a required (ABI version 1) table function; presence was checked at load, so the
+/// `expect` cannot fire. Appended functions go through [`Plugin::function`] instead.
 macro_rules! call {
     ($api:expr, $function:ident($($arg:expr),* $(,)?)) => {
         ($api.$function.expect(concat!("checked at load: ", stringify!($function))))($($arg),*)
@@ -278,28 +307,39 @@ unsafe fn widget(raw: &LctWidgetDesc) -> Result<Widget, String> {
     })
 }
 
-unsafe fn node_type(index: u32, raw: &LctNodeDesc) -> Result<NodeType, String> {
+/// Reads the descriptor at `raw` by the sizes a plugin of ABI version `plugin_abi` declares.
+///
+/// # Safety
+/// `raw` must be a descriptor returned by `node_describe` of such a plugin.
+unsafe fn node_type(
+    index: u32,
+    raw: *const LctNodeDesc,
+    plugin_abi: u32,
+) -> Result<NodeType, String> {
+    let desc = unsafe { LctNodeDesc::read(raw, plugin_abi) }.map_err(|e| e.to_string())?;
     let ports = |ptr, len, what: &str| -> Result<Vec<Port>, String> {
-        unsafe { items(ptr, len, what) }?
+        unsafe { read_array(ptr, len, desc.port_stride()) }
+            .map_err(|e| format!("{what}s: {e}"))?
             .iter()
             .map(|p| unsafe { port(p, what) })
             .collect()
     };
     Ok(NodeType {
         index,
-        id: unsafe { text(raw.id, "id") }?,
-        version: raw.version,
-        display_name: unsafe { text(raw.display_name, "display name") }?,
-        category: unsafe { text(raw.category, "category") }?,
-        description: unsafe { text(raw.description, "description") }?,
-        inputs: ports(raw.inputs, raw.input_count, "input")?,
-        outputs: ports(raw.outputs, raw.output_count, "output")?,
-        widgets: unsafe { items(raw.widgets, raw.widget_count, "widgets") }?
+        id: unsafe { text(desc.id, "id") }?,
+        version: desc.version,
+        display_name: unsafe { text(desc.display_name, "display name") }?,
+        category: unsafe { text(desc.category, "category") }?,
+        description: unsafe { text(desc.description, "description") }?,
+        inputs: ports(desc.inputs, desc.input_count, "input")?,
+        outputs: ports(desc.outputs, desc.output_count, "output")?,
+        widgets: unsafe { read_array(desc.widgets, desc.widget_count, desc.widget_stride()) }
+            .map_err(|e| format!("widgets: {e}"))?
             .iter()
             .map(|w| unsafe { widget(w) })
             .collect::<Result<_, _>>()?,
-        is_output: raw.flags.contains(LctNodeFlags::OUTPUT),
-        not_idempotent: raw.flags.contains(LctNodeFlags::NOT_IDEMPOTENT),
+        is_output: desc.flags.contains(LctNodeFlags::OUTPUT),
+        not_idempotent: desc.flags.contains(LctNodeFlags::NOT_IDEMPOTENT),
     })
 }
 
@@ -412,25 +452,38 @@ impl Plugin {
             let header = table.cast::<u32>();
             (header.read_unaligned(), header.add(1).read_unaligned())
         };
-        if plugin_abi < LCT_ABI_VERSION {
+        if plugin_abi < LCT_OLDEST_ABI_VERSION {
             return Err(LoadError::AbiTooOld {
                 path,
                 plugin_abi,
+                oldest_abi: LCT_OLDEST_ABI_VERSION,
                 host_abi: LCT_ABI_VERSION,
             });
         }
-        let host_size = std::mem::size_of::<LctPluginApi>() as u32;
-        if struct_size < host_size {
+        // Every function of the plugin's version (as far as this host knows them) must fit; an
+        // older plugin's smaller table is fine, its newer functions are absent.
+        let required_size = LctPluginApi::size_for_version(plugin_abi.min(LCT_ABI_VERSION));
+        if (struct_size as usize) < required_size {
             return Err(LoadError::TableTooSmall {
                 path,
                 plugin_size: struct_size,
-                host_size,
+                required_size: required_size as u32,
                 plugin_abi,
                 host_abi: LCT_ABI_VERSION,
             });
         }
-        // SAFETY: the plugin says the table is at least as large as the prefix we know.
-        let api = unsafe { table.read_unaligned() };
+        // SAFETY: the plugin says its table is `struct_size` bytes. Reads the prefix both sides
+        // know; functions past it stay `None`.
+        let api = match unsafe { read_prefix(table, struct_size as usize) } {
+            Ok(api) => api,
+            Err(source) => {
+                return Err(LoadError::BadTableSize {
+                    path,
+                    plugin_abi,
+                    source,
+                })
+            }
+        };
         let missing = api.missing_functions();
         if !missing.is_empty() {
             return Err(LoadError::MissingFunctions {
@@ -471,11 +524,12 @@ impl Plugin {
                     format!("node_describe returned {status}: {}", last_error(&api)),
                 ));
             }
-            nodes.push(unsafe { node_type(index, &*raw) }.map_err(|r| bad(index, r))?);
+            nodes.push(unsafe { node_type(index, raw, plugin_abi) }.map_err(|r| bad(index, r))?);
         }
         Ok(Plugin(Arc::new(PluginInner {
             path,
             api,
+            abi_version: plugin_abi,
             name,
             version,
             nodes,
@@ -491,6 +545,42 @@ impl Plugin {
     pub fn version(&self) -> &str {
         &self.0.version
     }
+
+    /// The ABI version the plugin was built with; may be older or newer than this host's.
+    pub fn abi_version(&self) -> u32 {
+        self.0.abi_version
+    }
+
+    /// Whether the plugin's table has `function` (a name from
+    /// [`LctPluginApi::FUNCTION_NAMES`]). Every ABI 1 function is always there; one appended
+    /// later is missing from an older plugin.
+    pub fn provides(&self, function: &str) -> bool {
+        self.0.api.has_function(function) == Some(true)
+    }
+
+    /// An appended table function, or an `UNSUPPORTED` error naming it and both versions when
+    /// the plugin's table predates it (the host calls nothing then).
+    pub(crate) fn function<F>(
+        &self,
+        function: Option<F>,
+        name: &'static str,
+    ) -> Result<F, PluginError> {
+        function.ok_or_else(|| {
+            let since = LctPluginApi::FUNCTION_VERSIONS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or(0, |(_, since, _)| *since);
+            PluginError {
+                status: LctStatus::UNSUPPORTED,
+                message: format!(
+                    "plugin {} {} (ABI version {}) does not provide `{name}`, added in ABI \
+                     version {since}",
+                    self.0.name, self.0.version, self.0.abi_version
+                ),
+            }
+        })
+    }
+
     pub fn nodes(&self) -> &[NodeType] {
         &self.0.nodes
     }
@@ -499,7 +589,8 @@ impl Plugin {
     }
 
     /// The raw C table, for hosts that need a call the safe API does not wrap (and for tests
-    /// that feed it garbage). Calling it is `unsafe`.
+    /// that feed it garbage). Calling it is `unsafe`. A copy of the plugin's table as far as its
+    /// `struct_size` reaches: functions it does not have are `None`.
     pub fn raw_api(&self) -> &LctPluginApi {
         &self.0.api
     }
@@ -553,6 +644,8 @@ impl Plugin {
             progress: Some(progress_trampoline),
             user_data: (&mut state as *mut ProgressState).cast(),
             output_directory: directory.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()),
+            param_size: std::mem::size_of::<LctParam>() as u32,
+            reserved: 0,
         };
         let mut outputs = vec![LctHandle::NULL; node.outputs.len()];
         let status = unsafe {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use lct_abi::widget::{check_param, ParamRuleError};
 use lct_abi::LctValueKind;
 
 use crate::graph::{Graph, ParamValue};
@@ -191,72 +192,47 @@ fn kind_name(kind: LctValueKind) -> String {
         .map_or_else(|| format!("kind {}", kind.0), str::to_owned)
 }
 
+/// Checks one widget value with lct-abi's rule, the one the plugin applies, so a graph that
+/// validates is never refused by the plugin for its widgets.
 fn check_widget(
     label: &str,
     node: &NodeType,
     widget: &Widget,
     value: &ParamValue,
 ) -> Result<ParamValue, GraphError> {
-    let kind_error = || -> GraphError {
-        GraphErrorKind::WidgetKind {
-            node: label.to_owned(),
-            node_type: node.id.clone(),
-            widget: widget.name.clone(),
+    let error = match check_param(&widget.limits.rule(), value.clone()) {
+        Ok(checked) => return Ok(checked),
+        Err(error) => error,
+    };
+    let (node, node_type, widget_name) = (label.to_owned(), node.id.clone(), widget.name.clone());
+    Err(match error {
+        ParamRuleError::WrongKind { .. } => GraphErrorKind::WidgetKind {
+            node,
+            node_type,
+            widget: widget_name,
             expected: kind_name(widget.kind),
             value: value.to_string(),
-        }
-        .into()
-    };
-    let range_error = |min: String, max: String| -> GraphError {
-        GraphErrorKind::WidgetOutOfRange {
-            node: label.to_owned(),
-            node_type: node.id.clone(),
-            widget: widget.name.clone(),
+        },
+        ParamRuleError::OutOfRange { min, max, .. } => GraphErrorKind::WidgetOutOfRange {
+            node,
+            node_type,
+            widget: widget_name,
             value: value.to_string(),
             min,
             max,
-        }
-        .into()
-    };
-    match (&widget.limits, value) {
-        (WidgetLimits::Int { min, max, .. }, ParamValue::Int(v)) => {
-            if (min..=max).contains(&v) {
-                Ok(value.clone())
-            } else {
-                Err(range_error(min.to_string(), max.to_string()))
-            }
-        }
-        (WidgetLimits::Float { min, max, .. }, ParamValue::Int(_) | ParamValue::Float(_)) => {
-            let v = match value {
-                ParamValue::Int(v) => *v as f64,
-                ParamValue::Float(v) => *v,
-                _ => unreachable!("matched above"),
-            };
-            // Written so that NaN is out of range.
-            if *min <= v && v <= *max {
-                Ok(ParamValue::Float(v))
-            } else {
-                Err(range_error(min.to_string(), max.to_string()))
-            }
-        }
-        (WidgetLimits::Bool, ParamValue::Bool(_))
-        | (WidgetLimits::Text { .. }, ParamValue::Text(_)) => Ok(value.clone()),
-        (WidgetLimits::Choices(choices), ParamValue::Text(v)) => {
-            if choices.contains(v) {
-                Ok(value.clone())
-            } else {
-                Err(GraphErrorKind::NotAChoice {
-                    node: label.to_owned(),
-                    node_type: node.id.clone(),
-                    widget: widget.name.clone(),
-                    value: value.to_string(),
-                    choices: choices.join(", "),
-                }
-                .into())
-            }
-        }
-        _ => Err(kind_error()),
+        },
+        ParamRuleError::NotAChoice { .. } => GraphErrorKind::NotAChoice {
+            node,
+            node_type,
+            widget: widget_name,
+            value: value.to_string(),
+            choices: match &widget.limits {
+                WidgetLimits::Choices(choices) => choices.join(", "),
+                _ => String::new(),
+            },
+        },
     }
+    .into())
 }
 
 /// Finds one cycle among `remaining` nodes (each of which has a predecessor among them).

@@ -146,6 +146,19 @@ impl Value {
         Ok(String::from_utf8_lossy(&buffer).into_owned())
     }
 
+    /// A second plugin handle to this value, owned by the caller, who releases it with the
+    /// table's `value_release`: for handing a value to code outside this crate (a C library
+    /// that takes ownership of handles). Needs `value_retain` (ABI 2); from an older plugin
+    /// an `UNSUPPORTED` error, and nothing is called.
+    pub fn retain_handle(&self) -> Result<LctHandle, PluginError> {
+        let plugin = self.plugin();
+        let retain = plugin.function(plugin.0.api_ref().value_retain, "value_retain")?;
+        let mut handle = LctHandle::NULL;
+        // SAFETY: a live handle we own and a valid out-pointer.
+        let status = unsafe { retain(self.0.handle, &mut handle) };
+        plugin.check(status).map(|()| handle)
+    }
+
     /// Copies every frame out as 8-bit samples in `color_space` (`UNSPECIFIED`: as stored).
     pub fn read_frames(&self, color_space: LctColorSpace) -> Result<FramesData, PluginError> {
         let api = self.plugin().0.api_ref();

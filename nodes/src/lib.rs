@@ -9,8 +9,14 @@
 //! it, and list it in [`all_nodes`]. The plugin crate exposes it through the C table; hosts see
 //! it without any other change.
 //!
-//! Must not depend on: `lct-abi`, `lct-plugin`, `lct-host` (nodes know nothing of C or graph
-//! evaluation). May depend on `lct-model` (the model-backed nodes), `image`.
+//! Test nodes: `TestPattern`, `Delay` and `DebugPanic` (model-free frames, a slow step loop, a
+//! node that panics) exist only with the `test-nodes` feature, so the shipped plugin's menu
+//! does not offer them. Host and plugin tests turn it on.
+//!
+//! Must not depend on: `lct-plugin`, `lct-host` (nodes know nothing of C or graph evaluation).
+//! Uses only the plain-Rust vocabulary of `lct-abi` ([`ParamValue`] and the widget rule check
+//! in `lct_abi::widget`, shared with hosts), never its `#[repr(C)]` types. May depend on
+//! `lct-model` (the model-backed nodes), `image`.
 
 pub mod builtin;
 pub mod model;
@@ -38,8 +44,11 @@ pub fn all_nodes() -> Vec<Box<dyn Node>> {
         Box::new(model::EncodeFrames),
         Box::new(model::DecodeFrames),
         Box::new(builtin::SaveFrames),
+        #[cfg(feature = "test-nodes")]
         Box::new(builtin::TestPattern),
+        #[cfg(feature = "test-nodes")]
         Box::new(builtin::Delay),
+        #[cfg(feature = "test-nodes")]
         Box::new(builtin::DebugPanic),
     ]
 }

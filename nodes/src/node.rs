@@ -4,7 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use lct_abi::widget::{check_param, ParamRuleError, WidgetRule};
+
 use crate::value::{Frames, Scene, Value, ValueKind};
+
+/// A parameter value as supplied by a host: lct-abi's, so plugin and hosts share one type.
+pub use lct_abi::widget::ParamValue;
 
 /// Static description of a node type, readable before any instance exists.
 #[derive(Debug)]
@@ -99,6 +104,17 @@ impl WidgetSpec {
         }
     }
 
+    /// The rule lct-abi checks values against: the same one hosts apply before running a graph.
+    pub fn rule(&self) -> WidgetRule<'static> {
+        match *self {
+            Self::Int { min, max, .. } => WidgetRule::Int { min, max },
+            Self::Float { min, max, .. } => WidgetRule::Float { min, max },
+            Self::Bool { .. } => WidgetRule::Bool,
+            Self::String { .. } => WidgetRule::Text,
+            Self::Enum { choices, .. } => WidgetRule::Choices(choices),
+        }
+    }
+
     fn default_value(&self) -> ParamValue {
         match self {
             Self::Int { default, .. } => ParamValue::Int(*default),
@@ -107,27 +123,6 @@ impl WidgetSpec {
             Self::String { default, .. } | Self::Enum { default, .. } => {
                 ParamValue::Text((*default).to_owned())
             }
-        }
-    }
-}
-
-/// A parameter value as supplied by a host.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParamValue {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// STRING or ENUM.
-    Text(String),
-}
-
-impl ParamValue {
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Self::Int(_) => "INT",
-            Self::Float(_) => "FLOAT",
-            Self::Bool(_) => "BOOL",
-            Self::Text(_) => "STRING",
         }
     }
 }
@@ -303,67 +298,30 @@ fn check_widget(
     widget: &'static WidgetDescriptor,
     value: ParamValue,
 ) -> Result<ParamValue, NodeError> {
-    let kind_error = |found: &'static str| NodeError::WidgetKind {
-        node,
-        widget: widget.name,
-        expected: widget.spec.kind(),
-        found,
-    };
-    let out_of_range = |value: String, min: String, max: String| NodeError::OutOfRange {
-        node,
-        widget: widget.name,
-        value,
-        min,
-        max,
-    };
-    match (&widget.spec, value) {
-        (WidgetSpec::Int { min, max, .. }, ParamValue::Int(v)) => {
-            if (*min..=*max).contains(&v) {
-                Ok(ParamValue::Int(v))
-            } else {
-                Err(out_of_range(
-                    v.to_string(),
-                    min.to_string(),
-                    max.to_string(),
-                ))
-            }
-        }
-        (
-            WidgetSpec::Float { min, max, .. },
-            value @ (ParamValue::Float(_) | ParamValue::Int(_)),
-        ) => {
-            let v = match value {
-                ParamValue::Int(v) => v as f64,
-                ParamValue::Float(v) => v,
-                _ => unreachable!(),
-            };
-            // Written so that NaN is out of range too.
-            if *min <= v && v <= *max {
-                Ok(ParamValue::Float(v))
-            } else {
-                Err(out_of_range(
-                    v.to_string(),
-                    min.to_string(),
-                    max.to_string(),
-                ))
-            }
-        }
-        (WidgetSpec::Bool { .. }, ParamValue::Bool(v)) => Ok(ParamValue::Bool(v)),
-        (WidgetSpec::String { .. }, ParamValue::Text(v)) => Ok(ParamValue::Text(v)),
-        (WidgetSpec::Enum { choices, .. }, ParamValue::Text(v)) => {
-            if choices.contains(&v.as_str()) {
-                Ok(ParamValue::Text(v))
-            } else {
-                Err(NodeError::NotAChoice {
-                    node,
-                    widget: widget.name,
-                    value: v,
-                    choices,
-                })
-            }
-        }
-        (_, value) => Err(kind_error(value.kind_name())),
-    }
+    check_param(&widget.spec.rule(), value).map_err(|error| match error {
+        ParamRuleError::WrongKind { found, .. } => NodeError::WidgetKind {
+            node,
+            widget: widget.name,
+            expected: widget.spec.kind(),
+            found,
+        },
+        ParamRuleError::OutOfRange { value, min, max } => NodeError::OutOfRange {
+            node,
+            widget: widget.name,
+            value,
+            min,
+            max,
+        },
+        ParamRuleError::NotAChoice { value } => NodeError::NotAChoice {
+            node,
+            widget: widget.name,
+            value,
+            choices: match widget.spec {
+                WidgetSpec::Enum { choices, .. } => choices,
+                _ => &[],
+            },
+        },
+    })
 }
 
 /// The values on a node's input ports, already checked for kind and presence.

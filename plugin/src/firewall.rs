@@ -112,3 +112,18 @@ pub unsafe fn copy_c_string(text: &str, buffer: *mut c_char, capacity: usize) ->
 pub fn last_error() -> String {
     LAST_ERROR.with(|slot| slot.borrow().clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_the_body_is_a_status_and_a_message() {
+        let status = guard("probe", || panic!("probe was asked to panic"));
+        assert_eq!(status, LctStatus::PANICKED);
+        assert_eq!(last_error(), "probe: panicked: probe was asked to panic");
+        assert_eq!(guard("probe", || Ok(())), LctStatus::OK);
+        assert_eq!(last_error(), "");
+        assert_eq!(guard_value("probe", 7, || -> u32 { panic!("again") }), 7);
+    }
+}

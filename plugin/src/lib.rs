@@ -11,10 +11,15 @@
 //!   use; handles are generation-checked. A host can only crash us by passing pointers that are
 //!   non-null but invalid, which no boundary can detect.
 //! - A failed `node_execute` creates no handle; values only become handles on success.
+//! - Growth both ways: `options` is read by its `struct_size` and `params` by
+//!   `options.param_size` through `lct_abi::read_prefix`, so an older host's smaller structs
+//!   work with defaults; descriptors declare their own and their elements' sizes.
 //!
-//! Test-only hook: when the environment variable `LCT_PLUGIN_TEST_PANIC_IN_INIT` is set,
-//! `initialize` panics (caught by the firewall), so hosts can test their handling of a plugin
-//! that fails to initialise. Nothing else reads the environment.
+//! Feature `test-nodes` (off in shipped builds; the integration tests turn it on): adds the test
+//! nodes of `lct-nodes` and a hook: when the environment variable
+//! `LCT_PLUGIN_TEST_PANIC_IN_INIT` is set, `initialize` panics (caught by the firewall), so
+//! hosts can test their handling of a plugin that fails to initialise. Without the feature
+//! nothing reads the environment.
 //!
 //! Must not depend on: `lct-host` (hosts and plugins only share `lct-abi`).
 
@@ -22,8 +27,9 @@ use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
 
 use lct_abi::{
-    LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo, LctHandle, LctNodeDesc,
-    LctParam, LctPluginApi, LctSampleFormat, LctStatus, LctValueKind, LCT_ABI_VERSION,
+    read_array, read_prefix, LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo,
+    LctHandle, LctNodeDesc, LctParam, LctPluginApi, LctSampleFormat, LctStatus, LctValueKind,
+    LCT_ABI_VERSION,
 };
 use lct_nodes::{ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Value};
 
@@ -39,6 +45,7 @@ use registry::{abi_kind, registry};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Environment variable that makes `initialize` panic; for host tests only.
+#[cfg(feature = "test-nodes")]
 pub const TEST_PANIC_IN_INIT_VAR: &str = "LCT_PLUGIN_TEST_PANIC_IN_INIT";
 
 struct StaticApi(LctPluginApi);
@@ -68,6 +75,7 @@ static API: StaticApi = StaticApi(LctPluginApi {
     frames_copy: Some(frames_copy),
     frames_import: Some(frames_import),
     live_handle_count: Some(live_handle_count),
+    value_retain: Some(value_retain),
 });
 
 /// The table, for Rust callers that link this crate (its own tests).
@@ -126,14 +134,32 @@ unsafe fn in_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|e| Failure::invalid(format!("`{name}` is not UTF-8: {e}")))
 }
 
+/// The options of a `node_execute` call: the fields inside the host's `struct_size`, zero
+/// (the defaults) for the rest; all defaults when `options` is null.
+///
 /// # Safety
-/// As [`in_slice`] for `params`, and every `name` / `text_value` as [`in_str`].
+/// `options` must be null or valid for reads of the size it declares.
+unsafe fn read_options(options: *const LctExecuteOptions) -> Result<LctExecuteOptions> {
+    if options.is_null() {
+        return Ok(lct_abi::zeroed());
+    }
+    // Only the size field is sure to exist: read it alone first.
+    let declared = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+    unsafe { read_prefix(options, declared) }
+        .map_err(|e| Failure::invalid(format!("options.struct_size: {e}")))
+}
+
+/// # Safety
+/// `params` must be null or valid for `count` elements `stride` bytes apart, and every
+/// `name` / `text_value` as [`in_str`].
 unsafe fn read_params(
     node: &'static lct_nodes::NodeDescriptor,
     params: *const LctParam,
     count: usize,
+    stride: usize,
 ) -> Result<Params> {
-    let raw = unsafe { in_slice(params, count, "params") }?;
+    let raw = unsafe { read_array(params, count, stride) }
+        .map_err(|e| Failure::invalid(format!("params (param_size {stride}): {e}")))?;
     let mut given = Vec::with_capacity(raw.len());
     for (i, param) in raw.iter().enumerate() {
         let name = unsafe { in_str(param.name, &format!("params[{i}].name")) }?;
@@ -201,6 +227,7 @@ fn color_space_from_abi(space: LctColorSpace, field: &str) -> Result<ColorSpace>
 
 unsafe extern "C" fn initialize() -> LctStatus {
     guard("initialize", || {
+        #[cfg(feature = "test-nodes")]
         if std::env::var_os(TEST_PANIC_IN_INIT_VAR).is_some() {
             panic!(
                 "{TEST_PANIC_IN_INIT_VAR} is set: failing initialisation on purpose (test hook)"
@@ -290,7 +317,8 @@ unsafe extern "C" fn node_execute(
     guard("node_execute", || {
         let node = registry().node(index)?;
         let d = node.descriptor();
-        let params = unsafe { read_params(d, params, param_count) }?;
+        let options = unsafe { read_options(options) }?;
+        let params = unsafe { read_params(d, params, param_count, options.param_stride()) }?;
         let values = input_values(node, unsafe { in_slice(inputs, input_count, "inputs") }?)?;
         let inputs = Inputs::new(d, &values)?;
         if output_capacity < d.outputs.len() {
@@ -306,36 +334,18 @@ unsafe extern "C" fn node_execute(
         if !d.outputs.is_empty() && (outputs.is_null() || !outputs.is_aligned()) {
             return Err(Failure::invalid("`outputs` is null or misaligned"));
         }
-        let options = if options.is_null() {
-            None
-        } else {
-            // Read the size first: only that prefix is guaranteed to exist.
-            let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
-            if size < std::mem::size_of::<LctExecuteOptions>() {
-                return Err(Failure::invalid(format!(
-                    "options.struct_size is {size}, expected at least {}",
-                    std::mem::size_of::<LctExecuteOptions>()
-                )));
-            }
-            Some(unsafe { options.read_unaligned() })
-        };
-        let directory = match options {
-            Some(o) if !o.output_directory.is_null() => Some(PathBuf::from(unsafe {
-                in_str(o.output_directory, "options.output_directory")
+        let directory = match options.output_directory.is_null() {
+            true => None,
+            false => Some(PathBuf::from(unsafe {
+                in_str(options.output_directory, "options.output_directory")
             }?)),
-            _ => None,
         };
-        let mut progress = |step: u32, total: u32| match options {
-            Some(LctExecuteOptions {
-                progress: Some(callback),
-                user_data,
-                node_index,
-                ..
-            }) => {
+        let mut progress = |step: u32, total: u32| match options.progress {
+            Some(callback) => {
                 // SAFETY: the host's callback, called with the user data it gave us.
-                (unsafe { callback(user_data, node_index, step, total) }) == 0
+                (unsafe { callback(options.user_data, options.node_index, step, total) }) == 0
             }
-            _ => true,
+            None => true,
         };
         let mut ctx = ExecContext::new(d.id, &mut progress, directory.as_deref());
         let produced = node.execute(&mut ctx, &params, &inputs)?;
@@ -377,7 +387,9 @@ unsafe extern "C" fn node_input_signature(
     guard("node_input_signature", || {
         let node = registry().node(index)?;
         let d = node.descriptor();
-        let params = unsafe { read_params(d, params, param_count) }?;
+        // No options here: the ABI 1 layout, as the table documents.
+        let stride = lct_abi::stride_or_oldest::<LctParam>(0);
+        let params = unsafe { read_params(d, params, param_count, stride) }?;
         let port_desc = d.inputs.get(port as usize).ok_or_else(|| {
             Failure::new(
                 LctStatus::OUT_OF_RANGE,
@@ -660,6 +672,15 @@ unsafe extern "C" fn live_handle_count() -> u64 {
     guard_value("live_handle_count", 0, || handles().live())
 }
 
+unsafe extern "C" fn value_retain(handle: LctHandle, out_handle: *mut LctHandle) -> LctStatus {
+    guard("value_retain", || {
+        let value = lookup(handle)?;
+        let out = unsafe { out_ref(out_handle, "out_handle") }?;
+        *out = handles().insert(value);
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,6 +706,14 @@ mod tests {
         }
     }
 
+    /// The one parameter SceneContext needs to run.
+    fn one_shot() -> LctParam {
+        LctParam {
+            text_value: c"a wide shot".as_ptr(),
+            ..param(c"shots", LctValueKind::STRING, 0)
+        }
+    }
+
     /// Runs a node without inputs or options; returns the status and its one output.
     fn run(id: &CStr, params: &[LctParam]) -> (LctStatus, LctHandle) {
         let mut index = 0;
@@ -706,6 +735,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "test-nodes")]
     fn a_panicking_node_is_reported_and_the_plugin_stays_usable() {
         let (status, out) = run(c"DebugPanic", &[param(c"panic", LctValueKind::BOOL, 1)]);
         assert_eq!(status, LctStatus::PANICKED);
@@ -724,22 +754,140 @@ mod tests {
         assert_eq!(unsafe { value_release(out) }, LctStatus::BAD_HANDLE);
     }
 
+    /// What `cargo build -p lct-plugin` ships (and `cargo test --workspace` tests: nothing in
+    /// the workspace turns the feature on): a menu without the test nodes.
+    #[test]
+    #[cfg(not(feature = "test-nodes"))]
+    fn the_shipped_plugin_lists_no_test_nodes() {
+        for id in [c"TestPattern", c"Delay", c"DebugPanic"] {
+            let mut index = u32::MAX;
+            assert_eq!(
+                unsafe { node_find(id.as_ptr(), &mut index) },
+                LctStatus::NOT_FOUND,
+                "{id:?}"
+            );
+        }
+        for index in 0..unsafe { node_count() } {
+            let node = registry().node(index).unwrap().descriptor();
+            assert!(!node.category.starts_with("testing"), "{}", node.id);
+        }
+        assert!(registry().find("SaveFrames").is_some());
+    }
+
+    #[test]
+    #[cfg(feature = "test-nodes")]
+    fn the_test_build_lists_the_test_nodes() {
+        for id in ["TestPattern", "Delay", "DebugPanic"] {
+            assert!(registry().find(id).is_some(), "{id}");
+        }
+    }
+
     #[test]
     fn errors_name_the_node_and_the_widget() {
-        let (status, _) = run(c"TestPattern", &[param(c"frames", LctValueKind::INT, 0)]);
+        let (status, _) = run(c"SaveFrames", &[param(c"columns", LctValueKind::INT, 0)]);
         assert_eq!(status, LctStatus::OUT_OF_RANGE);
         assert_eq!(
             error(),
-            "node_execute: TestPattern: widget `frames` is 0, outside 1..=1024"
+            "node_execute: SaveFrames: widget `columns` is 0, outside 1..=64"
         );
+    }
+
+    #[test]
+    fn short_options_take_defaults_and_garbage_sizes_are_refused() {
+        unsafe extern "C" fn never(_: *mut std::ffi::c_void, _: u32, _: u32, _: u32) -> i32 {
+            panic!("a callback past the host's struct_size was called")
+        }
+        let mut index = 0;
+        assert_eq!(
+            unsafe { node_find(c"SceneContext".as_ptr(), &mut index) },
+            LctStatus::OK
+        );
+        let shots = [one_shot()];
+        let execute = |options: &LctExecuteOptions| {
+            let mut out = LctHandle::NULL;
+            let status = unsafe {
+                node_execute(
+                    index,
+                    shots.as_ptr(),
+                    1,
+                    &LctHandle::NULL,
+                    1,
+                    options,
+                    &mut out,
+                    1,
+                )
+            };
+            if status == LctStatus::OK {
+                assert_eq!(unsafe { value_release(out) }, LctStatus::OK);
+            }
+            status
+        };
+        let mut options = LctExecuteOptions {
+            struct_size: 8,
+            node_index: 0,
+            progress: Some(never),
+            user_data: std::ptr::null_mut(),
+            output_directory: c"/nonexistent".as_ptr(),
+            param_size: 0,
+            reserved: 0,
+        };
+        assert_eq!(execute(&options), LctStatus::OK, "{}", error());
+        options.struct_size = 3;
+        assert_eq!(execute(&options), LctStatus::INVALID_ARGUMENT);
+        assert!(
+            error().contains("options.struct_size: LctExecuteOptions declared as 3 bytes"),
+            "{}",
+            error()
+        );
+        options.struct_size = u32::MAX;
+        assert_eq!(execute(&options), LctStatus::INVALID_ARGUMENT);
     }
 
     #[test]
     fn the_table_is_complete() {
         assert!(api().missing_functions().is_empty());
+        for name in LctPluginApi::FUNCTION_NAMES {
+            assert_eq!(api().has_function(name), Some(true), "{name}");
+        }
         assert_eq!(
             api().struct_size as usize,
             std::mem::size_of::<LctPluginApi>()
+        );
+    }
+
+    #[test]
+    fn a_retained_handle_outlives_the_original() {
+        let mut index = 0;
+        assert_eq!(
+            unsafe { node_find(c"SceneContext".as_ptr(), &mut index) },
+            LctStatus::OK
+        );
+        let mut scene = LctHandle::NULL;
+        let shots = [one_shot()];
+        let status = unsafe {
+            node_execute(
+                index,
+                shots.as_ptr(),
+                1,
+                &LctHandle::NULL,
+                1,
+                std::ptr::null(),
+                &mut scene,
+                1,
+            )
+        };
+        assert_eq!(status, LctStatus::OK, "{}", error());
+        let mut second = LctHandle::NULL;
+        assert_eq!(unsafe { value_retain(scene, &mut second) }, LctStatus::OK);
+        assert_ne!(second, scene);
+        assert_eq!(unsafe { value_release(scene) }, LctStatus::OK);
+        let mut kind = LctValueKind::NONE;
+        assert_eq!(unsafe { value_kind(second, &mut kind) }, LctStatus::OK);
+        assert_eq!(kind, LctValueKind::SCENE);
+        assert_eq!(unsafe { value_release(second) }, LctStatus::OK);
+        assert_eq!(
+            unsafe { value_retain(second, &mut scene) },
+            LctStatus::BAD_HANDLE
         );
     }
 }

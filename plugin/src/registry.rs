@@ -175,6 +175,10 @@ impl Registry {
                 output_count: outputs.len(),
                 widgets: widgets.as_ptr(),
                 widget_count: widgets.len(),
+                struct_size: std::mem::size_of::<LctNodeDesc>() as u32,
+                port_desc_size: std::mem::size_of::<LctPortDesc>() as u32,
+                widget_desc_size: std::mem::size_of::<LctWidgetDesc>() as u32,
+                reserved: 0,
             });
             all_ports.push(inputs);
             all_ports.push(outputs);

@@ -1,6 +1,9 @@
 /*
  * A C host using nothing but lct_plugin.h: load the plugin with dlopen, check the table,
- * list the nodes with their ports, then run TestPattern -> SaveFrames and copy a pixel out.
+ * list the nodes with their ports, import frames of its own, copy a pixel back out, and run
+ * SaveFrames on them. Works with the shipped plugin (it needs no test node) and with plugins
+ * older or newer than its header: it reads descriptors by the sizes they declare and checks
+ * for appended functions before calling them.
  *
  *   cc -std=c99 -I plugin/abi/include tests/c/run_graph.c -ldl -o run_graph
  *   ./run_graph target/debug/liblct_plugin.so OUT_DIR
@@ -9,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,18 @@
 #include "lct_plugin.h"
 
 static const LctPluginApi* api;
+
+/* Element `i` of an array whose elements are `stride` bytes apart (the plugin's own size). */
+static const void* element(const void* base, size_t stride, size_t i) {
+    return (const char*)base + i * stride;
+}
+
+static void print_ports(const LctPortDesc* ports, size_t count, size_t stride) {
+    for (size_t p = 0; p < count; p++) {
+        const LctPortDesc* port = element(ports, stride, p);
+        printf("%s%s: %s", p ? ", " : "", port->name, port->kind_name);
+    }
+}
 
 static void check(LctStatus status, const char* what) {
     if (status != LCT_STATUS_OK) {
@@ -60,7 +76,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     api = entry();
-    if (!api || api->abi_version < LCT_ABI_VERSION || api->struct_size < sizeof(LctPluginApi)) {
+    /* Any version since the oldest loads; the ABI 1 functions must all be inside the table. */
+    if (!api || api->abi_version < LCT_OLDEST_ABI_VERSION ||
+        !LCT_HAS_FIELD(LctPluginApi, live_handle_count, api->struct_size)) {
         fprintf(stderr, "incompatible plugin\n");
         return 1;
     }
@@ -71,31 +89,52 @@ int main(int argc, char** argv) {
     for (uint32_t i = 0; i < count; i++) {
         const LctNodeDesc* node;
         check(api->node_describe(i, &node), "node_describe");
+        /* ABI 1 descriptors end before struct_size; their arrays have this header's sizes. */
+        size_t port_stride = sizeof(LctPortDesc);
+        if (api->abi_version >= 2 && LCT_HAS_FIELD(LctNodeDesc, port_desc_size, node->struct_size) &&
+            node->port_desc_size != 0) {
+            port_stride = node->port_desc_size;
+        }
+        if (port_stride < sizeof(LctPortDesc)) {
+            fprintf(stderr, "node %s: ports of %zu bytes are older than this host\n", node->id, port_stride);
+            return 1;
+        }
         printf("node %s (", node->id);
-        for (size_t p = 0; p < node->input_count; p++) {
-            printf("%s%s: %s", p ? ", " : "", node->inputs[p].name, node->inputs[p].kind_name);
-        }
+        print_ports(node->inputs, node->input_count, port_stride);
         printf(") -> (");
-        for (size_t p = 0; p < node->output_count; p++) {
-            printf("%s%s: %s", p ? ", " : "", node->outputs[p].name, node->outputs[p].kind_name);
-        }
+        print_ports(node->outputs, node->output_count, port_stride);
         printf(")%s\n", (node->flags & LCT_NODE_OUTPUT) ? " output" : "");
     }
 
-    uint32_t pattern, save;
-    check(api->node_find("TestPattern", &pattern), "node_find TestPattern");
+    uint32_t save;
     check(api->node_find("SaveFrames", &save), "node_find SaveFrames");
 
-    LctParam pattern_params[3] = {int_param("frames", 4), int_param("width", 32), int_param("height", 24)};
+    /* Four frames of 32x24 RGB made here, as a compositor hands over a plate. */
+    const uint32_t frame_count = 4, width = 32, height = 24, channels = 3;
+    size_t frame_bytes = (size_t)width * height * channels;
+    unsigned char* plate = malloc(frame_count * frame_bytes);
+    for (size_t i = 0; i < frame_count * frame_bytes; i++) {
+        plate[i] = (unsigned char)((i * 7) & 0xff);
+    }
+    LctFrameBuffer source;
+    memset(&source, 0, sizeof source);
+    source.data = plate;
+    source.capacity_bytes = frame_count * frame_bytes;
+    source.frame_count = frame_count;
+    source.width = width;
+    source.height = height;
+    source.channels = channels;
+    source.sample_format = LCT_SAMPLE_U8;
+    source.color_space = LCT_COLOR_SPACE_SRGB;
     LctHandle frames;
-    check(api->node_execute(pattern, pattern_params, 3, NULL, 0, NULL, &frames, 1), "TestPattern");
+    check(api->frames_import(&source, &frames), "frames_import");
+    free(plate);
 
     LctFramesInfo info;
     check(api->frames_info(frames, &info), "frames_info");
     printf("frames %u x %ux%ux%u colour space %u\n", info.frame_count, info.width, info.height, info.channels,
            info.color_space);
 
-    size_t frame_bytes = (size_t)info.width * info.height * info.channels;
     unsigned char* pixels = malloc(frame_bytes);
     LctFrameBuffer buffer;
     memset(&buffer, 0, sizeof buffer);
@@ -116,13 +155,15 @@ int main(int argc, char** argv) {
     options.progress = on_progress;
     options.user_data = &last_step;
     options.output_directory = argv[2];
-    LctParam save_params[1];
+    options.param_size = sizeof(LctParam);
+    LctParam save_params[2];
     memset(save_params, 0, sizeof save_params);
     save_params[0].name = "name";
     save_params[0].kind = LCT_KIND_STRING;
     save_params[0].text_value = "from_c";
+    save_params[1] = int_param("columns", 2);
     LctHandle folder;
-    check(api->node_execute(save, save_params, 1, &frames, 1, &options, &folder, 1), "SaveFrames");
+    check(api->node_execute(save, save_params, 2, &frames, 1, &options, &folder, 1), "SaveFrames");
     char path[4096];
     size_t length;
     check(api->value_read_string(folder, path, sizeof path, &length), "value_read_string");
@@ -137,6 +178,15 @@ int main(int argc, char** argv) {
     char message[256];
     api->last_error(message, sizeof message);
     printf("second release: %s\n", message);
+    /* An appended function: absent from plugins older than ABI 2. */
+    if (LCT_HAS_FUNCTION(api, value_retain)) {
+        LctHandle second;
+        check(api->value_retain(frames, &second), "value_retain");
+        check(api->value_release(second), "value_release");
+        printf("value_retain: provided\n");
+    } else {
+        printf("value_retain: not provided (ABI %u plugin)\n", api->abi_version);
+    }
     check(api->value_release(frames), "value_release");
     printf("live handles: %llu\n", (unsigned long long)api->live_handle_count());
     return 0;

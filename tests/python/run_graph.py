@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A Python host using ctypes and the layout in plugin/abi/include/lct_plugin.h.
 
-Loads the plugin, checks the table, lists the nodes with their ports, runs
-TestPattern -> SaveFrames, copies a frame out and checks that stale handles are refused.
+Loads the plugin, checks the table, lists the nodes with their ports, imports frames of its
+own, copies a frame back out, runs SaveFrames on them and checks that stale handles are
+refused. Works with the shipped plugin (no test node needed) and with plugins older or newer
+than the layout below: structs are read by the sizes the plugin declares (read_prefix).
 
     python3 tests/python/run_graph.py target/debug/liblct_plugin.so OUT_DIR
 
@@ -11,7 +13,7 @@ A model for compositor and node-editor integrations: copy the structures below.
 import ctypes as C
 import sys
 
-LCT_ABI_VERSION = 1
+LCT_ABI_VERSION, LCT_OLDEST_ABI_VERSION = 2, 1
 STATUS_OK, STATUS_BAD_HANDLE = 0, 2
 KIND_INT, KIND_STRING = 1, 4
 NODE_OUTPUT = 1
@@ -41,7 +43,10 @@ class NodeDesc(C.Structure):
                 ("display_name", C.c_char_p), ("category", C.c_char_p), ("description", C.c_char_p),
                 ("inputs", C.POINTER(PortDesc)), ("input_count", C.c_size_t),
                 ("outputs", C.POINTER(PortDesc)), ("output_count", C.c_size_t),
-                ("widgets", C.POINTER(WidgetDesc)), ("widget_count", C.c_size_t)]
+                ("widgets", C.POINTER(WidgetDesc)), ("widget_count", C.c_size_t),
+                # ABI 2
+                ("struct_size", C.c_uint32), ("port_desc_size", C.c_uint32),
+                ("widget_desc_size", C.c_uint32), ("reserved", C.c_uint32)]
 
 
 class Param(C.Structure):
@@ -51,7 +56,9 @@ class Param(C.Structure):
 
 class ExecuteOptions(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("node_index", C.c_uint32), ("progress", ProgressFn),
-                ("user_data", C.c_void_p), ("output_directory", C.c_char_p)]
+                ("user_data", C.c_void_p), ("output_directory", C.c_char_p),
+                # ABI 2
+                ("param_size", C.c_uint32), ("reserved", C.c_uint32)]
 
 
 class FramesInfo(C.Structure):
@@ -93,18 +100,41 @@ class PluginApi(C.Structure):
         ("frames_copy", fn(Status, Handle, C.POINTER(FrameBuffer))),
         ("frames_import", fn(Status, C.POINTER(FrameBuffer), C.POINTER(Handle))),
         ("live_handle_count", fn(C.c_uint64)),
+        # Appended in ABI 2: absent from older plugins.
+        ("value_retain", fn(Status, Handle, C.POINTER(Handle))),
     ]
+
+
+def field_end(cls, name):
+    field = getattr(cls, name)
+    return field.offset + field.size
+
+
+def read_prefix(cls, address, declared):
+    """The struct at `address` as its writer declared it, `declared` bytes: the fields wholly
+    inside, zero for the rest (the rule of lct-abi's read_prefix)."""
+    value = cls()
+    covered = max([field_end(cls, f[0]) for f in cls._fields_ if field_end(cls, f[0]) <= declared],
+                  default=0)
+    C.memmove(C.addressof(value), address, covered)
+    return value
+
+
+def read_array(cls, pointer, count, stride):
+    address = C.cast(pointer, C.c_void_p).value
+    return [read_prefix(cls, address + i * stride, stride) for i in range(count)]
 
 
 def main(plugin_path, out_dir):
     library = C.CDLL(plugin_path)
-    library.lct_plugin_entry.restype = C.POINTER(PluginApi)
+    library.lct_plugin_entry.restype = C.c_void_p
     table = library.lct_plugin_entry()
     if not table:
         sys.exit("the plugin returned no table")
-    api = table.contents
-    if api.abi_version < LCT_ABI_VERSION or api.struct_size < C.sizeof(PluginApi):
-        sys.exit(f"incompatible plugin: abi {api.abi_version}, table {api.struct_size} bytes")
+    struct_size, abi_version = C.cast(table, C.POINTER(C.c_uint32 * 2)).contents
+    if abi_version < LCT_OLDEST_ABI_VERSION or struct_size < field_end(PluginApi, "live_handle_count"):
+        sys.exit(f"incompatible plugin: abi {abi_version}, table {struct_size} bytes")
+    api = read_prefix(PluginApi, table, struct_size)
 
     def check(status, what):
         if status != STATUS_OK:
@@ -117,20 +147,30 @@ def main(plugin_path, out_dir):
     for index in range(api.node_count()):
         desc = C.POINTER(NodeDesc)()
         check(api.node_describe(index, C.byref(desc)), "node_describe")
-        node = desc.contents
-        ports = lambda p, n: ", ".join(f"{p[i].name.decode()}: {p[i].kind_name.decode()}" for i in range(n))
+        address = C.cast(desc, C.c_void_p).value
+        # ABI 1 descriptors end before struct_size; later ones declare their size.
+        size = NodeDesc.struct_size.offset
+        if abi_version >= 2:
+            size = C.c_uint32.from_address(address + NodeDesc.struct_size.offset).value
+        node = read_prefix(NodeDesc, address, size)
+        stride = node.port_desc_size or C.sizeof(PortDesc)
+        ports = lambda p, n: ", ".join(f"{q.name.decode()}: {q.kind_name.decode()}"
+                                       for q in read_array(PortDesc, p, n, stride))
         flag = " output" if node.flags & NODE_OUTPUT else ""
         print(f"node {node.id.decode()} ({ports(node.inputs, node.input_count)}) -> "
               f"({ports(node.outputs, node.output_count)}){flag}")
 
-    pattern, save = C.c_uint32(), C.c_uint32()
-    check(api.node_find(b"TestPattern", C.byref(pattern)), "node_find")
+    save = C.c_uint32()
     check(api.node_find(b"SaveFrames", C.byref(save)), "node_find")
 
-    params = (Param * 3)(Param(b"frames", KIND_INT, 4), Param(b"width", KIND_INT, 32),
-                         Param(b"height", KIND_INT, 24))
+    # Four frames of 32x24 RGB made here, as a compositor hands over a plate.
+    count, width, height, channels = 4, 32, 24, 3
+    plate = (C.c_uint8 * (count * width * height * channels))(*((i * 7) & 0xFF for i in range(
+        count * width * height * channels)))
+    source = FrameBuffer(C.cast(plate, C.c_void_p), len(plate), 0, count, width, height, channels, SAMPLE_U8,
+                         COLOR_SPACE_SRGB)
     frames = Handle()
-    check(api.node_execute(pattern.value, params, 3, None, 0, None, C.byref(frames), 1), "TestPattern")
+    check(api.frames_import(C.byref(source), C.byref(frames)), "frames_import")
     info = FramesInfo()
     check(api.frames_info(frames, C.byref(info)), "frames_info")
     print(f"frames {info.frame_count} x {info.width}x{info.height}x{info.channels}")
@@ -142,11 +182,11 @@ def main(plugin_path, out_dir):
 
     steps = []
     progress = ProgressFn(lambda user, node, step, total: steps.append(step) or 0)
-    options = ExecuteOptions(C.sizeof(ExecuteOptions), 0, progress, None, out_dir.encode())
-    save_params = (Param * 1)(Param(b"name", KIND_STRING, 0, 0.0, b"from_python"))
+    options = ExecuteOptions(C.sizeof(ExecuteOptions), 0, progress, None, out_dir.encode(), C.sizeof(Param))
+    save_params = (Param * 2)(Param(b"name", KIND_STRING, 0, 0.0, b"from_python"), Param(b"columns", KIND_INT, 2))
     folder = Handle()
     inputs = (Handle * 1)(frames)
-    check(api.node_execute(save.value, save_params, 1, inputs, 1, C.byref(options), C.byref(folder), 1),
+    check(api.node_execute(save.value, save_params, 2, inputs, 1, C.byref(options), C.byref(folder), 1),
           "SaveFrames")
     path = C.create_string_buffer(4096)
     length = C.c_size_t()
@@ -155,6 +195,14 @@ def main(plugin_path, out_dir):
 
     check(api.value_release(folder), "value_release")
     assert api.value_release(folder) == STATUS_BAD_HANDLE, "releasing twice must be BAD_HANDLE"
+    # An appended function: past the table of plugins older than ABI 2 (read as NULL).
+    if api.value_retain:
+        second = Handle()
+        check(api.value_retain(frames, C.byref(second)), "value_retain")
+        check(api.value_release(second), "value_release")
+        print("value_retain: provided")
+    else:
+        print(f"value_retain: not provided (ABI {abi_version} plugin)")
     check(api.value_release(frames), "value_release")
     print(f"live handles: {api.live_handle_count()}")
 

@@ -2,11 +2,15 @@
 //! C sources, locate tools.
 //!
 //! How the plugin is found: `$LCT_PLUGIN` if set; otherwise the test runs
-//! `cargo build -p lct-plugin -p lct-host` into the same target directory and profile as the running test
-//! binary (derived from its own path, `<target>/<profile>/deps/<test>`), once per process, and
-//! uses `<target>/<profile>/liblct_plugin.so`. So `cargo test -p lct-integration-tests` (or
+//! `cargo build -p lct-plugin -p lct-host --features lct-plugin/test-nodes` into the same target
+//! directory and profile as the running test binary (derived from its own path,
+//! `<target>/<profile>/deps/<test>`), once per process, and uses
+//! `<target>/<profile>/liblct_plugin.so`. So `cargo test -p lct-integration-tests` (or
 //! `--workspace`) always tests a plugin built from the current sources, with any
-//! `CARGO_TARGET_DIR`.
+//! `CARGO_TARGET_DIR`. The `test-nodes` feature adds the model-free test nodes (TestPattern,
+//! Delay, DebugPanic) and the panic-in-initialize hook that the tests use; the shipped build
+//! (`cargo build --release -p lct-plugin -p lct-host`) has neither. `$LCT_PLUGIN` must name a
+//! plugin built with that feature.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +36,8 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path to the real plugin, built (with the `lct` binary) from the current sources on first use.
+/// Path to the real plugin with its test nodes, built (with the `lct` binary) from the current
+/// sources on first use.
 pub fn plugin_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -55,6 +60,8 @@ pub fn plugin_path() -> &'static Path {
                 "lct-plugin",
                 "-p",
                 "lct-host",
+                "--features",
+                "lct-plugin/test-nodes",
                 "--profile",
                 &profile,
                 "--target-dir",
@@ -128,6 +135,31 @@ pub fn compile_c(compiler: &str, source: &Path, output: &Path, extra: &[&str]) {
         source.display(),
         String::from_utf8_lossy(&result.stderr)
     );
+}
+
+/// Builds the C plugin `tests/fixtures/<source>` with `-D<mode>` into a shared library in a
+/// temporary directory (keep the directory alive while the library is used); `None`, with a
+/// note, when there is no C compiler.
+pub fn fixture_plugin(source: &str, mode: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let Some(compiler) = c_compiler() else {
+        eprintln!("skipped: no C compiler");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let library = dir.path().join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        mode.to_lowercase(),
+        std::env::consts::DLL_SUFFIX
+    ));
+    let source = workspace_root().join("tests/fixtures").join(source);
+    compile_c(
+        &compiler,
+        &source,
+        &library,
+        &["-shared", &format!("-D{mode}")],
+    );
+    Some((dir, library))
 }
 
 /// Words the fixture models know: every prompt of the model tests uses only these.

@@ -1,7 +1,8 @@
 //! Hosts that are not Rust: a C program compiled against the committed header alone, and a
-//! Python ctypes script, each loading the real plugin, listing nodes and running
-//! TestPattern -> SaveFrames. Plus the `lct` command line. Skipped (not failed) when the
-//! C compiler or Python is missing.
+//! Python ctypes script, each loading the real plugin, listing nodes (read by the sizes the
+//! plugin declares), importing frames of their own and running SaveFrames on them (no test
+//! node, so they work with the shipped plugin too). Plus the `lct` command line. Skipped (not
+//! failed) when the C compiler or Python is missing.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -24,6 +25,7 @@ fn assert_host_output(output: &Output, out_dir: &Path, name: &str) {
         "{stdout}"
     );
     assert!(stdout.contains("frames 4 x 32x24x3"), "{stdout}");
+    assert!(stdout.contains("value_retain: provided"), "{stdout}");
     assert!(stdout.contains("live handles: 0"), "{stdout}");
     let folder = out_dir.join("frames").join(name);
     assert!(

@@ -182,6 +182,14 @@ impl Hostile<'_> {
             }),
             user_data: null_mut(),
             output_directory: self.out_dir.as_ptr(),
+            // Smaller than an LctParam (0: the default); a larger stride would make the plugin
+            // read past our array, which no boundary can detect.
+            param_size: if self.rng.chance(8) {
+                self.rng.below(std::mem::size_of::<LctParam>() as u64) as u32
+            } else {
+                std::mem::size_of::<LctParam>() as u32
+            },
+            reserved: 0,
         };
         let mut outputs = [LctHandle::NULL; 4];
         let output_capacity = if well_formed {

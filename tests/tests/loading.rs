@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use lct_abi::LCT_ABI_VERSION;
+use lct_abi::{LctPluginApi, LCT_ABI_VERSION, LCT_OLDEST_ABI_VERSION};
 use lct_host::{LoadError, Plugin, ValueKind};
-use lct_integration_tests::{c_compiler, compile_c, plugin, plugin_path, workspace_root};
+use lct_integration_tests::{fixture_plugin, plugin, plugin_path};
 
 #[test]
 fn the_real_plugin_loads_and_describes_its_nodes() {
@@ -36,20 +36,7 @@ fn the_real_plugin_loads_and_describes_its_nodes() {
 
 /// Builds `tests/fixtures/broken_plugin.c` with `-D<mode>` into a shared library.
 fn broken_plugin(mode: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-    let Some(compiler) = c_compiler() else {
-        eprintln!("skipped: no C compiler");
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let library = dir.path().join(format!("lib{}.so", mode.to_lowercase()));
-    let source = workspace_root().join("tests/fixtures/broken_plugin.c");
-    compile_c(
-        &compiler,
-        &source,
-        &library,
-        &["-shared", &format!("-D{mode}")],
-    );
-    Some((dir, library))
+    fixture_plugin("broken_plugin.c", mode)
 }
 
 #[test]
@@ -93,10 +80,14 @@ fn an_older_abi_version_is_refused_naming_both_versions() {
     match &error {
         LoadError::AbiTooOld {
             plugin_abi,
+            oldest_abi,
             host_abi,
             ..
         } => {
-            assert_eq!((*plugin_abi, *host_abi), (0, LCT_ABI_VERSION));
+            assert_eq!(
+                (*plugin_abi, *oldest_abi, *host_abi),
+                (0, LCT_OLDEST_ABI_VERSION, LCT_ABI_VERSION)
+            );
         }
         other => panic!("expected AbiTooOld, got {other}"),
     }
@@ -108,30 +99,72 @@ fn an_older_abi_version_is_refused_naming_both_versions() {
     );
 }
 
-#[test]
-fn a_too_small_table_is_refused_naming_both_sizes() {
-    let Some((_dir, library)) = broken_plugin("BROKEN_SMALL_TABLE") else {
-        return;
-    };
+/// Loads broken plugin `mode`, which must be refused as `TableTooSmall`: its plugin size,
+/// required size, plugin ABI and host ABI.
+fn table_too_small(mode: &str) -> Option<(u32, usize, u32, u32)> {
+    let (_dir, library) = broken_plugin(mode)?;
     let error = Plugin::load(&library).unwrap_err();
-    match &error {
+    let message = error.to_string();
+    match error {
         LoadError::TableTooSmall {
             plugin_size,
-            host_size,
+            required_size,
             plugin_abi,
             host_abi,
             ..
         } => {
-            assert_eq!(*plugin_size, 8);
-            assert_eq!(
-                *host_size as usize,
-                std::mem::size_of::<lct_abi::LctPluginApi>()
+            assert!(
+                message.contains(&format!("{plugin_size} bytes")),
+                "{message}"
             );
-            assert_eq!((*plugin_abi, *host_abi), (LCT_ABI_VERSION, LCT_ABI_VERSION));
+            assert!(message.contains(&required_size.to_string()), "{message}");
+            Some((plugin_size, required_size as usize, plugin_abi, host_abi))
         }
         other => panic!("expected TableTooSmall, got {other}"),
     }
-    assert!(error.to_string().contains("8 bytes"), "{error}");
+}
+
+#[test]
+fn a_too_small_table_is_refused_naming_both_sizes() {
+    let Some(refused) = table_too_small("BROKEN_SMALL_TABLE") else {
+        return;
+    };
+    let full = std::mem::size_of::<LctPluginApi>();
+    assert_eq!(refused, (8, full, LCT_ABI_VERSION, LCT_ABI_VERSION));
+}
+
+/// A smaller table is fine from an older plugin (tests/versions.rs), not from one that claims
+/// this version: its functions would be missing.
+#[test]
+fn a_table_smaller_than_its_own_version_needs_is_refused() {
+    let Some(refused) = table_too_small("BROKEN_SHORT_NEW_TABLE") else {
+        return;
+    };
+    let v1_size = std::mem::offset_of!(LctPluginApi, value_retain) as u32;
+    let full = std::mem::size_of::<LctPluginApi>();
+    assert_eq!(refused, (v1_size, full, LCT_ABI_VERSION, LCT_ABI_VERSION));
+}
+
+#[test]
+fn a_table_size_that_is_no_size_is_refused() {
+    let Some((_dir, library)) = broken_plugin("BROKEN_HUGE_TABLE") else {
+        return;
+    };
+    let error = Plugin::load(&library).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::BadTableSize {
+                source: lct_abi::SizeError::TooLarge {
+                    declared: 0xFFFF_FFFF,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("4294967295 bytes"), "{error}");
 }
 
 #[test]
@@ -142,7 +175,14 @@ fn a_table_with_null_functions_is_refused_naming_them() {
     let error = Plugin::load(&library).unwrap_err();
     match &error {
         LoadError::MissingFunctions { functions, .. } => {
-            assert_eq!(functions.as_slice(), lct_abi::LctPluginApi::FUNCTION_NAMES);
+            // The ABI 1 functions; those appended later may be absent.
+            let required: Vec<_> = LctPluginApi::FUNCTION_VERSIONS
+                .iter()
+                .filter(|(_, since, _)| *since == 1)
+                .map(|(name, _, _)| *name)
+                .collect();
+            assert_eq!(functions, &required);
+            assert!(!functions.contains(&"value_retain"));
         }
         other => panic!("expected MissingFunctions, got {other}"),
     }

@@ -1,5 +1,5 @@
 /*
- * lct_plugin.h: the C interface of an lct plugin (ABI version 1).
+ * lct_plugin.h: the C interface of an lct plugin (ABI version 2).
  *
  * GENERATED from plugin/abi/src/lib.rs by lct-abi; do not edit.
  * Regenerate with: LCT_BLESS=1 cargo test -p lct-abi
@@ -8,6 +8,11 @@
  * abi_version, call initialize(), then describe and execute nodes. Values are opaque handles;
  * release every handle you receive. Every function reports failures through LctStatus and a
  * per-thread message from last_error(); none of them unwinds or aborts on bad input.
+ *
+ * Growth both ways: either side may be the newer one. Structs that grow carry their size and
+ * arrays their element size; read the fields inside the declared size (LCT_HAS_FIELD), treat
+ * the rest as zero, and step through arrays by the declared element size. Appended functions
+ * may be absent from an older plugin (LCT_HAS_FUNCTION).
  */
 #ifndef LCT_PLUGIN_H
 #define LCT_PLUGIN_H
@@ -19,10 +24,19 @@
 extern "C" {
 #endif
 
-/** Version of the LctPluginApi layout; fields are only ever appended. */
-#define LCT_ABI_VERSION 1u
+/** Version of the boundary's layout; fields are only ever appended. */
+#define LCT_ABI_VERSION 2u
+/** The oldest abi_version a host built with this header loads. */
+#define LCT_OLDEST_ABI_VERSION 1u
 /** Name of the exported entry symbol. */
 #define LCT_ENTRY_SYMBOL "lct_plugin_entry"
+
+/** Whether a `type` declared `size` bytes long holds all of `field`. */
+#define LCT_HAS_FIELD(type, field, size) \
+    (offsetof(type, field) + sizeof(((type*)0)->field) <= (size_t)(size))
+/** Whether the table `api` provides the function `name` (appended functions may be absent). */
+#define LCT_HAS_FUNCTION(api, name) \
+    (LCT_HAS_FIELD(LctPluginApi, name, (api)->struct_size) && (api)->name != NULL)
 
 /**
  * Result of every table function that can fail. On anything but `OK` the calling thread's
@@ -51,6 +65,11 @@ typedef int32_t LctStatus;
 #define LCT_STATUS_BUFFER_TOO_SMALL ((LctStatus)9)
 /** The node ran and failed (an I/O error, an invalid scene...). */
 #define LCT_STATUS_NODE_FAILED ((LctStatus)10)
+/**
+ * The plugin does not provide the function: its table is older than the function. Hosts
+ * report it without calling anything (since ABI version 2).
+ */
+#define LCT_STATUS_UNSUPPORTED ((LctStatus)11)
 
 /**
  * Kind of a value, a port or a widget. Port kinds are spelled in UPPERCASE, as node editors
@@ -191,6 +210,11 @@ typedef struct LctWidgetDesc {
 /**
  * Static description of a node type, readable before anything runs. Valid as long as the
  * library is loaded (plugins are never unloaded).
+ *
+ * Growth: its size is `struct_size` when the plugin's `abi_version` is 2 or more; an ABI 1
+ * plugin's descriptors end before `struct_size`. Read `inputs`, `outputs` and `widgets` with
+ * the element sizes given here (`(const char*)inputs + i * port_desc_size`), not as C arrays
+ * of this header's structs, and only the fields this header knows of each element.
  */
 typedef struct LctNodeDesc {
     /** CamelCase id, stable across versions ("SceneContext"). */
@@ -217,6 +241,24 @@ typedef struct LctNodeDesc {
     const LctWidgetDesc* widgets;
     /** Number of widgets. */
     size_t widget_count;
+    /* Newer fields: read as zero when the declared size does not cover them. */
+    /** sizeof(LctNodeDesc) as the plugin knows it (ABI 2). */
+    uint32_t struct_size;
+    /**
+     * Bytes from one element of `inputs` and `outputs` to the next (ABI 2); 0 means the
+     * ABI 1 size of LctPortDesc.
+     */
+    uint32_t port_desc_size;
+    /**
+     * Bytes from one element of `widgets` to the next (ABI 2); 0 means the ABI 1 size of
+     * LctWidgetDesc.
+     */
+    uint32_t widget_desc_size;
+    /**
+     * Zero. Ends the struct at a field, not padding, so a field appended later never lands
+     * in bytes an older writer left unset.
+     */
+    uint32_t reserved;
 } LctNodeDesc;
 
 /**
@@ -241,11 +283,13 @@ typedef struct LctParam {
 
 /**
  * Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
- * fields are only ever appended.
+ * fields are only ever appended. The plugin reads the fields inside `struct_size` and takes
+ * zero for the rest, so a host built against an older header passes its smaller struct.
  */
 typedef struct LctExecuteOptions {
-    /** sizeof(LctExecuteOptions) as the host knows it. */
+    /** sizeof(LctExecuteOptions) as the host knows it; at least 4 (this field). */
     uint32_t struct_size;
+    /* Newer fields: read as zero when the declared size does not cover them. */
     /** Echoed to `progress` so one callback can serve a whole graph. */
     uint32_t node_index;
     /** Called at every step of long nodes; may be null. */
@@ -254,6 +298,13 @@ typedef struct LctExecuteOptions {
     void* user_data;
     /** Base directory for relative output paths (SaveFrames); null means the current directory. */
     const char* output_directory;
+    /**
+     * Bytes from one element of `node_execute`'s `params` to the next (ABI 2); 0 means the
+     * ABI 1 size of LctParam.
+     */
+    uint32_t param_size;
+    /** Zero. Ends the struct at a field, not padding (see LctNodeDesc.reserved). */
+    uint32_t reserved;
 } LctExecuteOptions;
 
 /** Dimensions of a FRAMES value. */
@@ -302,10 +353,12 @@ typedef struct LctFrameBuffer {
 /**
  * The plugin's root function table, returned by `lct_plugin_entry`.
  *
- * A host checks `struct_size >= sizeof(LctPluginApi)` and `abi_version >= LCT_ABI_VERSION`
- * before touching anything else, then calls `initialize`. Every function is thread-safe,
- * catches panics (LCT_STATUS_PANICKED), and on failure records a message for the calling
- * thread, readable with `last_error`. Out-pointers are written only on LCT_STATUS_OK.
+ * A host reads `struct_size` and `abi_version` before anything else, requires
+ * `abi_version >= LCT_OLDEST_ABI_VERSION` and a table that holds every function of that
+ * version, then calls `initialize`. Functions appended since ABI 1 may be absent. Every
+ * function is thread-safe, catches panics (LCT_STATUS_PANICKED), and on failure records a
+ * message for the calling thread, readable with `last_error`. Out-pointers are written
+ * only on LCT_STATUS_OK.
  */
 typedef struct LctPluginApi {
     /** sizeof(LctPluginApi) as compiled into the plugin. */
@@ -331,17 +384,21 @@ typedef struct LctPluginApi {
     /** Finds a node type by id; LCT_STATUS_NOT_FOUND if there is none. */
     LctStatus (*node_find)(const char* id, uint32_t* out_index);
     /**
-     * Runs node type `index`. `inputs` holds one handle per input port, in port order
-     * (LCT_NULL_HANDLE for an unconnected optional port); the call does not take ownership
-     * of them. On success one new handle per output port is written to `outputs`; the
-     * caller owns them. `options` may be null. On failure no handle is created.
+     * Runs node type `index`. `params` are spaced `options->param_size` bytes apart (the
+     * ABI 1 size of LctParam when `options` is null or gives 0). `inputs` holds one handle
+     * per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port); the
+     * call does not take ownership of them. On success one new handle per output port is
+     * written to `outputs`; the caller owns them. `options` may be null. On failure no
+     * handle is created.
      */
     LctStatus (*node_execute)(uint32_t index, const LctParam* params, size_t param_count, const LctHandle* inputs, size_t input_count, const LctExecuteOptions* options, LctHandle* outputs, size_t output_capacity);
     /**
      * The part of `input` (on input port `port`) that node type `index` with these `params`
      * depends on, as a hash. Usually the value's content hash; a node may narrow it (a shot
      * generator depends on the prompts up to its shot only) so that caches are not
-     * invalidated by edits it ignores.
+     * invalidated by edits it ignores. `params` have the ABI 1 layout of LctParam (there is
+     * no options struct to declare another): a version that grows LctParam must append a
+     * variant of this function that takes the element size.
      */
     LctStatus (*node_input_signature)(uint32_t index, const LctParam* params, size_t param_count, uint32_t port, LctHandle input, uint64_t* out_signature);
     /** Kind of a value. */
@@ -373,6 +430,14 @@ typedef struct LctPluginApi {
     LctStatus (*frames_import)(const LctFrameBuffer* buffer, LctHandle* out_handle);
     /** Number of live handles in this process; for leak checks. */
     uint64_t (*live_handle_count)(void);
+    /* Appended functions: absent (NULL, or past struct_size) in older plugins;
+       check with LCT_HAS_FUNCTION before calling. */
+    /**
+     * Writes a second handle to the same value to `out_handle`; release each handle on its
+     * own. For hosts that give one value to several owners.
+     * Since ABI version 2.
+     */
+    LctStatus (*value_retain)(LctHandle handle, LctHandle* out_handle);
 } LctPluginApi;
 
 /** Type of the entry point: returns the plugin's static table, or NULL. */

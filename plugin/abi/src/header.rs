@@ -7,7 +7,7 @@ use crate::{
     CItem, LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo, LctHandle, LctNodeDesc,
     LctNodeFlags, LctParam, LctPluginApi, LctPortDesc, LctPortFlags, LctSampleFormat, LctStatus,
     LctValueKind, LctWidgetDesc, LctWidgetFlags, ProgressFnTypedef, LCT_ABI_VERSION,
-    LCT_ENTRY_SYMBOL,
+    LCT_ENTRY_SYMBOL, LCT_OLDEST_ABI_VERSION,
 };
 
 /// The complete C header, byte for byte what `plugin/abi/include/lct_plugin.h` must contain.
@@ -24,6 +24,11 @@ pub fn c_header() -> String {
  * abi_version, call initialize(), then describe and execute nodes. Values are opaque handles;
  * release every handle you receive. Every function reports failures through LctStatus and a
  * per-thread message from last_error(); none of them unwinds or aborts on bad input.
+ *
+ * Growth both ways: either side may be the newer one. Structs that grow carry their size and
+ * arrays their element size; read the fields inside the declared size (LCT_HAS_FIELD), treat
+ * the rest as zero, and step through arrays by the declared element size. Appended functions
+ * may be absent from an older plugin (LCT_HAS_FUNCTION).
  */
 #ifndef LCT_PLUGIN_H
 #define LCT_PLUGIN_H
@@ -35,10 +40,19 @@ pub fn c_header() -> String {
 extern \"C\" {{
 #endif
 
-/** Version of the LctPluginApi layout; fields are only ever appended. */
+/** Version of the boundary's layout; fields are only ever appended. */
 #define LCT_ABI_VERSION {LCT_ABI_VERSION}u
+/** The oldest abi_version a host built with this header loads. */
+#define LCT_OLDEST_ABI_VERSION {LCT_OLDEST_ABI_VERSION}u
 /** Name of the exported entry symbol. */
 #define LCT_ENTRY_SYMBOL \"{LCT_ENTRY_SYMBOL}\"
+
+/** Whether a `type` declared `size` bytes long holds all of `field`. */
+#define LCT_HAS_FIELD(type, field, size) \\
+    (offsetof(type, field) + sizeof(((type*)0)->field) <= (size_t)(size))
+/** Whether the table `api` provides the function `name` (appended functions may be absent). */
+#define LCT_HAS_FUNCTION(api, name) \\
+    (LCT_HAS_FIELD(LctPluginApi, name, (api)->struct_size) && (api)->name != NULL)
 
 "
     ));

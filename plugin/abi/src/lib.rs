@@ -1,15 +1,27 @@
-//! `lct-abi`: the contract between an lct plugin and any host, as `#[repr(C)]` types.
+//! `lct-abi`: the contract between an lct plugin and any host, as `#[repr(C)]` types, plus the
+//! plain-Rust rules both sides apply.
 //!
 //! Role: the single source of truth for the C boundary. The plugin (`lct-plugin`) fills an
 //! [`LctPluginApi`] table; hosts (`lct-host`, C programs, Python ctypes) read it. The committed
 //! header `include/lct_plugin.h` is generated from these definitions by [`c_header`]; a test
-//! fails when it is stale (regenerate with `LCT_BLESS=1 cargo test -p lct-abi`).
+//! fails when it is stale (regenerate with `LCT_BLESS=1 cargo test -p lct-abi`). The [`widget`]
+//! module is plain Rust, not C: the parameter value and the widget range check that the plugin
+//! and every Rust host share, so the two sides cannot disagree.
 //!
-//! Invariants:
+//! Invariants, so that either side may be the newer one:
 //! - One exported C symbol, [`LCT_ENTRY_SYMBOL`], returns a pointer to a static
 //!   [`LctPluginApi`] whose first two fields are `struct_size` and `abi_version`. Fields are only
-//!   ever appended; every append bumps [`LCT_ABI_VERSION`]. A host accepts a plugin whose
-//!   `abi_version` and `struct_size` are at least its own and reads only the prefix it knows.
+//!   ever appended; every append bumps [`LCT_ABI_VERSION`]. A host loads any plugin whose
+//!   `abi_version` is at least [`LCT_OLDEST_ABI_VERSION`] and whose table holds the version-1
+//!   functions; a function appended later is absent when it is null or past the plugin's
+//!   `struct_size`.
+//! - Structs that may grow carry their size ([`LctExecuteOptions::struct_size`],
+//!   [`LctNodeDesc::struct_size`]) and arrays of structs their element size
+//!   ([`LctNodeDesc::port_desc_size`], [`LctExecuteOptions::param_size`]). A reader takes the
+//!   fields inside the declared size and zero for the rest ([`read_prefix`], the one
+//!   implementation of that rule), so every appended field means "as before" when zero. Never
+//!   refuse a struct only because it is smaller; refuse sizes below the fields every version has
+//!   ([`SizePrefixed::MIN_SIZE`]) or absurdly large ([`MAX_STRUCT_SIZE`]).
 //! - Enumerations are `#[repr(transparent)]` integers with named constants, never Rust enums, so a
 //!   value this version does not know (or garbage from C) is representable and never UB.
 //! - Values never cross the boundary: they are opaque [`LctHandle`]s. Only frames are copied out,
@@ -20,10 +32,25 @@
 use core::ffi::{c_char, c_void};
 
 mod header;
-pub use header::{c_header, struct_sizes};
+mod size;
+pub mod widget;
 
-/// Version of the function table layout. Bumped on every append to [`LctPluginApi`].
-pub const LCT_ABI_VERSION: u32 = 1;
+pub use header::{c_header, struct_sizes};
+pub use size::{
+    check_size, covered_len, read_array, read_prefix, stride_or_oldest, zeroed, SizeError,
+    SizePrefixed, MAX_STRUCT_SIZE,
+};
+
+/// Version of the boundary's layout. Bumped on every append to a boundary struct.
+///
+/// - 1: the first table.
+/// - 2: sizes that let structs grow: [`LctNodeDesc::struct_size`], `port_desc_size`,
+///   `widget_desc_size`, [`LctExecuteOptions::param_size`]; [`LctPluginApi::value_retain`];
+///   [`LctStatus::UNSUPPORTED`].
+pub const LCT_ABI_VERSION: u32 = 2;
+
+/// The oldest `abi_version` a host of this version still loads: everything since is appended.
+pub const LCT_OLDEST_ABI_VERSION: u32 = 1;
 
 /// Name of the one exported C entry point, of type [`LctPluginEntryFn`].
 pub const LCT_ENTRY_SYMBOL: &str = "lct_plugin_entry";
@@ -175,12 +202,18 @@ macro_rules! c_enum {
     };
 }
 
-/// A plain `#[repr(C)]` struct, mirrored field by field in C.
+/// A plain `#[repr(C)]` struct, mirrored field by field in C. Fields after `optional:` are
+/// newer than the struct's minimum ([`SizePrefixed::MIN_SIZE`]): a reader treats those past the
+/// size it was given as zero.
 macro_rules! c_struct {
     (
         $(#[doc = $doc:literal])*
         pub struct $name:ident {
             $( $(#[doc = $fdoc:literal])* pub $field:ident : $ty:ty, )*
+            $(
+                optional:
+                $( $(#[doc = $odoc:literal])* pub $ofield:ident : $oty:ty, )*
+            )?
         }
     ) => {
         $(#[doc = $doc])*
@@ -188,6 +221,19 @@ macro_rules! c_struct {
         #[derive(Clone, Copy, Debug)]
         pub struct $name {
             $( $(#[doc = $fdoc])* pub $field: $ty, )*
+            $($( $(#[doc = $odoc])* pub $ofield: $oty, )*)?
+        }
+
+        // SAFETY: every field type is an integer, a float, a raw pointer, an optional function
+        // pointer or a transparent integer, so any bytes (zero in particular) are a valid value;
+        // the ends are computed by the compiler, in declaration (= offset) order.
+        unsafe impl SizePrefixed for $name {
+            const NAME: &'static str = stringify!($name);
+            const MIN_SIZE: usize = last(&[$(core::mem::offset_of!($name, $field) + core::mem::size_of::<$ty>()),*]);
+            const FIELD_ENDS: &'static [usize] = &[
+                $(core::mem::offset_of!($name, $field) + core::mem::size_of::<$ty>(),)*
+                $($(core::mem::offset_of!($name, $ofield) + core::mem::size_of::<$oty>(),)*)?
+            ];
         }
 
         impl CType for $name {
@@ -204,13 +250,31 @@ macro_rules! c_struct {
                     push_doc(out, "    ", &[$($fdoc),*]);
                     out.push_str(&format!("    {} {};\n", <$ty as CType>::c_type(), stringify!($field)));
                 )*
+                $(
+                    out.push_str(OPTIONAL_FIELDS_COMMENT);
+                    $(
+                        push_doc(out, "    ", &[$($odoc),*]);
+                        out.push_str(&format!("    {} {};\n", <$oty as CType>::c_type(), stringify!($ofield)));
+                    )*
+                )?
                 out.push_str(&format!("}} {};\n\n", stringify!($name)));
             }
         }
     };
 }
 
-/// The function table: data fields, then nullable function pointers. Only ever appended to.
+/// Marks, in the header, where a struct's optional (newer) fields begin.
+const OPTIONAL_FIELDS_COMMENT: &str =
+    "    /* Newer fields: read as zero when the declared size does not cover them. */\n";
+
+/// The last element of a non-empty list, in a `const`.
+const fn last(ends: &[usize]) -> usize {
+    ends[ends.len() - 1]
+}
+
+/// The function table: data fields, then function pointers. The functions of ABI version 1 are
+/// required; those under `appended:` name the version that added them and may be null (or lie
+/// past a smaller `struct_size`) in an older plugin. Only ever appended to.
 macro_rules! c_function_table {
     (
         $(#[doc = $doc:literal])*
@@ -218,6 +282,8 @@ macro_rules! c_function_table {
             $( $(#[doc = $ddoc:literal])* pub $dfield:ident : $dty:ty, )*
             functions:
             $( $(#[doc = $fdoc:literal])* fn $fname:ident ( $( $arg:ident : $aty:ty ),* $(,)? ) -> $ret:ty; )*
+            appended:
+            $( $(#[doc = $adoc:literal])* since $since:literal: fn $aname:ident ( $( $aarg:ident : $aaty:ty ),* $(,)? ) -> $aret:ty; )*
         }
     ) => {
         $(#[doc = $doc])*
@@ -226,17 +292,59 @@ macro_rules! c_function_table {
         pub struct $name {
             $( $(#[doc = $ddoc])* pub $dfield: $dty, )*
             $( $(#[doc = $fdoc])* pub $fname: Option<unsafe extern "C" fn($($arg: $aty),*) -> $ret>, )*
+            $( $(#[doc = $adoc])* pub $aname: Option<unsafe extern "C" fn($($aarg: $aaty),*) -> $aret>, )*
+        }
+
+        // SAFETY: integers, pointers and optional function pointers only; ends by the compiler.
+        unsafe impl SizePrefixed for $name {
+            const NAME: &'static str = stringify!($name);
+            const MIN_SIZE: usize = last(&[$(core::mem::offset_of!($name, $fname) + core::mem::size_of::<usize>()),*]);
+            const FIELD_ENDS: &'static [usize] = &[
+                $(core::mem::offset_of!($name, $dfield) + core::mem::size_of::<$dty>(),)*
+                $(core::mem::offset_of!($name, $fname) + core::mem::size_of::<usize>(),)*
+                $(core::mem::offset_of!($name, $aname) + core::mem::size_of::<usize>(),)*
+            ];
         }
 
         impl $name {
             /// Names of the function fields, in table order.
-            pub const FUNCTION_NAMES: &'static [&'static str] = &[$(stringify!($fname)),*];
+            pub const FUNCTION_NAMES: &'static [&'static str] =
+                &[$(stringify!($fname),)* $(stringify!($aname),)*];
 
-            /// Names of the function fields that are null (a host must refuse such a table).
+            /// Each function with the ABI version that added it and the table size that covers it.
+            pub const FUNCTION_VERSIONS: &'static [(&'static str, u32, usize)] = &[
+                $((stringify!($fname), 1, core::mem::offset_of!($name, $fname) + core::mem::size_of::<usize>()),)*
+                $((stringify!($aname), $since, core::mem::offset_of!($name, $aname) + core::mem::size_of::<usize>()),)*
+            ];
+
+            /// Names of the required (ABI version 1) functions that are null: a host must refuse
+            /// such a table. Appended functions may be null; they are then absent.
             pub fn missing_functions(&self) -> Vec<&'static str> {
                 let mut missing = Vec::new();
                 $( if self.$fname.is_none() { missing.push(stringify!($fname)); } )*
                 missing
+            }
+
+            /// Whether the function `name` is present (non-null); `None` for a name this version
+            /// of the table does not have.
+            pub fn has_function(&self, name: &str) -> Option<bool> {
+                match name {
+                    $( stringify!($fname) => Some(self.$fname.is_some()), )*
+                    $( stringify!($aname) => Some(self.$aname.is_some()), )*
+                    _ => None,
+                }
+            }
+
+            /// The smallest table a plugin of ABI version `version` may declare: every function
+            /// of that version (or of this one, when it is newer) must fit.
+            pub fn size_for_version(version: u32) -> usize {
+                Self::FUNCTION_VERSIONS
+                    .iter()
+                    .filter(|(_, since, _)| *since <= version)
+                    .map(|(_, _, end)| *end)
+                    .max()
+                    .unwrap_or(0)
+                    .max(Self::MIN_SIZE)
             }
         }
 
@@ -254,11 +362,26 @@ macro_rules! c_function_table {
                     let args = if args.is_empty() { "void".to_owned() } else { args.join(", ") };
                     out.push_str(&format!("    {} (*{})({});\n", <$ret as CType>::c_type(), stringify!($fname), args));
                 )*
+                out.push_str(APPENDED_FUNCTIONS_COMMENT);
+                $(
+                    let since = format!(" Since ABI version {}.", $since);
+                    let mut doc: Vec<&str> = vec![$($adoc),*];
+                    doc.push(&since);
+                    push_doc(out, "    ", &doc);
+                    let args: Vec<String> = vec![$(format!("{} {}", <$aaty as CType>::c_type(), stringify!($aarg))),*];
+                    let args = if args.is_empty() { "void".to_owned() } else { args.join(", ") };
+                    out.push_str(&format!("    {} (*{})({});\n", <$aret as CType>::c_type(), stringify!($aname), args));
+                )*
                 out.push_str(&format!("}} {};\n\n", stringify!($name)));
             }
         }
     };
 }
+
+/// Marks, in the header, where the optional (appended) functions begin.
+const APPENDED_FUNCTIONS_COMMENT: &str =
+    "    /* Appended functions: absent (NULL, or past struct_size) in older plugins;\n       \
+     check with LCT_HAS_FUNCTION before calling. */\n";
 
 c_enum! {
     /// Result of every table function that can fail. On anything but `OK` the calling thread's
@@ -286,6 +409,9 @@ c_enum! {
         BUFFER_TOO_SMALL = 9,
         /// The node ran and failed (an I/O error, an invalid scene...).
         NODE_FAILED = 10,
+        /// The plugin does not provide the function: its table is older than the function. Hosts
+        /// report it without calling anything (since ABI version 2).
+        UNSUPPORTED = 11,
     }
 }
 
@@ -525,6 +651,11 @@ c_struct! {
 c_struct! {
     /// Static description of a node type, readable before anything runs. Valid as long as the
     /// library is loaded (plugins are never unloaded).
+    ///
+    /// Growth: its size is `struct_size` when the plugin's `abi_version` is 2 or more; an ABI 1
+    /// plugin's descriptors end before `struct_size`. Read `inputs`, `outputs` and `widgets` with
+    /// the element sizes given here (`(const char*)inputs + i * port_desc_size`), not as C arrays
+    /// of this header's structs, and only the fields this header knows of each element.
     pub struct LctNodeDesc {
         /// CamelCase id, stable across versions ("SceneContext").
         pub id: *const c_char,
@@ -550,6 +681,52 @@ c_struct! {
         pub widgets: *const LctWidgetDesc,
         /// Number of widgets.
         pub widget_count: usize,
+        optional:
+        /// sizeof(LctNodeDesc) as the plugin knows it (ABI 2).
+        pub struct_size: u32,
+        /// Bytes from one element of `inputs` and `outputs` to the next (ABI 2); 0 means the
+        /// ABI 1 size of LctPortDesc.
+        pub port_desc_size: u32,
+        /// Bytes from one element of `widgets` to the next (ABI 2); 0 means the ABI 1 size of
+        /// LctWidgetDesc.
+        pub widget_desc_size: u32,
+        /// Zero. Ends the struct at a field, not padding, so a field appended later never lands
+        /// in bytes an older writer left unset.
+        pub reserved: u32,
+    }
+}
+
+impl LctNodeDesc {
+    /// Reads the descriptor at `ptr` from a plugin of ABI version `plugin_abi`: an ABI 1
+    /// descriptor ends before `struct_size`, a later one declares its size there.
+    ///
+    /// # Safety
+    /// `ptr` must point to a descriptor from a plugin of that version (for ABI 2 and later,
+    /// valid for reads of the size it declares).
+    pub unsafe fn read(ptr: *const Self, plugin_abi: u32) -> Result<Self, SizeError> {
+        let declared = if plugin_abi < 2 {
+            Self::MIN_SIZE
+        } else {
+            // SAFETY: an ABI 2 descriptor has the field; unaligned reads are allowed.
+            (unsafe {
+                ptr.cast::<u8>()
+                    .add(core::mem::offset_of!(Self, struct_size))
+                    .cast::<u32>()
+                    .read_unaligned()
+            }) as usize
+        };
+        // SAFETY: valid for the declared size per the caller's contract.
+        unsafe { read_prefix(ptr, declared) }
+    }
+
+    /// Bytes between elements of `inputs` and `outputs`.
+    pub fn port_stride(&self) -> usize {
+        stride_or_oldest::<LctPortDesc>(self.port_desc_size)
+    }
+
+    /// Bytes between elements of `widgets`.
+    pub fn widget_stride(&self) -> usize {
+        stride_or_oldest::<LctWidgetDesc>(self.widget_desc_size)
     }
 }
 
@@ -575,10 +752,12 @@ c_struct! {
 
 c_struct! {
     /// Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
-    /// fields are only ever appended.
+    /// fields are only ever appended. The plugin reads the fields inside `struct_size` and takes
+    /// zero for the rest, so a host built against an older header passes its smaller struct.
     pub struct LctExecuteOptions {
-        /// sizeof(LctExecuteOptions) as the host knows it.
+        /// sizeof(LctExecuteOptions) as the host knows it; at least 4 (this field).
         pub struct_size: u32,
+        optional:
         /// Echoed to `progress` so one callback can serve a whole graph.
         pub node_index: u32,
         /// Called at every step of long nodes; may be null.
@@ -587,6 +766,18 @@ c_struct! {
         pub user_data: *mut c_void,
         /// Base directory for relative output paths (SaveFrames); null means the current directory.
         pub output_directory: *const c_char,
+        /// Bytes from one element of `node_execute`'s `params` to the next (ABI 2); 0 means the
+        /// ABI 1 size of LctParam.
+        pub param_size: u32,
+        /// Zero. Ends the struct at a field, not padding (see LctNodeDesc.reserved).
+        pub reserved: u32,
+    }
+}
+
+impl LctExecuteOptions {
+    /// Bytes between elements of `node_execute`'s `params`.
+    pub fn param_stride(&self) -> usize {
+        stride_or_oldest::<LctParam>(self.param_size)
     }
 }
 
@@ -638,10 +829,12 @@ c_struct! {
 c_function_table! {
     /// The plugin's root function table, returned by `lct_plugin_entry`.
     ///
-    /// A host checks `struct_size >= sizeof(LctPluginApi)` and `abi_version >= LCT_ABI_VERSION`
-    /// before touching anything else, then calls `initialize`. Every function is thread-safe,
-    /// catches panics (LCT_STATUS_PANICKED), and on failure records a message for the calling
-    /// thread, readable with `last_error`. Out-pointers are written only on LCT_STATUS_OK.
+    /// A host reads `struct_size` and `abi_version` before anything else, requires
+    /// `abi_version >= LCT_OLDEST_ABI_VERSION` and a table that holds every function of that
+    /// version, then calls `initialize`. Functions appended since ABI 1 may be absent. Every
+    /// function is thread-safe, catches panics (LCT_STATUS_PANICKED), and on failure records a
+    /// message for the calling thread, readable with `last_error`. Out-pointers are written
+    /// only on LCT_STATUS_OK.
     pub struct LctPluginApi {
         /// sizeof(LctPluginApi) as compiled into the plugin.
         pub struct_size: u32,
@@ -664,10 +857,12 @@ c_function_table! {
         fn node_describe(index: u32, out_desc: *mut *const LctNodeDesc) -> LctStatus;
         /// Finds a node type by id; LCT_STATUS_NOT_FOUND if there is none.
         fn node_find(id: *const c_char, out_index: *mut u32) -> LctStatus;
-        /// Runs node type `index`. `inputs` holds one handle per input port, in port order
-        /// (LCT_NULL_HANDLE for an unconnected optional port); the call does not take ownership
-        /// of them. On success one new handle per output port is written to `outputs`; the
-        /// caller owns them. `options` may be null. On failure no handle is created.
+        /// Runs node type `index`. `params` are spaced `options->param_size` bytes apart (the
+        /// ABI 1 size of LctParam when `options` is null or gives 0). `inputs` holds one handle
+        /// per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port); the
+        /// call does not take ownership of them. On success one new handle per output port is
+        /// written to `outputs`; the caller owns them. `options` may be null. On failure no
+        /// handle is created.
         fn node_execute(
             index: u32,
             params: *const LctParam,
@@ -681,7 +876,9 @@ c_function_table! {
         /// The part of `input` (on input port `port`) that node type `index` with these `params`
         /// depends on, as a hash. Usually the value's content hash; a node may narrow it (a shot
         /// generator depends on the prompts up to its shot only) so that caches are not
-        /// invalidated by edits it ignores.
+        /// invalidated by edits it ignores. `params` have the ABI 1 layout of LctParam (there is
+        /// no options struct to declare another): a version that grows LctParam must append a
+        /// variant of this function that takes the element size.
         fn node_input_signature(
             index: u32,
             params: *const LctParam,
@@ -715,5 +912,9 @@ c_function_table! {
         fn frames_import(buffer: *const LctFrameBuffer, out_handle: *mut LctHandle) -> LctStatus;
         /// Number of live handles in this process; for leak checks.
         fn live_handle_count() -> u64;
+        appended:
+        /// Writes a second handle to the same value to `out_handle`; release each handle on its
+        /// own. For hosts that give one value to several owners.
+        since 2: fn value_retain(handle: LctHandle, out_handle: *mut LctHandle) -> LctStatus;
     }
 }

@@ -84,3 +84,53 @@ fn unknown_enum_values_are_representable() {
         "BAD_HANDLE"
     );
 }
+
+/// A reader takes every field that ends inside the declared size. Trailing padding would break
+/// that: a field appended into it would count as present although an older writer never set
+/// those bytes. So every struct that grows ends with a field.
+#[test]
+fn growable_structs_end_at_a_field() {
+    use lct_abi::SizePrefixed;
+    fn check<T: SizePrefixed>() {
+        assert_eq!(
+            T::FIELD_ENDS.last().copied(),
+            Some(core::mem::size_of::<T>()),
+            "{} has trailing padding; end it with an explicit `reserved` field",
+            T::NAME
+        );
+    }
+    check::<lct_abi::LctPluginApi>();
+    check::<lct_abi::LctExecuteOptions>();
+    check::<lct_abi::LctNodeDesc>();
+    check::<lct_abi::LctPortDesc>();
+    check::<lct_abi::LctWidgetDesc>();
+    check::<lct_abi::LctParam>();
+}
+
+/// Fields are only appended: what ABI 1 hosts and plugins read stays where it was.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn the_abi_1_prefixes_have_not_moved() {
+    use core::mem::offset_of;
+    use lct_abi::{LctExecuteOptions, LctNodeDesc, LctPluginApi, SizePrefixed};
+    assert_eq!(LctPluginApi::MIN_SIZE, 24 + 18 * 8);
+    assert_eq!(offset_of!(LctPluginApi, live_handle_count), 24 + 17 * 8);
+    assert_eq!(LctPluginApi::size_for_version(1), LctPluginApi::MIN_SIZE);
+    assert_eq!(offset_of!(LctExecuteOptions, output_directory), 24);
+    assert_eq!(offset_of!(LctExecuteOptions, param_size), 32);
+    assert_eq!(LctNodeDesc::MIN_SIZE, 88);
+    assert_eq!(offset_of!(LctNodeDesc, widget_count), 80);
+    assert_eq!(offset_of!(LctNodeDesc, struct_size), 88);
+    let sizes: Vec<_> = lct_abi::struct_sizes()
+        .into_iter()
+        .filter(|(name, _)| ["LctPortDesc", "LctWidgetDesc", "LctParam"].contains(name))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("LctPortDesc", 32),
+            ("LctWidgetDesc", 112),
+            ("LctParam", 40)
+        ]
+    );
+}
