@@ -14,44 +14,47 @@
 use candle_core::{Device, Tensor};
 use lct_model::noise::gaussian;
 use lct_model::{AttentionMask, Config, TrainConfig, Trainer, TrainingScene, TrainingShot};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A transformer shaped like the embedded model's (64x64 frames through an 8-channel 4x4
-/// autoencoder: 16x16 latents, 2x2 patches, 64 tokens a frame) at the given width.
-fn config(width: usize, heads: usize) -> Config {
+/// The embedded model's transformer (its checkpoint's `config.json`), `widen` times as wide
+/// (heads and MLP alike, so the head size stays), bidirectional (the LCT stage), without its
+/// text encoder and autoencoder: the bench feeds embeddings and latents directly.
+fn config(widen: usize) -> Config {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/default/config.json");
+    let embedded = Config::load(Path::new(path)).expect("the embedded model's config.json");
     Config {
-        hidden_size: width,
-        depth: 4,
-        num_heads: heads,
-        mlp_hidden_size: 4 * width,
-        latent_channels: 8,
-        patch_size: 2,
-        text_dim: 64,
-        rope_axes: [8, 12, 12],
-        rope_theta: 10_000.0,
-        timestep_features: 128,
-        shot_text_len: 12,
-        global_text_len: 32,
+        hidden_size: embedded.hidden_size * widen,
+        num_heads: embedded.num_heads * widen,
+        mlp_hidden_size: embedded.mlp_hidden_size * widen,
         attention: AttentionMask::Bidirectional,
         text_encoder: None,
         autoencoder: None,
+        ..embedded
     }
+}
+
+/// The latent frame side of the embedded model (its autoencoder's frame over its patch).
+fn latent_side() -> usize {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/default/config.json");
+    let embedded = Config::load(Path::new(path)).expect("the embedded model's config.json");
+    let autoencoder = embedded
+        .autoencoder
+        .expect("the embedded model has an autoencoder");
+    autoencoder.frame_size[0] / autoencoder.patch
 }
 
 struct Case {
     name: &'static str,
-    width: usize,
-    heads: usize,
+    widen: usize,
     batch: usize,
     shots: usize,
     frames: usize,
 }
-
-const LATENT_SIDE: usize = 16;
 
 fn randn(stream: u64, dims: &[usize]) -> Tensor {
     gaussian(11, stream, dims, &Device::Cpu).unwrap()
@@ -65,7 +68,12 @@ fn scenes(cfg: &Config, case: &Case) -> Vec<TrainingScene> {
                 .map(|k| TrainingShot {
                     latent: randn(
                         1000 * s + 2 * k + 1,
-                        &[cfg.latent_channels, case.frames, LATENT_SIDE, LATENT_SIDE],
+                        &[
+                            cfg.latent_channels,
+                            case.frames,
+                            latent_side(),
+                            latent_side(),
+                        ],
                     ),
                     text: randn(1000 * s + 2 * k + 2, &[cfg.shot_text_len, cfg.text_dim]),
                     weight: None,
@@ -77,7 +85,7 @@ fn scenes(cfg: &Config, case: &Case) -> Vec<TrainingScene> {
 
 /// Tokens of one packed scene: global text plus its dummy video token, then each shot.
 fn scene_tokens(cfg: &Config, case: &Case) -> usize {
-    let per_frame = (LATENT_SIDE / cfg.patch_size).pow(2);
+    let per_frame = (latent_side() / cfg.patch_size).pow(2);
     cfg.global_text_len + 1 + case.shots * (cfg.shot_text_len + case.frames * per_frame)
 }
 
@@ -98,7 +106,7 @@ fn median(mut times: Vec<f64>) -> f64 {
 
 /// Median seconds of `reps` lct steps after two warm-up steps.
 fn lct_step(case: &Case, reps: usize, workers: usize) -> f64 {
-    let cfg = config(case.width, case.heads);
+    let cfg = config(case.widen);
     let train = TrainConfig {
         single_frame_prob: 0.0,
         text_dropout_prob: 0.0,
@@ -127,21 +135,29 @@ fn torch_step(case: &Case, reps: usize) -> Result<f64, String> {
     let python = std::env::var("LCT_TORCH_PYTHON")
         .map_err(|_| "set LCT_TORCH_PYTHON to a Python with torch to run it".to_owned())?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step_torch.py");
-    let cfg = config(case.width, case.heads);
+    let cfg = config(case.widen);
     let args = [
-        case.batch,
-        case.shots,
-        case.frames,
-        case.width,
-        cfg.depth,
-        case.heads,
-        cfg.mlp_hidden_size,
-        reps,
+        ("batch", case.batch),
+        ("shots", case.shots),
+        ("frames", case.frames),
+        ("width", cfg.hidden_size),
+        ("layers", cfg.depth),
+        ("heads", cfg.num_heads),
+        ("mlp", cfg.mlp_hidden_size),
+        ("channels", cfg.latent_channels),
+        ("patch", cfg.patch_size),
+        ("side", latent_side()),
+        ("text-dim", cfg.text_dim),
+        ("shot-text", cfg.shot_text_len),
+        ("global-text", cfg.global_text_len),
+        ("time-features", cfg.timestep_features),
+        ("reps", reps),
     ]
-    .map(|a| a.to_string());
+    .into_iter()
+    .flat_map(|(name, value)| [format!("--{name}"), value.to_string()]);
     let output = Command::new(&python)
         .arg(script)
-        .args(&args)
+        .args(args)
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -195,24 +211,21 @@ fn main() {
     let cases = [
         Case {
             name: "embedded size, pre-training",
-            width: 128,
-            heads: 4,
+            widen: 1,
             batch: 4,
             shots: 1,
             frames: 4,
         },
         Case {
             name: "embedded size, LCT scenes",
-            width: 128,
-            heads: 4,
+            widen: 1,
             batch: 8,
             shots: 3,
             frames: 4,
         },
         Case {
             name: "2x wider, LCT scenes",
-            width: 256,
-            heads: 8,
+            widen: 2,
             batch: 8,
             shots: 3,
             frames: 4,
@@ -226,7 +239,7 @@ fn main() {
         .iter()
         .filter(|c| only.is_none_or(|o| c.name.contains(o.as_str())))
     {
-        let cfg = config(case.width, case.heads);
+        let cfg = config(case.widen);
         let seconds = lct_step(case, reps, workers);
         let gflops = step_flops(&cfg, case) / seconds / 1e9;
         let (torch, ratio) = match torch_step(case, reps) {
@@ -239,7 +252,7 @@ fn main() {
         println!(
             "| {}: width {}, batch {} x {} shot(s) x {} frames | {} | {seconds:.3} | {gflops:.1} | {:.2} | {torch} | {ratio} |",
             case.name,
-            case.width,
+            cfg.hidden_size,
             case.batch,
             case.shots,
             case.frames,

@@ -8,24 +8,30 @@ embeddings, one joint attention over the packed scene (bidirectional: the LCT st
 MLP, per-shot MSE averaged over shots. Random data; no text encoder or autoencoder (the Rust
 bench has none either).
 
-Usage: python train_step_torch.py BATCH SHOTS FRAMES WIDTH LAYERS HEADS MLP [REPS]
-Prints one line: `torch VERSION threads N: ... S s/step` (median of REPS timed steps after
-three warm-up steps).
+Usage: python train_step_torch.py --batch 8 --shots 3 --frames 4 --width 128 --layers 4 \
+    --heads 4 --mlp 512 --channels 8 --patch 2 --side 16 --text-dim 64 --shot-text 12 \
+    --global-text 32 --time-features 128 [--reps 10]
+(the Rust bench passes the embedded model's values). Prints one line:
+`torch VERSION threads N: ... S s/step` (median of REPS timed steps after three warm-ups).
 """
+import argparse
 import math
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ARGS = [int(a) for a in sys.argv[1:]]
-B, SHOTS, FRAMES, W, LAYERS, HEADS, MLP = ARGS[:7]
-REPS = ARGS[7] if len(ARGS) > 7 else 10
-CHANNELS, PATCH, SIDE = 8, 2, 16  # 8-channel 16x16 latents, 2x2 patches: 64 tokens a frame
-TEXT_DIM, SHOT_TEXT, GLOBAL_TEXT, TIME_FEATURES = 64, 12, 32, 128
+parser = argparse.ArgumentParser()
+for name in ["batch", "shots", "frames", "width", "layers", "heads", "mlp", "channels", "patch",
+             "side", "text-dim", "shot-text", "global-text", "time-features"]:
+    parser.add_argument("--" + name, type=int, required=True)
+parser.add_argument("--reps", type=int, default=10)
+A = parser.parse_args()
+B, SHOTS, FRAMES, W, LAYERS, HEADS, MLP = A.batch, A.shots, A.frames, A.width, A.layers, A.heads, A.mlp
+REPS, CHANNELS, PATCH, SIDE = A.reps, A.channels, A.patch, A.side
+TEXT_DIM, SHOT_TEXT, GLOBAL_TEXT, TIME_FEATURES = A.text_dim, A.shot_text, A.global_text, A.time_features
 HEAD_DIM = W // HEADS
 PATCH_DIM = CHANNELS * PATCH * PATCH
 TOKENS_PER_FRAME = (SIDE // PATCH) ** 2

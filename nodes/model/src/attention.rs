@@ -306,6 +306,66 @@ impl<'a> Strided<'a> {
     }
 }
 
+/// `dst = keep * dst + scale * lhs rhs` for an `m x k` lhs and a `k x n` rhs, each given as
+/// (pointer, row stride, column stride) in elements; `dst` is `m x n`, row-major with row
+/// stride `dst_rs`.
+///
+/// # Safety
+/// Every pointer and stride must describe memory valid for the extents named.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    keep: f32,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    scale: f32,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            keep != 0.0,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            keep,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The three operands of an attention op, checked: `(b, h, lq, lk, d)` and strided views.
+#[allow(clippy::type_complexity)]
+fn operands<'a>(
+    (q_storage, q_layout): (&'a CpuStorage, &Layout),
+    (k_storage, k_layout): (&'a CpuStorage, &Layout),
+    (v_storage, v_layout): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<((usize, usize, usize, usize, usize), [Strided<'a>; 3])> {
+    let [b, h, lq, d]: [usize; 4] = q_layout.dims().try_into().expect("checked 4-D");
+    let lk = k_layout.dims()[2];
+    Ok((
+        (b, h, lq, lk, d),
+        [
+            Strided::new(q_storage, q_layout, "q")?,
+            Strided::new(k_storage, k_layout, "k")?,
+            Strided::new(v_storage, v_layout, "v")?,
+        ],
+    ))
+}
+
 impl candle_core::CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
         "lct-fused-attention"
@@ -320,11 +380,11 @@ impl candle_core::CustomOp3 for FusedAttention {
         v_storage: &CpuStorage,
         v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let [b, h, lq, d]: [usize; 4] = q_layout.dims().try_into().expect("checked 4-D");
-        let lk = k_layout.dims()[2];
-        let q = Strided::new(q_storage, q_layout, "q")?;
-        let k = Strided::new(k_storage, k_layout, "k")?;
-        let v = Strided::new(v_storage, v_layout, "v")?;
+        let ((b, h, lq, lk, d), [q, k, v]) = operands(
+            (q_storage, q_layout),
+            (k_storage, k_layout),
+            (v_storage, v_layout),
+        )?;
         let mut out = vec![0f32; b * lq * h * d];
         let out_ptr = SharedOut(out.as_mut_ptr());
         let scale = 1.0 / (d as f32).sqrt();
@@ -350,26 +410,14 @@ impl candle_core::CustomOp3 for FusedAttention {
                     // SAFETY: pointers and strides describe the validated candle layouts;
                     // `scores` holds q_len x k_len floats.
                     unsafe {
-                        gemm::gemm(
-                            q_len,
-                            k_len,
-                            d,
+                        matmul(
+                            (q_len, k_len, d),
                             scores.as_mut_ptr(),
-                            1,
-                            k_len as isize,
-                            false,
-                            q.row_ptr(batch, head, q_start),
-                            1,
-                            q.stride[2] as isize,
-                            k.row_ptr(batch, head, k_start),
-                            k.stride[2] as isize,
-                            1,
+                            k_len,
                             0.0,
+                            (q.row_ptr(batch, head, q_start), q.stride[2], 1),
+                            (k.row_ptr(batch, head, k_start), 1, k.stride[2]),
                             scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                     if k_start + k_len > range.full_end {
@@ -404,26 +452,14 @@ impl candle_core::CustomOp3 for FusedAttention {
                     }
                     // SAFETY: as above; accumulator holds q_len x d floats.
                     unsafe {
-                        gemm::gemm(
-                            q_len,
-                            d,
-                            k_len,
+                        matmul(
+                            (q_len, d, k_len),
                             scratch.accumulator.as_mut_ptr(),
-                            1,
-                            d as isize,
-                            true,
-                            scores.as_ptr(),
-                            1,
-                            k_len as isize,
-                            v.row_ptr(batch, head, k_start),
-                            1,
-                            v.stride[2] as isize,
+                            d,
                             1.0,
+                            (scores.as_ptr(), k_len, 1),
+                            (v.row_ptr(batch, head, k_start), v.stride[2], 1),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                 }
@@ -524,11 +560,11 @@ impl candle_core::CustomOp3 for FusedAttentionBackward {
         v_storage: &CpuStorage,
         v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let [b, h, lq, d]: [usize; 4] = q_layout.dims().try_into().expect("checked 4-D");
-        let lk = k_layout.dims()[2];
-        let q = Strided::new(q_storage, q_layout, "q")?;
-        let k = Strided::new(k_storage, k_layout, "k")?;
-        let v = Strided::new(v_storage, v_layout, "v")?;
+        let ((b, h, lq, lk, d), [q, k, v]) = operands(
+            (q_storage, q_layout),
+            (k_storage, k_layout),
+            (v_storage, v_layout),
+        )?;
         let (out_storage, out_layout) = self.out.storage_and_layout();
         let out = cpu_slice(&out_storage, out_layout, "the output")?;
         let (grad_storage, grad_layout) = self.grad_out.storage_and_layout();
@@ -567,7 +603,7 @@ impl candle_core::CustomOp3 for FusedAttentionBackward {
                 );
                 // Row `token` of this head in `[B, Lq, H * D]`.
                 let row_of = |token: usize| ((batch * lq + token) * h + head) * d;
-                let row_stride = (h * d) as isize;
+                let row_stride = h * d;
                 for q_start in (0..lq).step_by(block_q) {
                     let n = block_q.min(lq - q_start);
                     let range = spec.key_range(q_start, q_start + n);
@@ -580,26 +616,14 @@ impl candle_core::CustomOp3 for FusedAttentionBackward {
                     // candle layouts and this task's scratch and gradient rows.
                     unsafe {
                         // S = Q K^T / sqrt(D) over the visible keys.
-                        gemm::gemm(
-                            n,
-                            e,
-                            d,
+                        matmul(
+                            (n, e, d),
                             p.as_mut_ptr(),
-                            1,
-                            e as isize,
-                            false,
-                            q.row_ptr(batch, head, q_start),
-                            1,
-                            q.stride[2] as isize,
-                            k.row_ptr(batch, head, 0),
-                            k.stride[2] as isize,
-                            1,
+                            e,
                             0.0,
+                            (q.row_ptr(batch, head, q_start), q.stride[2], 1),
+                            (k.row_ptr(batch, head, 0), 1, k.stride[2]),
                             scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                     for i in 0..n {
@@ -624,48 +648,24 @@ impl candle_core::CustomOp3 for FusedAttentionBackward {
                     }
                     unsafe {
                         // dV[0..e] += P^T dO.
-                        gemm::gemm(
-                            e,
-                            d,
-                            n,
+                        matmul(
+                            (e, d, n),
                             dv,
-                            1,
-                            d as isize,
-                            true,
-                            p.as_ptr(),
-                            e as isize,
-                            1,
-                            do_block.as_ptr(),
-                            1,
-                            row_stride,
+                            d,
                             1.0,
+                            (p.as_ptr(), 1, e),
+                            (do_block.as_ptr(), row_stride, 1),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                         // dP = dO V^T.
-                        gemm::gemm(
-                            n,
-                            e,
-                            d,
+                        matmul(
+                            (n, e, d),
                             ds.as_mut_ptr(),
-                            1,
-                            e as isize,
-                            false,
-                            do_block.as_ptr(),
-                            1,
-                            row_stride,
-                            v.row_ptr(batch, head, 0),
-                            v.stride[2] as isize,
-                            1,
+                            e,
                             0.0,
+                            (do_block.as_ptr(), row_stride, 1),
+                            (v.row_ptr(batch, head, 0), 1, v.stride[2]),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                     for i in 0..n {
@@ -679,48 +679,24 @@ impl candle_core::CustomOp3 for FusedAttentionBackward {
                     }
                     unsafe {
                         // dQ = dS K / sqrt(D).
-                        gemm::gemm(
-                            n,
-                            d,
-                            e,
+                        matmul(
+                            (n, d, e),
                             dq.add(q_start * d),
-                            1,
-                            d as isize,
-                            false,
-                            ds.as_ptr(),
-                            1,
-                            e as isize,
-                            k.row_ptr(batch, head, 0),
-                            1,
-                            k.stride[2] as isize,
+                            d,
                             0.0,
+                            (ds.as_ptr(), e, 1),
+                            (k.row_ptr(batch, head, 0), k.stride[2], 1),
                             scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                         // dK[0..e] += dS^T Q / sqrt(D).
-                        gemm::gemm(
-                            e,
-                            d,
-                            n,
+                        matmul(
+                            (e, d, n),
                             dk,
-                            1,
-                            d as isize,
-                            true,
-                            ds.as_ptr(),
-                            e as isize,
-                            1,
-                            q.row_ptr(batch, head, q_start),
-                            1,
-                            q.stride[2] as isize,
+                            d,
                             1.0,
+                            (ds.as_ptr(), 1, e),
+                            (q.row_ptr(batch, head, q_start), q.stride[2], 1),
                             scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                 }
