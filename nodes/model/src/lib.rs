@@ -37,7 +37,10 @@ pub use sampler::{
     ShotInput, StepControl, StepInfo,
 };
 pub use text_encoder::{TextEncoder, TextEncoderConfig};
-pub use train::{fixed_shot_losses, StepStats, TrainConfig, Trainer, TrainingScene, TrainingShot};
+pub use train::{
+    fixed_shot_losses, keep_freed_pages, StepStats, TrainConfig, Trainer, TrainingScene,
+    TrainingShot,
+};
 pub use transformer::{SceneBatch, SceneOutput, SceneTransformer};
 pub use weights::{
     init_model, init_pipeline, init_tensors, load_model, load_pipeline, save_checkpoint, Init,

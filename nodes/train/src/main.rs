@@ -560,6 +560,7 @@ fn write_table(lines: &[String], out: Option<&Path>) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    lct_model::keep_freed_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Fit {
