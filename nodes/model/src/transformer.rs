@@ -179,6 +179,10 @@ struct Streams {
     video_ids: Tensor,
     text_len: usize,
     video_len: usize,
+    /// For each packed position, its row in `[text tokens; video tokens]`.
+    pack_order: Tensor,
+    /// For each row of `[text tokens; video tokens]`, its packed position.
+    unpack_order: Tensor,
 }
 
 impl SceneTransformer {
@@ -350,45 +354,48 @@ impl SceneTransformer {
 
     fn streams(&self, layout: &SceneLayout) -> Result<Streams> {
         let (text_ids, video_ids) = layout.stream_segment_ids();
+        let (text_len, video_len) = (text_ids.len(), video_ids.len());
+        let mut pack_order = Vec::with_capacity(text_len + video_len);
+        let (mut text_at, mut video_at) = (0u32, text_len as u32);
+        for s in layout.segments() {
+            pack_order.extend(text_at..text_at + s.text_len as u32);
+            text_at += s.text_len as u32;
+            pack_order.extend(video_at..video_at + s.video_len() as u32);
+            video_at += s.video_len() as u32;
+        }
+        let mut unpack_order = vec![0u32; pack_order.len()];
+        for (packed, &row) in pack_order.iter().enumerate() {
+            unpack_order[row as usize] = packed as u32;
+        }
         Ok(Streams {
-            text_len: text_ids.len(),
-            video_len: video_ids.len(),
+            text_len,
+            video_len,
             text_ids: Tensor::new(text_ids, &self.device)?,
             video_ids: Tensor::new(video_ids, &self.device)?,
+            pack_order: Tensor::new(pack_order, &self.device)?,
+            unpack_order: Tensor::new(unpack_order, &self.device)?,
         })
     }
 
-    /// Interleaves per-stream tensors `[B, n, ...]` into packed order along dim 1.
-    fn pack(layout: &SceneLayout, text: &Tensor, video: &Tensor) -> Result<Tensor> {
-        let mut parts = Vec::with_capacity(layout.segments().len() * 2);
-        let (mut text_at, mut video_at) = (0, 0);
-        for s in layout.segments() {
-            if s.text_len > 0 {
-                parts.push(text.narrow(1, text_at, s.text_len)?);
-                text_at += s.text_len;
-            }
-            parts.push(video.narrow(1, video_at, s.video_len())?);
-            video_at += s.video_len();
-        }
-        Ok(Tensor::cat(&parts, 1)?)
+    /// Interleaves per-stream tensors `[B, n, ...]` into packed order along dim 1: one gather,
+    /// so that the backward pass is one scatter rather than a zero-padded copy per segment.
+    fn pack(streams: &Streams, text: &Tensor, video: &Tensor) -> Result<Tensor> {
+        let joined = if streams.text_len > 0 {
+            Tensor::cat(&[text, video], 1)?
+        } else {
+            video.clone()
+        };
+        Ok(joined.contiguous()?.index_select(&streams.pack_order, 1)?)
     }
 
     /// Splits a packed `[B, L, ...]` back into (text, video).
-    fn unpack(layout: &SceneLayout, packed: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
-        let mut text = Vec::new();
-        let mut video = Vec::new();
-        for s in layout.segments() {
-            if s.text_len > 0 {
-                text.push(packed.narrow(1, s.offset, s.text_len)?);
-            }
-            video.push(packed.narrow(1, s.offset + s.text_len, s.video_len())?);
-        }
-        let text = if text.is_empty() {
-            None
-        } else {
-            Some(Tensor::cat(&text, 1)?)
-        };
-        Ok((text, Tensor::cat(&video, 1)?))
+    fn unpack(streams: &Streams, packed: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+        let joined = packed.contiguous()?.index_select(&streams.unpack_order, 1)?;
+        let video = joined.narrow(1, streams.text_len, streams.video_len)?;
+        let text = (streams.text_len > 0)
+            .then(|| joined.narrow(1, 0, streams.text_len))
+            .transpose()?;
+        Ok((text, video))
     }
 
     /// The scene path. `past` holds cached K/V of earlier segments (context-causal only);
@@ -459,7 +466,7 @@ impl SceneTransformer {
                 }
             };
             let to_heads = |t: &Tensor, v: &Tensor| -> Result<Tensor> {
-                Ok(Self::pack(layout, t, v)?.transpose(1, 2)?.contiguous()?)
+                Ok(Self::pack(&streams, t, v)?.transpose(1, 2)?.contiguous()?)
             };
             let q = apply_rope(&to_heads(&tq, &vq)?, &cos, &sin)?;
             let k = apply_rope(&to_heads(&tk, &vk)?, &cos, &sin)?;
@@ -476,7 +483,7 @@ impl SceneTransformer {
                 }
                 None => attention(&q, &k, &v, &spec)?,
             };
-            let (text_attended, video_attended) = Self::unpack(layout, &attended)?;
+            let (text_attended, video_attended) = Self::unpack(&streams, &attended)?;
             video = block.video.finish(&video, &video_attended, &video_mod)?;
             if let (Some(m), Some(a)) = (&text_mod, &text_attended) {
                 text = block.text.finish(&text, a, m)?;
