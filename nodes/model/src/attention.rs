@@ -731,7 +731,7 @@ impl Scratch {
 
 /// e^x for x <= 0 (Cephes-style range reduction; relative error ~1e-7); 0 below -87.
 #[inline(always)]
-fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

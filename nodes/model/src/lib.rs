@@ -14,6 +14,7 @@ pub mod attention;
 pub mod autoencoder;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod kv_cache;
 pub mod layout;
 pub mod noise;

@@ -6,14 +6,15 @@
 use crate::attention::{attention, naive_attention, MaskSpec};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fused::{gelu_erf, linear};
 use crate::kv_cache::{KvView, SegmentKv};
 use crate::layout::{AttentionMask, SceneLayout, SegmentKind};
 use crate::rope::{apply_rope, Rope};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear, Linear, RmsNorm, VarBuilder};
+use candle_nn::{Linear, RmsNorm, VarBuilder};
 use std::sync::Arc;
 
-const NORM_EPS: f64 = 1e-6;
+use crate::fused::NORM_EPS;
 
 /// One forward's inputs. Batch `B` is shared by every tensor (2 for classifier-free guidance).
 #[derive(Debug, Clone, Copy)]
@@ -67,49 +68,28 @@ fn apply_rms(norm: &RmsNorm, x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Layer norm without affine parameters (adaLN supplies scale and shift).
-fn plain_layer_norm(x: &Tensor) -> Result<Tensor> {
-    let hidden = x.dim(D::Minus1)?;
-    if !x.track_op() && x.device().is_cpu() {
-        let ones = Tensor::ones(hidden, x.dtype(), x.device())?;
-        let zeros = Tensor::zeros(hidden, x.dtype(), x.device())?;
-        return Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &ones,
-            &zeros,
-            NORM_EPS as f32,
-        )?);
-    }
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(centered.broadcast_div(&(variance + NORM_EPS)?.sqrt()?)?)
-}
-
 fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(plain_layer_norm(x)?
-        .broadcast_mul(&(scale + 1.0)?)?
-        .broadcast_add(shift)?)
+    crate::fused::modulate(x, shift, scale)
 }
 
 impl StreamBlock {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Self {
-            modulation: linear(h, 6 * h, vb.pp("modulation"))?,
-            qkv: linear(h, 3 * h, vb.pp("qkv"))?,
+            modulation: candle_nn::linear(h, 6 * h, vb.pp("modulation"))?,
+            qkv: candle_nn::linear(h, 3 * h, vb.pp("qkv"))?,
             q_norm: rms_norm(vb.pp("q_norm"), cfg.head_dim())?,
             k_norm: rms_norm(vb.pp("k_norm"), cfg.head_dim())?,
-            out_proj: linear(h, h, vb.pp("out_proj"))?,
-            mlp_in: linear(h, cfg.mlp_hidden_size, vb.pp("mlp_in"))?,
-            mlp_out: linear(cfg.mlp_hidden_size, h, vb.pp("mlp_out"))?,
+            out_proj: candle_nn::linear(h, h, vb.pp("out_proj"))?,
+            mlp_in: candle_nn::linear(h, cfg.mlp_hidden_size, vb.pp("mlp_in"))?,
+            mlp_out: candle_nn::linear(cfg.mlp_hidden_size, h, vb.pp("mlp_out"))?,
         })
     }
 
     /// `conditioning` is `[segments, hidden]` (already through SiLU); `segment_ids` maps each
     /// token of this stream to its segment.
     fn modulation(&self, conditioning: &Tensor, segment_ids: &Tensor) -> Result<Modulation> {
-        let per_segment = self.modulation.forward(conditioning)?;
+        let per_segment = linear(&self.modulation, conditioning)?;
         let per_token = per_segment.index_select(segment_ids, 0)?;
         let chunks = per_token.chunk(6, D::Minus1)?;
         Ok(Modulation {
@@ -127,10 +107,7 @@ impl StreamBlock {
     fn qkv(&self, cfg: &Config, x: &Tensor, m: &Modulation) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
         let h = modulate(x, &m.shift_attn, &m.scale_attn)?;
-        let qkv = self
-            .qkv
-            .forward(&h)?
-            .reshape((b, n, 3, cfg.num_heads, cfg.head_dim()))?;
+        let qkv = linear(&self.qkv, &h)?.reshape((b, n, 3, cfg.num_heads, cfg.head_dim()))?;
         let q = apply_rms(&self.q_norm, &qkv.narrow(2, 0, 1)?.squeeze(2)?)?;
         let k = apply_rms(&self.k_norm, &qkv.narrow(2, 1, 1)?.squeeze(2)?)?;
         let v = qkv.narrow(2, 2, 1)?.squeeze(2)?;
@@ -139,14 +116,9 @@ impl StreamBlock {
 
     /// Residual updates after attention: output projection, then the MLP.
     fn finish(&self, x: &Tensor, attended: &Tensor, m: &Modulation) -> Result<Tensor> {
-        let x = (x + self
-            .out_proj
-            .forward(attended)?
-            .broadcast_mul(&m.gate_attn)?)?;
+        let x = (x + linear(&self.out_proj, attended)?.broadcast_mul(&m.gate_attn)?)?;
         let h = modulate(&x, &m.shift_mlp, &m.scale_mlp)?;
-        let h = self
-            .mlp_out
-            .forward(&self.mlp_in.forward(&h)?.gelu_erf()?)?;
+        let h = linear(&self.mlp_out, &gelu_erf(&linear(&self.mlp_in, &h)?)?)?;
         Ok((x + h.broadcast_mul(&m.gate_mlp)?)?)
     }
 }
@@ -200,13 +172,13 @@ impl SceneTransformer {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
-            video_in: linear(cfg.patch_dim(), h, vb.pp("video_in"))?,
-            text_in: linear(cfg.text_dim, h, vb.pp("text_in"))?,
-            time_in: linear(cfg.timestep_features, h, vb.pp("time_in"))?,
-            time_out: linear(h, h, vb.pp("time_out"))?,
+            video_in: candle_nn::linear(cfg.patch_dim(), h, vb.pp("video_in"))?,
+            text_in: candle_nn::linear(cfg.text_dim, h, vb.pp("text_in"))?,
+            time_in: candle_nn::linear(cfg.timestep_features, h, vb.pp("time_in"))?,
+            time_out: candle_nn::linear(h, h, vb.pp("time_out"))?,
             blocks,
-            final_modulation: linear(h, 2 * h, vb.pp("final_modulation"))?,
-            final_out: linear(h, cfg.patch_dim(), vb.pp("final_out"))?,
+            final_modulation: candle_nn::linear(h, 2 * h, vb.pp("final_modulation"))?,
+            final_out: candle_nn::linear(h, cfg.patch_dim(), vb.pp("final_out"))?,
             rope: Rope::new(cfg.rope_axes, cfg.rope_theta),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -250,9 +222,7 @@ impl SceneTransformer {
         }
         let features = Tensor::from_vec(features, (timesteps.len(), half * 2), &self.device)?
             .to_dtype(self.dtype)?;
-        let emb = self
-            .time_out
-            .forward(&self.time_in.forward(&features)?.silu()?)?;
+        let emb = linear(&self.time_out, &linear(&self.time_in, &features)?.silu()?)?;
         Ok(emb.silu()?)
     }
 
@@ -346,9 +316,9 @@ impl SceneTransformer {
         let text = if text_parts.is_empty() {
             Tensor::zeros((b, 0, self.cfg.hidden_size), self.dtype, &self.device)?
         } else {
-            self.text_in.forward(&Tensor::cat(&text_parts, 1)?)?
+            linear(&self.text_in, &Tensor::cat(&text_parts, 1)?)?
         };
-        let video = self.video_in.forward(&Tensor::cat(&video_parts, 1)?)?;
+        let video = linear(&self.video_in, &Tensor::cat(&video_parts, 1)?)?;
         Ok((b, text, video))
     }
 
@@ -390,7 +360,9 @@ impl SceneTransformer {
 
     /// Splits a packed `[B, L, ...]` back into (text, video).
     fn unpack(streams: &Streams, packed: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
-        let joined = packed.contiguous()?.index_select(&streams.unpack_order, 1)?;
+        let joined = packed
+            .contiguous()?
+            .index_select(&streams.unpack_order, 1)?;
         let video = joined.narrow(1, streams.text_len, streams.video_len)?;
         let text = (streams.text_len > 0)
             .then(|| joined.narrow(1, 0, streams.text_len))
@@ -512,14 +484,13 @@ impl SceneTransformer {
         };
 
         let velocities = if outputs {
-            let final_mod = self
-                .final_modulation
-                .forward(&conditioning)?
+            let final_mod = linear(&self.final_modulation, &conditioning)?
                 .index_select(&streams.video_ids, 0)?
                 .chunk(2, D::Minus1)?;
-            let out = self
-                .final_out
-                .forward(&modulate(&video, &final_mod[0], &final_mod[1])?)?;
+            let out = linear(
+                &self.final_out,
+                &modulate(&video, &final_mod[0], &final_mod[1])?,
+            )?;
             let mut velocities = Vec::new();
             let mut at = 0;
             for segment in layout.segments() {
@@ -598,8 +569,8 @@ impl SceneTransformer {
         let text_ids = Tensor::zeros(text_len, DType::U32, &self.device)?;
         let video_len = grid.iter().product::<usize>();
         let video_ids = Tensor::zeros(video_len, DType::U32, &self.device)?;
-        let mut t = self.text_in.forward(text)?;
-        let mut v = self.video_in.forward(&self.patchify(latent)?)?;
+        let mut t = linear(&self.text_in, text)?;
+        let mut v = linear(&self.video_in, &self.patchify(latent)?)?;
         let all = vec![0u32; positions.len()];
         let spec = MaskSpec::self_attention(AttentionMask::Bidirectional, all)?;
         for block in &self.blocks {
@@ -618,11 +589,8 @@ impl SceneTransformer {
             t = block.text.finish(&t, &ta, &tm)?;
             v = block.video.finish(&v, &va, &vm)?;
         }
-        let m = self
-            .final_modulation
-            .forward(&conditioning)?
-            .chunk(2, D::Minus1)?;
-        let out = self.final_out.forward(&modulate(&v, &m[0], &m[1])?)?;
+        let m = linear(&self.final_modulation, &conditioning)?.chunk(2, D::Minus1)?;
+        let out = linear(&self.final_out, &modulate(&v, &m[0], &m[1])?)?;
         self.unpatchify(&out, grid)
     }
 }
