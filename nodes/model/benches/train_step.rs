@@ -113,7 +113,7 @@ fn lct_step(case: &Case, reps: usize, workers: usize) -> f64 {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(&cfg, train, &Device::Cpu).unwrap();
-    trainer.set_workers(workers);
+    trainer.set_workers(workers).unwrap();
     let batch = scenes(&cfg, case);
     for _ in 0..2 {
         trainer.step(&batch).unwrap();

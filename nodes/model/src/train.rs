@@ -126,6 +126,9 @@ pub struct Trainer {
     rng: SplitMix64,
     device: Device,
     workers: usize,
+    /// The worker threads, kept for the whole run: threads spawned anew every step start with
+    /// empty allocator heaps, and their fresh pages cost a kernel zero-fill each time.
+    worker_pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 /// `work` applied to up to `workers` contiguous chunks of `items` on their own threads (on
@@ -419,6 +422,7 @@ impl Trainer {
             rng,
             device,
             workers: 1,
+            worker_pool: None,
         })
     }
 
@@ -575,8 +579,19 @@ impl Trainer {
     /// parallelism: each scene has its own sequence layout, so scenes do not stack). The
     /// gradients are summed in a fixed order, so a run is deterministic for a given count;
     /// different counts agree to rounding.
-    pub fn set_workers(&mut self, workers: usize) {
+    pub fn set_workers(&mut self, workers: usize) -> Result<()> {
         self.workers = workers.max(1);
+        self.worker_pool = if self.workers > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(self.workers)
+                .thread_name(|i| format!("lct-train-worker-{i}"))
+                .build()
+                .map_err(|e| Error::Training(format!("cannot start {workers} workers: {e}")))?;
+            Some(std::sync::Arc::new(pool))
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// The loss sum of `chunk` divided by `batch`, and its gradients.
@@ -603,12 +618,28 @@ impl Trainer {
             .map(|scene| self.prepare(scene))
             .collect::<Result<Vec<_>>>()?;
         let batch = prepared.len();
-        let results = map_chunks(
-            &prepared,
-            self.workers,
-            |chunk| self.chunk_gradients(chunk, batch),
-            || Error::Training("a training worker panicked".into()),
-        )?;
+        let results = match &self.worker_pool {
+            Some(pool) => {
+                use rayon::prelude::*;
+                let per_chunk = batch.div_ceil(self.workers).max(1);
+                let chunks: Vec<&[PreparedScene]> = prepared.chunks(per_chunk).collect();
+                // Collected in chunk order, so the gradients add up in a fixed order.
+                pool.install(|| {
+                    chunks
+                        .par_iter()
+                        .map(|chunk| {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                self.chunk_gradients(chunk, batch)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(Error::Training("a training worker panicked".into()))
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?
+            }
+            None => vec![self.chunk_gradients(&prepared, batch)?],
+        };
         let mut loss_value = 0f32;
         let mut stores = Vec::with_capacity(results.len());
         for chunk in results {

@@ -101,7 +101,7 @@ fn data_parallel_workers_follow_the_single_thread_run() {
     let scenes = synthetic_scenes(5);
     let run = |workers: usize| {
         let mut trainer = Trainer::new(&cfg, train.clone(), &Device::Cpu).unwrap();
-        trainer.set_workers(workers);
+        trainer.set_workers(workers).unwrap();
         let losses: Vec<f32> = (0..4)
             .map(|_| trainer.step(&scenes).unwrap().loss)
             .collect();

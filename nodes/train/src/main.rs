@@ -470,7 +470,7 @@ fn fit(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    trainer.set_workers(workers);
+    trainer.set_workers(workers)?;
     let single_shot_prob = if stage == Stage::Pretrain {
         1.0
     } else {
