@@ -22,6 +22,23 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Asserts `got` is within `tolerance` of `want`, relative to `want`'s largest magnitude (at
+/// least 1).
+pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tolerance: f32) {
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_diff(got, want);
+    assert!(
+        diff <= tolerance * scale.max(1.0),
+        "{name}: differs by {diff} (largest value {scale})"
+    );
+}
+
 pub fn tiny_model(mask: AttentionMask, seed: u64) -> SceneTransformer {
     let cfg = Config::tiny().with_attention(mask);
     init_model(&cfg, seed, Init::Random, &Device::Cpu).unwrap()

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{Module, Tensor, Var};
-use common::{max_diff, randn};
+use common::{assert_close, randn};
 use lct_model::fused::{composed_modulate, gelu_erf, linear, modulate};
 
 /// Values and the gradients of `sum(f(inputs) * weights)` with respect to every input.
@@ -29,21 +29,6 @@ fn with_grads(
         .map(|t| grads.get(t).expect("a gradient").clone())
         .collect();
     (out.detach(), grads)
-}
-
-fn assert_close(name: &str, got: &Tensor, want: &Tensor, tolerance: f32) {
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let diff = max_diff(got, want);
-    assert!(
-        diff <= tolerance * scale.max(1.0),
-        "{name}: differs by {diff} (largest value {scale})"
-    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 mod common;
 
 use candle_core::Tensor;
-use common::{max_diff, randn};
+use common::{assert_close, max_diff, randn};
 use lct_model::attention::{blocked_attention, fused_attention, naive_attention};
 use lct_model::{AttentionMask, Error, MaskSpec, SceneLayout, SegmentSpec, ShotRole};
 
@@ -195,19 +195,7 @@ fn the_fused_backward_equals_autograd_through_the_naive_softmax() {
             &weights,
         );
         for (name, (g, w)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
-            assert_eq!(g.dims(), w.dims(), "case {case} {name}");
-            let scale = w
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                max_diff(g, w) < 1e-4 * scale.max(1.0),
-                "case {case} {name}: differs by {} (largest {scale})",
-                max_diff(g, w)
-            );
+            assert_close(&format!("case {case} {name}"), g, w, 1e-4);
         }
     }
 }

@@ -2,7 +2,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{randn, tiny_model};
+use common::{max_diff, randn, tiny_model};
 use lct_model::weights::{load_model, save_checkpoint};
 use lct_model::{
     cache_history, fixed_shot_losses, init_tensors, sample, AttentionMask, Config, Error, Init,
@@ -117,14 +117,7 @@ fn data_parallel_workers_follow_the_single_thread_run() {
         );
     }
     for (name, a) in &single_weights {
-        let diff = (a - &parallel_weights[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(a, &parallel_weights[name]);
         assert!(diff < 1e-4, "'{name}' differs by {diff} after 4 steps");
     }
     // A given worker count is deterministic, bit for bit.
