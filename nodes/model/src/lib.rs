@@ -8,7 +8,8 @@
 //! Role and limits: pure computation on tensors. It knows nothing of node graphs, handles or
 //! the C ABI, and chooses no device or dtype itself (they come from the weights or the
 //! caller). It must not depend on `lct-nodes`, `lct-abi`, `lct-plugin` or `lct-host` (only on
-//! `lct-text`, the shared prompt word rule).
+//! `lct-text`, the shared prompt word rule; `libmimalloc-sys` serves only
+//! [`keep_freed_pages`], an allocator setting for processes that train).
 
 pub mod attention;
 pub mod autoencoder;
