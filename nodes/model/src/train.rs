@@ -594,11 +594,79 @@ impl Trainer {
         Ok(())
     }
 
-    /// The loss sum of `chunk` divided by `batch`, and its gradients.
-    fn chunk_gradients(&self, chunk: &[PreparedScene], batch: usize) -> Result<ChunkResult> {
-        let losses = chunk
+    /// The summed loss of scenes that share a layout, run as one batch (each sample with its
+    /// own timesteps); equal, to rounding, to the sum of their [`Self::prepared_loss`].
+    fn group_loss(&self, scenes: &[&PreparedScene]) -> Result<Tensor> {
+        let [first, ..] = scenes else {
+            return Err(Error::Training("an empty group of scenes".into()));
+        };
+        if scenes.len() == 1 {
+            return self.prepared_loss(first);
+        }
+        let stack = |pick: fn(&PreparedScene) -> &Vec<Tensor>, i: usize| -> Result<Tensor> {
+            let parts: Vec<&Tensor> = scenes.iter().map(|s| &pick(s)[i]).collect();
+            Ok(Tensor::cat(&parts, 0)?)
+        };
+        let text = (0..first.text.len())
+            .map(|i| stack(|s| &s.text, i))
+            .collect::<Result<Vec<_>>>()?;
+        let noisy = (0..first.noisy.len())
+            .map(|i| stack(|s| &s.noisy, i))
+            .collect::<Result<Vec<_>>>()?;
+        let timesteps: Vec<Vec<f32>> = scenes.iter().map(|s| s.layout.timesteps()).collect();
+        let batch = SceneBatch {
+            layout: &first.layout,
+            text: &text,
+            latents: &noisy,
+        };
+        let velocities = self.pipeline.transformer.forward_per_sample_timesteps(
+            &batch,
+            self.cfg.attention,
+            &timesteps,
+        )?;
+        let mut per_shot = Vec::with_capacity(velocities.len());
+        for (i, prediction) in velocities.iter().enumerate() {
+            let squared = (prediction - stack(|s| &s.targets, i)?)?.sqr()?;
+            let squared = if scenes.iter().any(|s| s.weights[i].is_some()) {
+                let weights = scenes
+                    .iter()
+                    .map(|s| match &s.weights[i] {
+                        Some(w) => Ok(w.clone()),
+                        None => Ok(Tensor::ones_like(&s.targets[i].narrow(1, 0, 1)?)?),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                squared.broadcast_mul(&Tensor::cat(&weights, 0)?)?
+            } else {
+                squared
+            };
+            // Per sample: the mean over the shot's latent.
+            per_shot.push(squared.flatten_from(1)?.mean(1)?);
+        }
+        // [samples, shots]: each sample's loss is the mean over its scored shots.
+        let losses = Tensor::stack(&per_shot, 1)?;
+        let scored: Vec<f32> = scenes
             .iter()
-            .map(|prepared| self.prepared_loss(prepared))
+            .flat_map(|s| s.scored.iter().map(|&on| if on { 1.0 } else { 0.0 }))
+            .collect();
+        let scored = Tensor::from_vec(scored, losses.dims(), losses.device())?;
+        let per_sample = ((losses * &scored)?.sum(1)? / scored.sum(1)?)?;
+        Ok(per_sample.sum_all()?)
+    }
+
+    /// The loss of `units` (groups of same-layout scenes of `prepared`) summed and divided by
+    /// `batch`, and its gradients.
+    fn chunk_gradients(
+        &self,
+        prepared: &[PreparedScene],
+        units: &[Vec<usize>],
+        batch: usize,
+    ) -> Result<ChunkResult> {
+        let losses = units
+            .iter()
+            .map(|unit| {
+                let scenes: Vec<&PreparedScene> = unit.iter().map(|&i| &prepared[i]).collect();
+                self.group_loss(&scenes)
+            })
             .collect::<Result<Vec<_>>>()?;
         let loss = (Tensor::stack(&losses, 0)?.sum_all()? / batch as f64)?;
         let value = loss.to_scalar::<f32>()?;
@@ -606,6 +674,34 @@ impl Trainer {
             loss: value,
             gradients: loss.backward()?,
         })
+    }
+
+    /// The batch's scenes grouped by layout (in order of first appearance), each group split
+    /// into up to one part per worker so that the workers share even a single group.
+    fn units_of_work(&self, prepared: &[PreparedScene]) -> Vec<Vec<usize>> {
+        // What a layout is made of, timesteps aside: per segment, shot or not, text, grid.
+        type LayoutShape = Vec<(bool, usize, [usize; 3])>;
+        let key = |p: &PreparedScene| -> LayoutShape {
+            let segments = p.layout.segments();
+            segments
+                .iter()
+                .map(|s| (s.is_shot(), s.text_len, s.grid))
+                .collect()
+        };
+        let mut groups: Vec<(LayoutShape, Vec<usize>)> = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            let k = key(p);
+            match groups.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((k, vec![i])),
+            }
+        }
+        let mut units = Vec::new();
+        for (_, members) in groups {
+            let per_part = members.len().div_ceil(self.workers).max(1);
+            units.extend(members.chunks(per_part).map(<[usize]>::to_vec));
+        }
+        units
     }
 
     /// One optimiser step over a batch of scenes (loss averaged over scenes).
@@ -618,18 +714,19 @@ impl Trainer {
             .map(|scene| self.prepare(scene))
             .collect::<Result<Vec<_>>>()?;
         let batch = prepared.len();
+        let units = self.units_of_work(&prepared);
         let results = match &self.worker_pool {
             Some(pool) => {
                 use rayon::prelude::*;
-                let per_chunk = batch.div_ceil(self.workers).max(1);
-                let chunks: Vec<&[PreparedScene]> = prepared.chunks(per_chunk).collect();
+                let per_chunk = units.len().div_ceil(self.workers).max(1);
+                let chunks: Vec<&[Vec<usize>]> = units.chunks(per_chunk).collect();
                 // Collected in chunk order, so the gradients add up in a fixed order.
                 pool.install(|| {
                     chunks
                         .par_iter()
                         .map(|chunk| {
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                self.chunk_gradients(chunk, batch)
+                                self.chunk_gradients(&prepared, chunk, batch)
                             }))
                             .unwrap_or_else(|_| {
                                 Err(Error::Training("a training worker panicked".into()))
@@ -638,7 +735,7 @@ impl Trainer {
                         .collect::<Result<Vec<_>>>()
                 })?
             }
-            None => vec![self.chunk_gradients(&prepared, batch)?],
+            None => vec![self.chunk_gradients(&prepared, &units, batch)?],
         };
         let mut loss_value = 0f32;
         let mut stores = Vec::with_capacity(results.len());
@@ -770,5 +867,93 @@ impl Trainer {
                 .clone();
         }
         Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::gaussian;
+
+    fn randn(seed: u64, dims: &[usize]) -> Tensor {
+        gaussian(seed, 0, dims, &Device::Cpu).unwrap()
+    }
+
+    /// Three shots of 2 frames; the middle one weighted in the second scene.
+    fn scene(seed: u64, weighted: bool) -> TrainingScene {
+        TrainingScene {
+            global_text: Some(randn(seed, &[6, 16])),
+            shots: (0..3u64)
+                .map(|k| TrainingShot {
+                    latent: randn(seed + 10 + k, &[4, 2, 3, 3]),
+                    text: randn(seed + 20 + k, &[4, 16]),
+                    weight: (weighted && k == 1)
+                        .then(|| randn(seed + 30, &[2, 3, 3]).abs().unwrap()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_same_layout_group_runs_as_one_batch_with_the_same_loss_and_gradients() {
+        let train = TrainConfig {
+            single_frame_prob: 0.0,
+            text_dropout_prob: 0.0,
+            // Some shots drawn as context: unscored, and different per sample.
+            context_prob: 0.4,
+            seed: 5,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(&Config::tiny(), train, &Device::Cpu).unwrap();
+        let prepared: Vec<PreparedScene> = [scene(100, false), scene(200, true), scene(300, false)]
+            .iter()
+            .map(|s| trainer.prepare(s).unwrap())
+            .collect();
+        let timesteps: Vec<Vec<f32>> = prepared.iter().map(|p| p.layout.timesteps()).collect();
+        assert_ne!(
+            timesteps[0], timesteps[1],
+            "each sample draws its own timesteps"
+        );
+        assert_eq!(trainer.units_of_work(&prepared), vec![vec![0, 1, 2]]);
+        let scenes: Vec<&PreparedScene> = prepared.iter().collect();
+        let grouped = trainer.group_loss(&scenes).unwrap();
+        let separate = prepared
+            .iter()
+            .map(|p| trainer.prepared_loss(p).unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        let (g, s) = (
+            grouped.to_scalar::<f32>().unwrap(),
+            separate.to_scalar::<f32>().unwrap(),
+        );
+        assert!((g - s).abs() <= 1e-5 * s.abs(), "grouped {g}, separate {s}");
+        let (grouped_grads, separate_grads) =
+            (grouped.backward().unwrap(), separate.backward().unwrap());
+        for (name, var, _, _) in &trainer.params {
+            let (a, b) = match (
+                grouped_grads.get(var.as_tensor()),
+                separate_grads.get(var.as_tensor()),
+            ) {
+                (Some(a), Some(b)) => (a, b),
+                (None, None) => continue,
+                _ => panic!("{name} has a gradient one way only"),
+            };
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(
+                diff <= 1e-4 * scale.max(1e-3),
+                "{name}: {diff} (largest {scale})"
+            );
+        }
+        // Two workers split one group in two.
+        trainer.set_workers(2).unwrap();
+        assert_eq!(trainer.units_of_work(&prepared), vec![vec![0, 1], vec![2]]);
     }
 }

@@ -86,11 +86,12 @@ impl StreamBlock {
         })
     }
 
-    /// `conditioning` is `[segments, hidden]` (already through SiLU); `segment_ids` maps each
-    /// token of this stream to its segment.
+    /// `conditioning` is `[segments, hidden]`, or `[B, segments, hidden]` when each sample has
+    /// its own timesteps (already through SiLU); `segment_ids` maps each token of this stream
+    /// to its segment.
     fn modulation(&self, conditioning: &Tensor, segment_ids: &Tensor) -> Result<Modulation> {
         let per_segment = linear(&self.modulation, conditioning)?;
-        let per_token = per_segment.index_select(segment_ids, 0)?;
+        let per_token = per_segment.index_select(segment_ids, conditioning.rank() - 2)?;
         let chunks = per_token.chunk(6, D::Minus1)?;
         Ok(Modulation {
             shift_attn: chunks[0].clone(),
@@ -380,6 +381,32 @@ impl SceneTransformer {
         capture: bool,
         outputs: bool,
     ) -> Result<SceneOutput> {
+        self.forward_scene_with(batch, mask, past, capture, outputs, None)
+    }
+
+    /// The velocities of a batch whose samples share a layout but each have their own
+    /// timesteps: `timesteps[b]` holds sample `b`'s, one per segment (the layout's are
+    /// ignored). Same-layout training scenes run as one batch this way: fewer, larger ops.
+    pub fn forward_per_sample_timesteps(
+        &self,
+        batch: &SceneBatch,
+        mask: AttentionMask,
+        timesteps: &[Vec<f32>],
+    ) -> Result<Vec<Tensor>> {
+        Ok(self
+            .forward_scene_with(batch, mask, None, false, true, Some(timesteps))?
+            .velocities)
+    }
+
+    fn forward_scene_with(
+        &self,
+        batch: &SceneBatch,
+        mask: AttentionMask,
+        past: Option<&KvView>,
+        capture: bool,
+        outputs: bool,
+        per_sample_timesteps: Option<&[Vec<f32>]>,
+    ) -> Result<SceneOutput> {
         let layout = batch.layout;
         let (b, mut text, mut video) = self.embed(batch)?;
         let past = past.filter(|p| !p.is_empty());
@@ -418,7 +445,21 @@ impl SceneTransformer {
         let (cos, sin) = self.rope.cos_sin(&layout.rope_positions(), &self.device)?;
         let (cos, sin) = (cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?);
         let streams = self.streams(layout)?;
-        let conditioning = self.timestep_conditioning(&layout.timesteps())?;
+        let conditioning = match per_sample_timesteps {
+            None => self.timestep_conditioning(&layout.timesteps())?,
+            Some(per_sample) => {
+                let segments = layout.segments().len();
+                if per_sample.len() != b || per_sample.iter().any(|t| t.len() != segments) {
+                    return Err(Error::Shape(format!(
+                        "{} timestep rows for a batch of {b}; each needs {segments} (one per segment)",
+                        per_sample.len()
+                    )));
+                }
+                let flat: Vec<f32> = per_sample.concat();
+                self.timestep_conditioning(&flat)?
+                    .reshape((b, segments, self.cfg.hidden_size))?
+            }
+        };
         let (heads, head_dim) = (self.cfg.num_heads, self.cfg.head_dim());
         let mut captured_layers = Vec::new();
 
@@ -485,7 +526,7 @@ impl SceneTransformer {
 
         let velocities = if outputs {
             let final_mod = linear(&self.final_modulation, &conditioning)?
-                .index_select(&streams.video_ids, 0)?
+                .index_select(&streams.video_ids, conditioning.rank() - 2)?
                 .chunk(2, D::Minus1)?;
             let out = linear(
                 &self.final_out,
