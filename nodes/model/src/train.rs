@@ -46,6 +46,33 @@ pub struct TrainConfig {
     pub context_prob: f64,
     pub context_max_t: f64,
     pub seed: u64,
+    /// Weights for sampling are an exponential moving average of the trained ones with this
+    /// decay per step (0: off, the trained weights themselves). A checkpoint's
+    /// `model.safetensors` holds the average; the trained weights travel in the optimiser
+    /// file, for resuming.
+    pub ema_decay: f64,
+    /// Steps over which the learning rate rises linearly from 0 to `learning_rate`.
+    pub warmup_steps: u64,
+    /// Steps after the warm-up over which it falls along a cosine to
+    /// `min_lr_ratio x learning_rate`, where it stays (0: constant after the warm-up).
+    pub decay_steps: u64,
+    pub min_lr_ratio: f64,
+}
+
+impl TrainConfig {
+    /// The learning rate of step `step` (counted from 1) under the warm-up and cosine decay.
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        let base = self.learning_rate;
+        if step <= self.warmup_steps {
+            return base * step as f64 / self.warmup_steps.max(1) as f64;
+        }
+        if self.decay_steps == 0 {
+            return base;
+        }
+        let progress = ((step - self.warmup_steps) as f64 / self.decay_steps as f64).min(1.0);
+        let floor = base * self.min_lr_ratio;
+        floor + (base - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
 }
 
 impl Default for TrainConfig {
@@ -64,6 +91,10 @@ impl Default for TrainConfig {
             context_prob: 0.0,
             context_max_t: 0.1,
             seed: 0,
+            ema_decay: 0.0,
+            warmup_steps: 0,
+            decay_steps: 0,
+            min_lr_ratio: 0.1,
         }
     }
 }
@@ -129,6 +160,8 @@ pub struct Trainer {
     /// The worker threads, kept for the whole run: threads spawned anew every step start with
     /// empty allocator heaps, and their fresh pages cost a kernel zero-fill each time.
     worker_pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// The moving average of each parameter, in `params` order (empty when EMA is off).
+    ema: Vec<Tensor>,
 }
 
 /// `work` applied to up to `workers` contiguous chunks of `items` on their own threads (on
@@ -376,7 +409,7 @@ impl Trainer {
         let vars = VarMap::new();
         let pipeline = Pipeline::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         let rng = SplitMix64::stream(train.seed, 0x5eed);
-        let trainer = Self::assemble(cfg, train, &vars, pipeline, 0, rng)?;
+        let mut trainer = Self::assemble(cfg, train, &vars, pipeline, 0, rng)?;
         for (name, var, _, _) in &trainer.params {
             let value = weights.get(name).ok_or_else(|| {
                 Error::Training(format!("the starting weights have no tensor '{name}'"))
@@ -390,6 +423,7 @@ impl Trainer {
             }
             var.set(&value.to_device(device)?)?;
         }
+        trainer.set_ema_decay(trainer.train.ema_decay)?;
         Ok(trainer)
     }
 
@@ -423,6 +457,7 @@ impl Trainer {
             device,
             workers: 1,
             worker_pool: None,
+            ema: Vec::new(),
         })
     }
 
@@ -446,7 +481,61 @@ impl Trainer {
         &self.cfg
     }
 
-    /// The weights by checkpoint name.
+    /// The weights to sample with, by checkpoint name: the moving average when EMA is on,
+    /// the trained weights otherwise. What [`Trainer::save`] writes to `model.safetensors`.
+    pub fn sampling_tensors(&self) -> HashMap<String, Tensor> {
+        if self.ema.is_empty() {
+            return self.tensors();
+        }
+        self.params
+            .iter()
+            .zip(&self.ema)
+            .map(|((n, _, _, _), e)| (n.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Turns the moving average on (from the current weights, when it was off), changes its
+    /// decay, or turns it off (0).
+    pub fn set_ema_decay(&mut self, decay: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&decay) {
+            return Err(Error::Training(format!(
+                "EMA decay {decay} must lie in 0..1 (0: off)"
+            )));
+        }
+        if decay == 0.0 {
+            self.ema.clear();
+        } else if self.ema.is_empty() {
+            self.ema = self
+                .params
+                .iter()
+                .map(|(_, var, _, _)| Ok(var.as_tensor().copy()?))
+                .collect::<Result<_>>()?;
+        }
+        self.train.ema_decay = decay;
+        Ok(())
+    }
+
+    /// Replaces the warm-up and decay (see [`TrainConfig::learning_rate_at`]) for the steps
+    /// to come; the step count goes on, so a schedule set on a resumed run applies from where
+    /// the run stands.
+    pub fn set_schedule(
+        &mut self,
+        warmup_steps: u64,
+        decay_steps: u64,
+        min_lr_ratio: f64,
+    ) -> Result<()> {
+        if !(0.0..=1.0).contains(&min_lr_ratio) {
+            return Err(Error::Training(format!(
+                "the smallest learning-rate ratio {min_lr_ratio} must lie in 0..=1"
+            )));
+        }
+        self.train.warmup_steps = warmup_steps;
+        self.train.decay_steps = decay_steps;
+        self.train.min_lr_ratio = min_lr_ratio;
+        Ok(())
+    }
+
+    /// The trained weights by checkpoint name.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.params
             .iter()
@@ -777,7 +866,7 @@ impl Trainer {
         let (b1, b2) = (self.train.beta1, self.train.beta2);
         let correction1 = 1.0 - b1.powi(t);
         let correction2 = 1.0 - b2.powi(t);
-        let lr = self.train.learning_rate;
+        let lr = self.train.learning_rate_at(self.step);
         for ((_, var, m, v), g) in self.params.iter_mut().zip(gradients) {
             let Some(g) = g else {
                 continue;
@@ -791,6 +880,10 @@ impl Trainer {
             let decayed = (var.as_tensor() * (1.0 - lr * self.train.weight_decay))?;
             var.set(&(decayed - (update * lr)?)?)?;
         }
+        let decay = self.train.ema_decay;
+        for ((_, var, _, _), average) in self.params.iter().zip(&mut self.ema) {
+            *average = ((&*average * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
+        }
         Ok(StepStats {
             step: self.step,
             loss: loss_value,
@@ -798,13 +891,18 @@ impl Trainer {
         })
     }
 
-    /// Writes `config.json`, `model.safetensors`, `optimizer.safetensors`, `trainer.json`.
+    /// Writes `config.json`, `model.safetensors` (the weights to sample with: see
+    /// [`Trainer::sampling_tensors`]), `optimizer.safetensors` (moments, and the trained
+    /// weights when they differ), `trainer.json`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_checkpoint(dir, &self.cfg, &self.tensors())?;
+        save_checkpoint(dir, &self.cfg, &self.sampling_tensors())?;
         let mut moments = HashMap::new();
-        for (name, _, m, v) in &self.params {
+        for (name, var, m, v) in &self.params {
             moments.insert(format!("m.{name}"), m.clone());
             moments.insert(format!("v.{name}"), v.clone());
+            if !self.ema.is_empty() {
+                moments.insert(format!("w.{name}"), var.as_tensor().clone());
+            }
         }
         let path = dir.join(OPTIMIZER_FILE);
         candle_core::safetensors::save(&moments, &path).map_err(|e| Error::Io {
@@ -849,8 +947,8 @@ impl Trainer {
         let mut trainer =
             Self::assemble(&cfg, state.train, &vars, pipeline, state.step, state.rng)?;
         let moments = read_safetensors(&dir.join(OPTIMIZER_FILE), device)?;
+        let averaged = trainer.train.ema_decay > 0.0;
         for (name, var, m, v) in &mut trainer.params {
-            var.set(&weights[name.as_str()])?;
             let missing = |kind: &str| {
                 Error::Training(format!(
                     "{}: no {kind} moment for '{name}'",
@@ -865,6 +963,22 @@ impl Trainer {
                 .get(&format!("v.{name}"))
                 .ok_or_else(|| missing("second"))?
                 .clone();
+            // With EMA, model.safetensors holds the average; the trained weights are here.
+            let trained = if averaged {
+                moments
+                    .get(&format!("w.{name}"))
+                    .ok_or_else(|| missing("trained weight (EMA run)"))?
+            } else {
+                &weights[name.as_str()]
+            };
+            var.set(trained)?;
+        }
+        if averaged {
+            trainer.ema = trainer
+                .params
+                .iter()
+                .map(|(name, _, _, _)| weights[name.as_str()].clone())
+                .collect();
         }
         Ok(trainer)
     }

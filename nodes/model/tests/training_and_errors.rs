@@ -61,9 +61,13 @@ fn training_resumes_exactly_from_a_checkpoint() {
     let train = TrainConfig {
         single_frame_prob: 0.5,
         text_dropout_prob: 0.3,
-        // Given-context draws are part of the state a resume must replay.
+        // Given-context draws, the schedule and the moving average are part of the state a
+        // resume must replay.
         context_prob: 0.4,
         seed: 9,
+        ema_decay: 0.9,
+        warmup_steps: 2,
+        decay_steps: 2,
         ..Default::default()
     };
     let scenes = synthetic_scenes(2);
@@ -85,8 +89,62 @@ fn training_resumes_exactly_from_a_checkpoint() {
         .map(|_| resumed.step(&scenes).unwrap().loss)
         .collect();
     assert_eq!(resumed_losses, straight_losses[3..]);
+    let (a, b) = (straight.sampling_tensors(), resumed.sampling_tensors());
+    for (name, tensor) in &a {
+        assert_eq!(max_diff(tensor, &b[name]), 0.0, "EMA of {name}");
+    }
     // The saved weights load for inference with the same config.
     assert!(load_model(&dir, DType::F32, &Device::Cpu).is_ok());
+}
+
+#[test]
+fn warm_up_then_cosine_decay_and_a_moving_average_of_the_weights() {
+    let train = TrainConfig {
+        learning_rate: 1e-3,
+        warmup_steps: 4,
+        decay_steps: 10,
+        min_lr_ratio: 0.1,
+        ..Default::default()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(train.learning_rate_at(1), 2.5e-4));
+    assert!(close(train.learning_rate_at(4), 1e-3));
+    assert!(close(train.learning_rate_at(9), 1e-4 + 9e-4 * 0.5));
+    assert!(close(train.learning_rate_at(14), 1e-4));
+    assert!(close(train.learning_rate_at(1000), 1e-4));
+    let constant = TrainConfig::default();
+    assert!(close(constant.learning_rate_at(1), constant.learning_rate));
+
+    // One step: the average moves (1 - decay) of the way from the start to the new weights.
+    let decay = 0.75;
+    let mut trainer = Trainer::new(
+        &Config::tiny(),
+        TrainConfig {
+            ema_decay: decay,
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    // Copies: the trainer's tensors share storage with the weights it updates in place.
+    let start: std::collections::HashMap<String, Tensor> = trainer
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.copy().unwrap()))
+        .collect();
+    trainer.step(&synthetic_scenes(2)).unwrap();
+    let (trained, averaged) = (trainer.tensors(), trainer.sampling_tensors());
+    let mut moved = 0;
+    for (name, w0) in &start {
+        let want = ((w0 * decay).unwrap() + (&trained[name] * (1.0 - decay)).unwrap()).unwrap();
+        assert!(max_diff(&averaged[name], &want) < 1e-6, "{name}");
+        moved += usize::from(max_diff(&averaged[name], &trained[name]) > 0.0);
+    }
+    assert!(moved > 0, "the average differs from the trained weights");
+    assert!(trainer.set_ema_decay(1.0).is_err());
+    assert!(trainer.set_schedule(1, 1, 2.0).is_err());
+    trainer.set_ema_decay(0.0).unwrap();
+    assert_eq!(trainer.sampling_tensors().len(), trained.len());
 }
 
 #[test]

@@ -100,6 +100,18 @@ enum Command {
         /// given when resuming, it replaces the saved one from this step on.
         #[arg(long)]
         single_frame_prob: Option<f64>,
+        /// Decay of the moving average of the weights that checkpoints hold for sampling
+        /// (0: off). A new run's default is 0; given when resuming, it applies from now on.
+        #[arg(long)]
+        ema_decay: Option<f64>,
+        /// Steps over which the learning rate warms up from 0 (default 0).
+        #[arg(long)]
+        warmup_steps: Option<u64>,
+        /// Steps after the warm-up over which the learning rate falls along a cosine to a tenth
+        /// (default 0: constant). Given when resuming, warm-up and decay apply from the run's
+        /// step count on.
+        #[arg(long)]
+        decay_steps: Option<u64>,
         /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
         /// stages and resumed runs keep their checkpoint's).
         #[arg(long)]
@@ -257,6 +269,9 @@ struct Overrides {
     architecture: Architecture,
     context_prob: Option<f64>,
     single_frame_prob: Option<f64>,
+    ema_decay: Option<f64>,
+    warmup_steps: Option<u64>,
+    decay_steps: Option<u64>,
 }
 
 /// The architecture flags of a new pre-training run (absent: `default_config`'s).
@@ -323,6 +338,9 @@ fn start_trainer(
         architecture,
         context_prob,
         single_frame_prob,
+        ema_decay,
+        warmup_steps,
+        decay_steps,
     } = overrides;
     let resuming = out.join(lct_model::train::TRAINER_FILE).exists();
     if let Some(flag) = architecture.given() {
@@ -363,6 +381,24 @@ fn start_trainer(
             trainer.set_single_frame_prob(prob)?;
             log(out, &format!("single-frame shots from now on: {prob}"))?;
         }
+        if let Some(decay) = ema_decay {
+            trainer.set_ema_decay(decay)?;
+            log(out, &format!("EMA decay from now on: {decay}"))?;
+        }
+        if warmup_steps.is_some() || decay_steps.is_some() {
+            let saved = trainer.train_config().clone();
+            let (warmup, decay) = (
+                warmup_steps.unwrap_or(saved.warmup_steps),
+                decay_steps.unwrap_or(saved.decay_steps),
+            );
+            trainer.set_schedule(warmup, decay, saved.min_lr_ratio)?;
+            log(
+                out,
+                &format!(
+                    "learning rate: warm-up to step {warmup}, then cosine decay over {decay} steps"
+                ),
+            )?;
+        }
         return Ok(trainer);
     }
     let lr = lr.unwrap_or(1e-3);
@@ -386,6 +422,9 @@ fn start_trainer(
         seed: stage as u64 + 1,
         context_prob: context_prob.unwrap_or(0.0),
         context_max_t: CONTEXT_MAX_T,
+        ema_decay: ema_decay.unwrap_or(0.0),
+        warmup_steps: warmup_steps.unwrap_or(0),
+        decay_steps: decay_steps.unwrap_or(0),
         ..TrainConfig::default()
     };
     let weights = match (stage, from) {
@@ -519,9 +558,10 @@ fn fit(
             log(
                 out,
                 &format!(
-                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  {:.2} s/step",
+                    "{stage:?} step {:>6}  loss {mean:.4}  grad {:.3}  lr {:.2e}  {:.2} s/step",
                     stats.step,
                     stats.grad_norm,
+                    trainer.train_config().learning_rate_at(stats.step),
                     started.elapsed().as_secs_f64() / (stats.step - first_step) as f64
                 ),
             )?;
@@ -578,6 +618,9 @@ fn main() -> std::process::ExitCode {
             reference_scene_prob,
             context_prob,
             single_frame_prob,
+            ema_decay,
+            warmup_steps,
+            decay_steps,
             latent_channels,
             patch_size,
         } => fit(
@@ -597,6 +640,9 @@ fn main() -> std::process::ExitCode {
                 },
                 context_prob,
                 single_frame_prob,
+                ema_decay,
+                warmup_steps,
+                decay_steps,
             },
             DataMix {
                 single_shot_prob,
@@ -761,6 +807,9 @@ mod tests {
             },
             context_prob: None,
             single_frame_prob: None,
+            ema_decay: None,
+            warmup_steps: None,
+            decay_steps: None,
         };
         let refusal = |stage, overrides: &Overrides, why: &str| {
             start_trainer(stage, &out, None, &candle_core::Device::Cpu, overrides)
