@@ -37,6 +37,12 @@ pub struct Config {
     pub global_text_len: usize,
     /// Which mask the weights were tuned for: bidirectional (LCT) or context-causal (fine-tuned).
     pub attention: AttentionMask,
+    /// Each segment's timestep embedding also gets its pooled prompt (the mean text embedding
+    /// of the global prompt and, for a shot, its own prompt), as SD3-style base models add a
+    /// pooled text vector to adaLN: the prompt reaches every token in one hop. Tensors
+    /// `pooled_in` and `pooled_out`; absent from older checkpoints (false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pooled_text: bool,
     /// The prompt encoder shipped with the weights (tensors under `text_encoder.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_encoder: Option<TextEncoderConfig>,
@@ -65,6 +71,7 @@ impl Config {
             shot_text_len: 4,
             global_text_len: 6,
             attention: AttentionMask::Bidirectional,
+            pooled_text: false,
             text_encoder: None,
             autoencoder: None,
         }
@@ -86,6 +93,7 @@ impl Config {
             shot_text_len: 16,
             global_text_len: 16,
             attention: AttentionMask::Bidirectional,
+            pooled_text: false,
             text_encoder: None,
             autoencoder: None,
         }

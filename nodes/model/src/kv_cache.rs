@@ -21,11 +21,26 @@ use std::sync::{Arc, OnceLock};
 pub struct SegmentKv {
     segment: Segment,
     layers: Vec<(Tensor, Tensor)>,
+    /// `[B, text_dim]`: the sum of the segment's text embeddings, for models whose later
+    /// shots pool the global prompt (see `Config::pooled_text`).
+    text_sum: Option<Tensor>,
 }
 
 impl SegmentKv {
     pub fn new(segment: Segment, layers: Vec<(Tensor, Tensor)>) -> Self {
-        Self { segment, layers }
+        Self {
+            segment,
+            layers,
+            text_sum: None,
+        }
+    }
+    /// The same entry remembering the sum of its text embeddings.
+    pub fn with_text_sum(mut self, text_sum: Tensor) -> Self {
+        self.text_sum = Some(text_sum);
+        self
+    }
+    pub fn text_sum(&self) -> Option<&Tensor> {
+        self.text_sum.as_ref()
     }
     /// The segment as it was cached (kind, text length, grid, timestep, RoPE start).
     pub fn segment(&self) -> &Segment {

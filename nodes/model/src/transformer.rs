@@ -141,6 +141,8 @@ pub struct SceneTransformer {
     blocks: Vec<JointBlock>,
     final_modulation: Linear,
     final_out: Linear,
+    /// Pooled prompt to conditioning (`Config::pooled_text`).
+    pooled: Option<(Linear, Linear)>,
     rope: Rope,
     device: Device,
     dtype: DType,
@@ -180,6 +182,14 @@ impl SceneTransformer {
             blocks,
             final_modulation: candle_nn::linear(h, 2 * h, vb.pp("final_modulation"))?,
             final_out: candle_nn::linear(h, cfg.patch_dim(), vb.pp("final_out"))?,
+            pooled: if cfg.pooled_text {
+                Some((
+                    candle_nn::linear(cfg.text_dim, h, vb.pp("pooled_in"))?,
+                    candle_nn::linear(h, h, vb.pp("pooled_out"))?,
+                ))
+            } else {
+                None
+            },
             rope: Rope::new(cfg.rope_axes, cfg.rope_theta),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -210,8 +220,9 @@ impl SceneTransformer {
         }
     }
 
-    /// Sinusoidal features of `t * 1000` through the timestep MLP, then SiLU: `[n, hidden]`.
-    fn timestep_conditioning(&self, timesteps: &[f32]) -> Result<Tensor> {
+    /// Sinusoidal features of `t * 1000` through the timestep MLP: `[n, hidden]` (before the
+    /// SiLU that [`Self::conditioning`] applies).
+    fn timestep_embedding(&self, timesteps: &[f32]) -> Result<Tensor> {
         let half = self.cfg.timestep_features / 2;
         let mut features = Vec::with_capacity(timesteps.len() * half * 2);
         for &t in timesteps {
@@ -223,8 +234,87 @@ impl SceneTransformer {
         }
         let features = Tensor::from_vec(features, (timesteps.len(), half * 2), &self.device)?
             .to_dtype(self.dtype)?;
-        let emb = linear(&self.time_out, &linear(&self.time_in, &features)?.silu()?)?;
-        Ok(emb.silu()?)
+        linear(&self.time_out, &linear(&self.time_in, &features)?.silu()?)
+    }
+
+    /// `[B, tokens, text_dim] -> [B, text_dim]`: the sum over tokens (zeros for no token).
+    fn text_sum(&self, text: &Tensor) -> Result<Tensor> {
+        let (b, tokens, dim) = text.dims3()?;
+        if tokens == 0 {
+            return Ok(Tensor::zeros((b, dim), self.dtype, &self.device)?);
+        }
+        Ok(text.to_dtype(self.dtype)?.sum(1)?)
+    }
+
+    /// Per segment, the conditioning its tokens are modulated by: the timestep embedding
+    /// plus, with `pooled_text`, the pooled prompt through its MLP, then SiLU. `[S, hidden]`,
+    /// or `[B, S, hidden]` when samples have their own timesteps or prompts. A shot pools its
+    /// prompt with the global one; the global prompt's sum comes from `past` when the batch
+    /// does not carry it (a KV-cached shot).
+    fn conditioning(
+        &self,
+        batch: &SceneBatch,
+        past: Option<&KvView>,
+        per_sample_timesteps: Option<&[Vec<f32>]>,
+        text_sums: &[Tensor],
+        b: usize,
+    ) -> Result<Tensor> {
+        let layout = batch.layout;
+        let segments = layout.segments();
+        let time = match per_sample_timesteps {
+            None => self.timestep_embedding(&layout.timesteps())?,
+            Some(per_sample) => {
+                if per_sample.len() != b || per_sample.iter().any(|t| t.len() != segments.len()) {
+                    return Err(Error::Shape(format!(
+                        "{} timestep rows for a batch of {b}; each needs {} (one per segment)",
+                        per_sample.len(),
+                        segments.len()
+                    )));
+                }
+                self.timestep_embedding(&per_sample.concat())?.reshape((
+                    b,
+                    segments.len(),
+                    self.cfg.hidden_size,
+                ))?
+            }
+        };
+        let Some((pooled_in, pooled_out)) = &self.pooled else {
+            return Ok(time.silu()?);
+        };
+        let global = match segments.iter().position(|s| s.kind == SegmentKind::Global) {
+            Some(g) => Some((text_sums[g].clone(), segments[g].text_len)),
+            None => match past.and_then(|p| {
+                p.entries()
+                    .iter()
+                    .find(|e| e.segment().kind == SegmentKind::Global)
+            }) {
+                Some(entry) => Some((
+                    entry.text_sum().cloned().ok_or_else(|| {
+                        Error::KvCache(
+                            "the cached global prompt carries no pooled text: the cache was built by a model without it".into(),
+                        )
+                    })?,
+                    entry.segment().text_len,
+                )),
+                None => None,
+            },
+        };
+        let pooled = segments
+            .iter()
+            .zip(text_sums)
+            .map(|(segment, sum)| {
+                let (sum, count) = match (&global, segment.kind) {
+                    (Some((g, g_len)), SegmentKind::Shot(_)) => {
+                        ((sum + g)?, segment.text_len + g_len)
+                    }
+                    _ => (sum.clone(), segment.text_len),
+                };
+                Ok((sum / count.max(1) as f64)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooled = Tensor::stack(&pooled, 1)?;
+        let pooled = linear(pooled_out, &linear(pooled_in, &pooled)?.silu()?)?;
+        Ok(pooled.broadcast_add(&time)?.silu()?)
     }
 
     fn patchify(&self, latent: &Tensor) -> Result<Tensor> {
@@ -445,21 +535,16 @@ impl SceneTransformer {
         let (cos, sin) = self.rope.cos_sin(&layout.rope_positions(), &self.device)?;
         let (cos, sin) = (cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?);
         let streams = self.streams(layout)?;
-        let conditioning = match per_sample_timesteps {
-            None => self.timestep_conditioning(&layout.timesteps())?,
-            Some(per_sample) => {
-                let segments = layout.segments().len();
-                if per_sample.len() != b || per_sample.iter().any(|t| t.len() != segments) {
-                    return Err(Error::Shape(format!(
-                        "{} timestep rows for a batch of {b}; each needs {segments} (one per segment)",
-                        per_sample.len()
-                    )));
-                }
-                let flat: Vec<f32> = per_sample.concat();
-                self.timestep_conditioning(&flat)?
-                    .reshape((b, segments, self.cfg.hidden_size))?
-            }
+        let text_sums = if self.pooled.is_some() {
+            batch
+                .text
+                .iter()
+                .map(|t| self.text_sum(t))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
         };
+        let conditioning = self.conditioning(batch, past, per_sample_timesteps, &text_sums, b)?;
         let (heads, head_dim) = (self.cfg.num_heads, self.cfg.head_dim());
         let mut captured_layers = Vec::new();
 
@@ -507,7 +592,8 @@ impl SceneTransformer {
             layout
                 .segments()
                 .iter()
-                .map(|segment| {
+                .enumerate()
+                .map(|(i, segment)| {
                     let layers = captured_layers
                         .iter()
                         .map(|(k, v)| {
@@ -517,7 +603,11 @@ impl SceneTransformer {
                             ))
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    Ok(SegmentKv::new(segment.clone(), layers))
+                    let entry = SegmentKv::new(segment.clone(), layers);
+                    Ok(match text_sums.get(i) {
+                        Some(sum) => entry.with_text_sum(sum.clone()),
+                        None => entry,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?
         } else {
@@ -606,7 +696,17 @@ impl SceneTransformer {
             }
         }
         let (cos, sin) = self.rope.cos_sin(&positions, &self.device)?;
-        let conditioning = self.timestep_conditioning(&[timestep])?;
+        // The scene path's conditioning for a lone shot: its own timestep and prompt.
+        let time = self.timestep_embedding(&[timestep])?;
+        let conditioning = match &self.pooled {
+            None => time.silu()?,
+            Some((pooled_in, pooled_out)) => {
+                let pooled = (self.text_sum(text)? / text_len.max(1) as f64)?.unsqueeze(1)?;
+                linear(pooled_out, &linear(pooled_in, &pooled)?.silu()?)?
+                    .broadcast_add(&time)?
+                    .silu()?
+            }
+        };
         let text_ids = Tensor::zeros(text_len, DType::U32, &self.device)?;
         let video_len = grid.iter().product::<usize>();
         let video_ids = Tensor::zeros(video_len, DType::U32, &self.device)?;

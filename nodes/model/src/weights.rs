@@ -235,7 +235,9 @@ pub fn init_tensors(
         let count: usize = dims.iter().product();
         let fan_in = *dims.last().unwrap_or(&1) as f64;
         let zero = init == Init::AdaLnZero
-            && (name.contains("modulation") || name.starts_with("final_out"));
+            && (name.contains("modulation")
+                || name.starts_with("final_out")
+                || name.starts_with("pooled_out"));
         // Patch autoencoder: start near the identity on the first channels' worth of pixels.
         let fan_in = if name.starts_with("autoencoder.") {
             fan_in.max(3.0)

@@ -39,6 +39,15 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tolerance: f32) {
     );
 }
 
+/// The tiny model with pooled-prompt conditioning (`Config::pooled_text`).
+pub fn tiny_pooled_model(mask: AttentionMask, seed: u64) -> SceneTransformer {
+    let cfg = Config {
+        pooled_text: true,
+        ..Config::tiny().with_attention(mask)
+    };
+    init_model(&cfg, seed, Init::Random, &Device::Cpu).unwrap()
+}
+
 pub fn tiny_model(mask: AttentionMask, seed: u64) -> SceneTransformer {
     let cfg = Config::tiny().with_attention(mask);
     init_model(&cfg, seed, Init::Random, &Device::Cpu).unwrap()

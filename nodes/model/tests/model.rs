@@ -2,7 +2,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{max_diff, randn, tiny_model};
+use common::{max_diff, randn, tiny_model, tiny_pooled_model};
 use lct_model::sampler::renoise;
 use lct_model::{
     cache_history, generate_autoregressive, sample, AttentionMask, HistoryMode, KvPool, KvView,
@@ -84,33 +84,35 @@ fn changing_shot_k_leaves_earlier_shots_unchanged_under_the_context_causal_mask(
 #[test]
 fn one_shot_scene_equals_the_single_shot_path() {
     for mask in [AttentionMask::Bidirectional, AttentionMask::ContextCausal] {
-        let model = tiny_model(mask, 2);
-        let layout = SceneLayout::scene(
-            None,
-            &[SegmentSpec::shot(ShotRole::Generate, 3, [2, 3, 3], 0.4)],
-        )
-        .unwrap();
-        let text = randn(20, &[1, 3, TEXT_DIM]);
-        let latent = randn(21, &[1, CHANNELS, 2, 3, 3]);
-        let batch = SceneBatch {
-            layout: &layout,
-            text: std::slice::from_ref(&text),
-            latents: std::slice::from_ref(&latent),
-        };
-        let scene = model.forward(&batch, mask, None).unwrap();
-        let single = model.forward_single_shot(&latent, &text, 0.4).unwrap();
-        let d = max_diff(&scene[0], &single);
-        assert!(d < 1e-5, "{mask:?}: {d}");
-        assert!(
-            single
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 1e-3
-        );
+        // With and without the pooled prompt in the conditioning.
+        for model in [tiny_model(mask, 2), tiny_pooled_model(mask, 2)] {
+            let layout = SceneLayout::scene(
+                None,
+                &[SegmentSpec::shot(ShotRole::Generate, 3, [2, 3, 3], 0.4)],
+            )
+            .unwrap();
+            let text = randn(20, &[1, 3, TEXT_DIM]);
+            let latent = randn(21, &[1, CHANNELS, 2, 3, 3]);
+            let batch = SceneBatch {
+                layout: &layout,
+                text: std::slice::from_ref(&text),
+                latents: std::slice::from_ref(&latent),
+            };
+            let scene = model.forward(&batch, mask, None).unwrap();
+            let single = model.forward_single_shot(&latent, &text, 0.4).unwrap();
+            let d = max_diff(&scene[0], &single);
+            assert!(d < 1e-5, "{mask:?}: {d}");
+            assert!(
+                single
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 1e-3
+            );
+        }
     }
 }
 
@@ -360,55 +362,61 @@ fn a_non_contiguous_subset_of_the_pool_equals_the_full_sequence_of_that_subset()
 
 #[test]
 fn auto_regressive_generation_with_the_cache_matches_recomputing_history() {
-    let model = tiny_model(AttentionMask::ContextCausal, 6);
-    let cfg = SamplerConfig {
-        steps: 4,
-        guidance: 2.0,
-        seed: 3,
-        ..Default::default()
-    };
-    let (mut request, new_shot) = history_request(100, 0, true);
-    for i in 0..3 {
-        let mut shot = new_shot.clone();
-        shot.scene_index = i;
-        shot.text = randn(120 + i as u64, &[1, 3, TEXT_DIM]);
-        request.shots.push(shot);
-    }
-    let recomputed =
-        generate_autoregressive(&model, &request, &cfg, HistoryMode::Recompute, |_, _| {
-            StepControl::Continue
-        })
-        .unwrap();
-    let cached = generate_autoregressive(&model, &request, &cfg, HistoryMode::KvCache, |_, _| {
-        StepControl::Continue
-    })
-    .unwrap();
-    for (a, b) in recomputed.iter().zip(&cached) {
-        assert!(max_diff(a, b) < 1e-5);
-    }
-    // Context guidance sees each shot alone the same way in both modes, so they still agree,
-    // and it changes every shot that has a scene to follow.
-    let guided = SamplerConfig {
-        context_guidance: 2.5,
-        ..cfg.clone()
-    };
-    let recomputed_guided =
-        generate_autoregressive(&model, &request, &guided, HistoryMode::Recompute, |_, _| {
-            StepControl::Continue
-        })
-        .unwrap();
-    let cached_guided =
-        generate_autoregressive(&model, &request, &guided, HistoryMode::KvCache, |_, _| {
-            StepControl::Continue
-        })
-        .unwrap();
-    for (k, (a, b)) in recomputed_guided.iter().zip(&cached_guided).enumerate() {
-        let d = max_diff(a, b);
-        assert!(d < 1e-5, "shot {k}: cache and recompute differ by {d}");
-        assert!(
-            max_diff(a, &recomputed[k]) > 1e-3,
-            "shot {k} ignores context guidance"
-        );
+    // With the pooled prompt too: a cached shot pools the global prompt from the cache.
+    for model in [
+        tiny_model(AttentionMask::ContextCausal, 6),
+        tiny_pooled_model(AttentionMask::ContextCausal, 6),
+    ] {
+        let cfg = SamplerConfig {
+            steps: 4,
+            guidance: 2.0,
+            seed: 3,
+            ..Default::default()
+        };
+        let (mut request, new_shot) = history_request(100, 0, true);
+        for i in 0..3 {
+            let mut shot = new_shot.clone();
+            shot.scene_index = i;
+            shot.text = randn(120 + i as u64, &[1, 3, TEXT_DIM]);
+            request.shots.push(shot);
+        }
+        let recomputed =
+            generate_autoregressive(&model, &request, &cfg, HistoryMode::Recompute, |_, _| {
+                StepControl::Continue
+            })
+            .unwrap();
+        let cached =
+            generate_autoregressive(&model, &request, &cfg, HistoryMode::KvCache, |_, _| {
+                StepControl::Continue
+            })
+            .unwrap();
+        for (a, b) in recomputed.iter().zip(&cached) {
+            assert!(max_diff(a, b) < 1e-5);
+        }
+        // Context guidance sees each shot alone the same way in both modes, so they still agree,
+        // and it changes every shot that has a scene to follow.
+        let guided = SamplerConfig {
+            context_guidance: 2.5,
+            ..cfg.clone()
+        };
+        let recomputed_guided =
+            generate_autoregressive(&model, &request, &guided, HistoryMode::Recompute, |_, _| {
+                StepControl::Continue
+            })
+            .unwrap();
+        let cached_guided =
+            generate_autoregressive(&model, &request, &guided, HistoryMode::KvCache, |_, _| {
+                StepControl::Continue
+            })
+            .unwrap();
+        for (k, (a, b)) in recomputed_guided.iter().zip(&cached_guided).enumerate() {
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "shot {k}: cache and recompute differ by {d}");
+            assert!(
+                max_diff(a, &recomputed[k]) > 1e-3,
+                "shot {k} ignores context guidance"
+            );
+        }
     }
 }
 

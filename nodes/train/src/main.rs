@@ -237,6 +237,7 @@ pub fn default_config() -> Config {
         shot_text_len: 12,
         global_text_len: 32,
         attention: AttentionMask::Bidirectional,
+        pooled_text: false,
         text_encoder: Some(TextEncoderConfig {
             vocabulary: lct_world::vocabulary()
                 .iter()
