@@ -505,6 +505,12 @@ fn fit(
             }
         }
     }
+    // Checked here too, so that a refused new run leaves no folder behind.
+    if let Some(decay) = overrides.ema_decay {
+        if !(0.0..1.0).contains(&decay) {
+            return Err(format!("--ema-decay {decay} must lie in 0..1 (0: off)").into());
+        }
+    }
     let mut trainer = start_trainer(stage, out, from, &device, overrides)?;
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -839,5 +845,40 @@ mod tests {
         );
         assert!(err.contains("--patch-size 3"), "{err}");
         assert!(!out.exists(), "a refused pre-training run leaves no folder");
+    }
+
+    #[test]
+    fn a_bad_ema_decay_is_refused_by_name_before_anything_is_written() {
+        let out = std::env::temp_dir().join(format!("lct-ema-{}", std::process::id()));
+        let overrides = Overrides {
+            lr: None,
+            architecture: Architecture::default(),
+            context_prob: None,
+            single_frame_prob: None,
+            ema_decay: Some(1.5),
+            warmup_steps: None,
+            decay_steps: None,
+        };
+        let mix = DataMix {
+            single_shot_prob: DataMix::SINGLE_SHOT_PROB,
+            reference_scene_prob: 0.0,
+            character_emphasis: 0.0,
+        };
+        let err = fit(
+            Stage::Pretrain,
+            &out,
+            None,
+            1.0,
+            1,
+            1,
+            1,
+            "cpu",
+            &overrides,
+            mix,
+        )
+        .expect_err("an EMA decay of 1.5 is refused")
+        .to_string();
+        assert!(err.contains("--ema-decay 1.5"), "{err}");
+        assert!(!out.exists(), "a refused run leaves no folder");
     }
 }
