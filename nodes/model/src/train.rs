@@ -882,7 +882,9 @@ impl Trainer {
         }
         let decay = self.train.ema_decay;
         for ((_, var, _, _), average) in self.params.iter().zip(&mut self.ema) {
-            *average = ((&*average * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
+            // Detached: an average built from the variable would record the operation and
+            // keep every earlier average alive through its graph.
+            *average = ((&*average * decay)? + (var.as_tensor() * (1.0 - decay))?)?.detach();
         }
         Ok(StepStats {
             step: self.step,
