@@ -141,6 +141,12 @@ fn warm_up_then_cosine_decay_and_a_moving_average_of_the_weights() {
         moved += usize::from(max_diff(&averaged[name], &trained[name]) > 0.0);
     }
     assert!(moved > 0, "the average differs from the trained weights");
+    // The average records no operation: one that did would hold every earlier average alive
+    // through its graph, and a long run's memory would grow by the model's size each step.
+    trainer.step(&synthetic_scenes(2)).unwrap();
+    for (name, average) in trainer.sampling_tensors() {
+        assert!(!average.track_op(), "{name}: the average keeps a graph");
+    }
     assert!(trainer.set_ema_decay(1.0).is_err());
     assert!(trainer.set_schedule(1, 1, 2.0).is_err());
     trainer.set_ema_decay(0.0).unwrap();
