@@ -560,3 +560,45 @@ fn condition_shots_are_returned_as_given() {
     assert_eq!(out[0].dims(), &[1, CHANNELS, 2, 2, 3]);
     let _ = Device::Cpu;
 }
+
+/// Same-layout scenes run as one batch with their own timesteps (how training groups them)
+/// give each scene's velocities as when it runs alone, with and without the pooled prompt:
+/// each sample must be modulated by its own prompts and timesteps, not its neighbour's.
+#[test]
+fn a_batch_of_same_layout_scenes_equals_each_scene_alone() {
+    let grids = [[2, 3, 3], [1, 3, 3], [2, 3, 3]];
+    let timesteps = [[0.2f32, 0.6, 0.9], [0.8, 0.1, 0.4], [0.5, 0.5, 0.3]];
+    let scenes: Vec<Scene> = timesteps
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| scene(40 + 10 * i as u64, &grids, ts))
+        .collect();
+    for mask in [AttentionMask::Bidirectional, AttentionMask::ContextCausal] {
+        for model in [tiny_model(mask, 3), tiny_pooled_model(mask, 3)] {
+            let stack = |part: fn(&Scene) -> &Vec<Tensor>, i: usize| {
+                let parts: Vec<&Tensor> = scenes.iter().map(|s| &part(s)[i]).collect();
+                Tensor::cat(&parts, 0).unwrap()
+            };
+            let text: Vec<Tensor> = (0..scenes[0].text.len())
+                .map(|i| stack(|s| &s.text, i))
+                .collect();
+            let latents: Vec<Tensor> = (0..grids.len()).map(|i| stack(|s| &s.latents, i)).collect();
+            let per_sample: Vec<Vec<f32>> = scenes.iter().map(|s| s.layout.timesteps()).collect();
+            let batch = SceneBatch {
+                layout: &scenes[0].layout,
+                text: &text,
+                latents: &latents,
+            };
+            let together = model
+                .forward_per_sample_timesteps(&batch, mask, &per_sample)
+                .unwrap();
+            for (b, s) in scenes.iter().enumerate() {
+                let alone = run(&model, s, mask);
+                for (shot, (v, want)) in together.iter().zip(&alone).enumerate() {
+                    let d = max_diff(&v.narrow(0, b, 1).unwrap(), want);
+                    assert!(d < 1e-5, "{mask:?}, scene {b}, shot {shot}: {d}");
+                }
+            }
+        }
+    }
+}
