@@ -79,6 +79,7 @@ fn scenes(cfg: &Config, case: &Case) -> Vec<TrainingScene> {
                     weight: None,
                 })
                 .collect(),
+            first_shot_slot: 0,
         })
         .collect()
 }

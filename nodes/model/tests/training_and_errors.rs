@@ -21,6 +21,7 @@ fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
                     weight: None,
                 })
                 .collect(),
+            first_shot_slot: 0,
         })
         .collect()
 }
