@@ -79,7 +79,6 @@ fn scenes(cfg: &Config, case: &Case) -> Vec<TrainingScene> {
                     weight: None,
                 })
                 .collect(),
-            first_shot_slot: 0,
         })
         .collect()
 }

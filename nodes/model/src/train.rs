@@ -118,11 +118,6 @@ pub struct TrainingScene {
     /// `[text_len, text_dim]`.
     pub global_text: Option<Tensor>,
     pub shots: Vec<TrainingShot>,
-    /// RoPE slots left empty before the first shot, as if that many shots of its size came
-    /// before it (0: it follows the global prompt). A base model trained only on slot 0 reads
-    /// the global prompt at one distance and loses it in later shots of a scene, so single-shot
-    /// pre-training spreads its shots over the slots a scene's shots take.
-    pub first_shot_slot: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -256,17 +251,12 @@ fn prepare_drawn(
     transformer: &SceneTransformer,
     global_text: Option<&Tensor>,
     shots: Vec<DrawnShot>,
-    first_shot_slot: usize,
     drop_text: bool,
 ) -> Result<PreparedScene> {
     let mut specs = Vec::new();
     let mut text = Vec::new();
-    // Where the first shot starts: after the global prompt and `first_shot_slot` shots of
-    // its own extent (LCT.md section 3: a segment spans its text plus its longest grid side).
-    let mut rope_start = 0;
     if let Some(g) = global_text {
         specs.push(SegmentSpec::global(g.dim(0)?));
-        rope_start = g.dim(0)? + 1;
         text.push(g.clone());
     }
     let mut noisy = Vec::with_capacity(shots.len());
@@ -290,13 +280,12 @@ fn prepare_drawn(
         let grid = transformer
             .token_grid(shot.clean.dims())
             .map_err(|e| Error::Shape(format!("training shot {i}: {e}")))?;
-        let spec = SegmentSpec::shot(ShotRole::Generate, shot.text.dim(0)?, grid, shot.t);
-        specs.push(if i == 0 && first_shot_slot > 0 {
-            let extent = shot.text.dim(0)? + grid.iter().copied().max().unwrap_or(0);
-            spec.at_rope_start(rope_start + first_shot_slot * extent)
-        } else {
-            spec
-        });
+        specs.push(SegmentSpec::shot(
+            ShotRole::Generate,
+            shot.text.dim(0)?,
+            grid,
+            shot.t,
+        ));
         text.push(shot.text);
     }
     let text = text
@@ -394,13 +383,7 @@ pub fn fixed_shot_losses(
         });
     }
     let transformer = &pipeline.transformer;
-    let prepared = prepare_drawn(
-        transformer,
-        scene.global_text.as_ref(),
-        drawn,
-        scene.first_shot_slot,
-        false,
-    )?;
+    let prepared = prepare_drawn(transformer, scene.global_text.as_ref(), drawn, false)?;
     shot_losses(transformer, pipeline.config().attention, &prepared)?
         .iter()
         .map(|loss| Ok(loss.to_scalar::<f32>()?))
@@ -629,7 +612,6 @@ impl Trainer {
             &self.pipeline.transformer,
             global_text.as_ref(),
             drawn,
-            scene.first_shot_slot,
             drop_text,
         )
     }
@@ -1025,7 +1007,6 @@ mod tests {
                         .then(|| randn(seed + 30, &[2, 3, 3]).abs().unwrap()),
                 })
                 .collect(),
-            first_shot_slot: 0,
         }
     }
 

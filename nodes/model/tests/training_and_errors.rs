@@ -21,7 +21,6 @@ fn synthetic_scenes(count: usize) -> Vec<TrainingScene> {
                     weight: None,
                 })
                 .collect(),
-            first_shot_slot: 0,
         })
         .collect()
 }

@@ -229,7 +229,6 @@ pub fn training_scene(
                 environment_reference_shot(pipeline, &spec)?,
                 shot(pipeline, &caps.shots[k], &frames, &contrasts_of(k)?)?,
             ],
-            first_shot_slot: 0,
         });
     }
     if single_shot {
@@ -256,7 +255,6 @@ pub fn training_scene(
     Ok(TrainingScene {
         global_text: global,
         shots,
-        first_shot_slot: 0,
     })
 }
 

@@ -112,7 +112,7 @@ enum Command {
         /// step count on.
         #[arg(long)]
         decay_steps: Option<u64>,
-        /// Latent channels of a new pre-training run's PCA autoencoder (default 12; later
+        /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
         /// stages and resumed runs keep their checkpoint's).
         #[arg(long)]
         latent_channels: Option<usize>,
@@ -220,7 +220,7 @@ pub fn embedded_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/default")
 }
 
-/// The default model: width 128, 4 layers, 64x64 frames through a 12-channel 4x4-patch
+/// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
 /// autoencoder and 2x2 transformer patches (64 tokens per frame).
 pub fn default_config() -> Config {
     Config {
@@ -228,7 +228,7 @@ pub fn default_config() -> Config {
         depth: 4,
         num_heads: 4,
         mlp_hidden_size: 512,
-        latent_channels: 12,
+        latent_channels: 8,
         patch_size: 2,
         text_dim: 64,
         rope_axes: [8, 12, 12],
@@ -237,7 +237,7 @@ pub fn default_config() -> Config {
         shot_text_len: 12,
         global_text_len: 32,
         attention: AttentionMask::Bidirectional,
-        pooled_text: true,
+        pooled_text: false,
         text_encoder: Some(TextEncoderConfig {
             vocabulary: lct_world::vocabulary()
                 .iter()
@@ -472,18 +472,7 @@ fn training_batch(
         },
         || "a data worker panicked".to_owned(),
     )?;
-    let mut scenes: Vec<lct_model::TrainingScene> = chunks.into_iter().flatten().collect();
-    if stage == Stage::Pretrain {
-        // Single shots placed where a scene's later shots sit, so the base model reads the
-        // global prompt from every distance joint generation puts it at; one slot per step
-        // keeps the batch one same-layout group.
-        let slot =
-            lct_model::noise::SplitMix64::stream(first, 0x5107).below(data::MAX_TRAINING_SHOTS);
-        for scene in &mut scenes {
-            scene.first_shot_slot = slot;
-        }
-    }
-    Ok(scenes)
+    Ok(chunks.into_iter().flatten().collect())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -127,7 +127,6 @@ fn probe_model(
                         let scene = TrainingScene {
                             global_text: Some(global.clone()),
                             shots,
-                            first_shot_slot: 0,
                         };
                         let losses = fixed_shot_losses(pipeline, &scene, &steps, &noise)?;
                         sums[ti][li][ci][ri] += losses[beside.len()] as f64;
