@@ -54,10 +54,20 @@ enum Command {
         /// `model`. Without either, the embedded default model.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// An image of the character alone (PNG, JPEG, EXR); overrides the scene's `identity`.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// An image of the place without characters; overrides the scene's `environment`.
+        #[arg(long)]
+        environment: Option<PathBuf>,
     },
 }
 
 type Error = Box<dyn std::error::Error>;
+
+fn absolute(path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()).into())
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -93,13 +103,33 @@ fn run(cli: Cli) -> Result<(), Error> {
             let targets = (!targets.is_empty()).then_some(targets);
             run_graph(&plugin, &graph, &out, targets)
         }
-        Command::Scene { scene, out, model } => {
+        Command::Scene {
+            scene,
+            out,
+            model,
+            identity,
+            environment,
+        } => {
             let text = std::fs::read_to_string(&scene)
                 .map_err(|e| format!("cannot read {}: {e}", scene.display()))?;
             let mut spec: SceneSpec =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", scene.display()))?;
             if let Some(model) = model {
                 spec.model = Some(model.display().to_string());
+            }
+            // Images named in the scene file are relative to it; on the command line, to here.
+            let folder = scene.parent().unwrap_or(Path::new(""));
+            for (image, flag) in [
+                (&mut spec.identity, identity),
+                (&mut spec.environment, environment),
+            ] {
+                let path = match flag {
+                    Some(path) => Some(path),
+                    None => image.as_deref().map(|p| folder.join(p)),
+                };
+                if let Some(path) = path {
+                    *image = Some(absolute(&path)?.display().to_string());
+                }
             }
             run_graph(&plugin, &scene_graph(&spec), &out, None)
         }

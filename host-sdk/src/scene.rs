@@ -1,7 +1,8 @@
 //! `lct scene`: the usual graph built from a plain scene description, for people who do not
 //! want to write a graph.
 //!
-//! The graph is LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames; node,
+//! The graph is LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames, with
+//! a LoadImage (fitted to the model's frame size) for each reference image given; node,
 //! port and widget names follow the plugin's descriptors (`lct nodes` lists them), and an
 //! integration test runs this graph against the real plugin.
 
@@ -37,6 +38,14 @@ pub struct SceneSpec {
     /// Context guidance scale (ShotGenerate's `context_cfg`); the node's default when absent.
     #[serde(default)]
     pub context_cfg: Option<f64>,
+    /// An image of the character alone (PNG, JPEG or EXR) every shot keeps the looks of;
+    /// relative to the scene file.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// An image of the place without characters every shot is set in; relative to the scene
+    /// file.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 fn default_mode() -> String {
@@ -59,7 +68,7 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
     if let Some(path) = &scene.model {
         model.param("path", path.as_str());
     }
-    graph
+    let context = graph
         .add("scene", "SceneContext")
         .param("global_prompt", scene.global_prompt.as_str())
         .param("characters", scene.characters.join("\n"))
@@ -67,6 +76,23 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
             "shots",
             serde_json::to_string(&scene.shots).expect("strings serialise"),
         );
+    let references = [
+        ("identity", &scene.identity),
+        ("environment", &scene.environment),
+    ];
+    for (port, image) in references {
+        if image.is_some() {
+            context.input(port, port, "frames");
+        }
+    }
+    for (port, image) in references {
+        if let Some(path) = image {
+            graph
+                .add(port, "LoadImage")
+                .param("path", path.as_str())
+                .input("model", "model", "model");
+        }
+    }
     let generate = graph
         .add("generate", "ShotGenerate")
         .param("mode", scene.mode.as_str())

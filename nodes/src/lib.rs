@@ -16,34 +16,37 @@
 //! Must not depend on: `lct-plugin`, `lct-host` (nodes know nothing of C or graph evaluation).
 //! Uses only the plain-Rust vocabulary of `lct-abi` ([`ParamValue`] and the widget rule check
 //! in `lct_abi::widget`, shared with hosts), never its `#[repr(C)]` types. May depend on
-//! `lct-model` (the model-backed nodes), `image`.
+//! `lct-model` (the model-backed nodes), `image`, `exr`, `ocio` (colour management), `gif`,
+//! `openh264` and `mp4` (video out).
 
 pub mod builtin;
+pub mod color;
 pub mod model;
 pub mod model_values;
 mod node;
 mod value;
 
+pub use color::{to_u8, ColorConfig, ColorError, ColorSpace};
 pub use node::{
     run_node, ExecContext, Inputs, Node, NodeDescriptor, NodeError, ParamValue, Params,
     PortDescriptor, WidgetDescriptor, WidgetSpec,
 };
-pub use value::{
-    linear_to_srgb, srgb_to_linear, to_u8, ColorSpace, Frames, FramesError, Scene, StableHasher,
-    Value, ValueKind,
-};
+pub use value::{Frames, FramesError, Scene, StableHasher, Value, ValueKind};
 
 /// Every node type this library provides, in menu order.
 pub fn all_nodes() -> Vec<Box<dyn Node>> {
     vec![
         Box::new(model::LoadModel),
+        Box::new(builtin::LoadImage),
         Box::new(builtin::SceneContext),
         Box::new(model::ShotGenerate),
         Box::new(model::ShotExtend),
         Box::new(model::KvCacheNode),
         Box::new(model::EncodeFrames),
         Box::new(model::DecodeFrames),
+        Box::new(builtin::ColorConvert),
         Box::new(builtin::SaveFrames),
+        Box::new(builtin::SaveVideo),
         #[cfg(feature = "test-nodes")]
         Box::new(builtin::TestPattern),
         #[cfg(feature = "test-nodes")]

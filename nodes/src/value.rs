@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use crate::color::{ColorConfig, ColorError, ColorSpace};
+
 /// Kind of a value, a port or a widget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ValueKind {
@@ -170,7 +172,12 @@ pub struct Scene {
     pub characters: Vec<String>,
     /// One prompt per shot, in story order.
     pub shots: Vec<String>,
-    /// Optional reference images (characters, locations).
+    /// Images of the character alone, each a 1-frame shot captioned as the model's
+    /// identity reference.
+    pub identity: Option<Arc<Frames>>,
+    /// Images of the place without characters, captioned as the environment reference.
+    pub environment: Option<Arc<Frames>>,
+    /// Other reference images (no caption).
     pub references: Option<Arc<Frames>>,
 }
 
@@ -194,52 +201,11 @@ impl Scene {
         for shot in shots {
             hasher.write_str(shot);
         }
-        hasher.write_u64(self.references.as_ref().map_or(0, |r| r.content_hash()));
+        for images in [&self.identity, &self.environment, &self.references] {
+            hasher.write_u64(images.as_ref().map_or(0, |r| r.content_hash()));
+        }
         hasher.finish()
     }
-}
-
-/// Colour space of frame samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ColorSpace {
-    /// sRGB transfer function and primaries.
-    Srgb,
-    /// Linear light, sRGB / Rec.709 primaries.
-    Linear,
-}
-
-impl ColorSpace {
-    /// Converts one sample (nominal 0..1) from `self` to `target`.
-    pub fn convert(self, target: ColorSpace, sample: f32) -> f32 {
-        match (self, target) {
-            (Self::Srgb, Self::Linear) => srgb_to_linear(sample),
-            (Self::Linear, Self::Srgb) => linear_to_srgb(sample),
-            _ => sample,
-        }
-    }
-}
-
-/// The sRGB electro-optical transfer function (IEC 61966-2-1).
-pub fn srgb_to_linear(encoded: f32) -> f32 {
-    if encoded <= 0.04045 {
-        encoded / 12.92
-    } else {
-        ((encoded + 0.055) / 1.055).powf(2.4)
-    }
-}
-
-/// Inverse of [`srgb_to_linear`].
-pub fn linear_to_srgb(linear: f32) -> f32 {
-    if linear <= 0.003_130_8 {
-        linear * 12.92
-    } else {
-        1.055 * linear.powf(1.0 / 2.4) - 0.055
-    }
-}
-
-/// Quantises a nominal 0..1 sample to 8 bits (clamped, rounded).
-pub fn to_u8(sample: f32) -> u8 {
-    (sample.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
 /// Why frames could not be built.
@@ -290,8 +256,13 @@ impl fmt::Debug for Frames {
 
 impl PartialEq for Frames {
     fn eq(&self, other: &Self) -> bool {
-        (self.width, self.height, self.channels, self.color_space)
-            == (other.width, other.height, other.channels, other.color_space)
+        (self.width, self.height, self.channels, &self.color_space)
+            == (
+                other.width,
+                other.height,
+                other.channels,
+                &other.color_space,
+            )
             && self.samples == other.samples
     }
 }
@@ -345,8 +316,8 @@ impl Frames {
     pub fn channels(&self) -> u32 {
         self.channels
     }
-    pub fn color_space(&self) -> ColorSpace {
-        self.color_space
+    pub fn color_space(&self) -> &ColorSpace {
+        &self.color_space
     }
     pub fn frame_count(&self) -> u32 {
         (self.samples.len() / self.frame_len()) as u32
@@ -366,15 +337,37 @@ impl Frames {
         self.samples.get(start..start + len)
     }
 
-    /// Frame `index` as 8-bit samples in `target` colour space.
-    pub fn frame_u8(&self, index: u32, target: ColorSpace) -> Option<Vec<u8>> {
-        let source = self.color_space;
-        Some(
-            self.frame(index)?
-                .iter()
-                .map(|&sample| to_u8(source.convert(target, sample)))
-                .collect(),
-        )
+    /// Frames `first..first + count` converted to `target` through `config` (a copy).
+    pub fn samples_in(
+        &self,
+        first: u32,
+        count: u32,
+        target: &ColorSpace,
+        config: &ColorConfig,
+    ) -> Result<Vec<f32>, ColorError> {
+        let len = self.frame_len();
+        let start = (first as usize * len).min(self.samples.len());
+        let end = (start + count as usize * len).min(self.samples.len());
+        let mut out = self.samples[start..end].to_vec();
+        config.convert(&mut out, self.channels as usize, &self.color_space, target)?;
+        Ok(out)
+    }
+
+    /// The same pixels re-tagged after conversion to `target`.
+    pub fn converted(
+        &self,
+        target: &ColorSpace,
+        config: &ColorConfig,
+    ) -> Result<Frames, ColorError> {
+        let samples = self.samples_in(0, self.frame_count(), target, config)?;
+        Ok(Frames {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            color_space: target.clone(),
+            samples,
+            hash: OnceLock::new(),
+        })
     }
 
     /// Hash of dimensions, colour space and samples; computed once.
@@ -384,7 +377,7 @@ impl Frames {
             hasher.write_u64(self.width as u64);
             hasher.write_u64(self.height as u64);
             hasher.write_u64(self.channels as u64);
-            hasher.write_u64(self.color_space as u64);
+            hasher.write_str(self.color_space.name());
             hasher.write_u64(self.samples.len() as u64);
             for pair in self.samples.chunks(2) {
                 let low = pair[0].to_bits() as u64;
@@ -401,26 +394,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn srgb_round_trip_is_close() {
-        for i in 0..=255 {
-            let x = i as f32 / 255.0;
-            assert!((linear_to_srgb(srgb_to_linear(x)) - x).abs() < 1e-5);
-        }
-    }
-
-    #[test]
     fn frames_reject_wrong_lengths() {
-        assert!(Frames::new(2, 2, 3, ColorSpace::Srgb, vec![0.0; 12 * 2]).is_ok());
+        assert!(Frames::new(2, 2, 3, ColorSpace::srgb(), vec![0.0; 12 * 2]).is_ok());
         assert!(matches!(
-            Frames::new(2, 2, 3, ColorSpace::Srgb, vec![0.0; 13]),
+            Frames::new(2, 2, 3, ColorSpace::srgb(), vec![0.0; 13]),
             Err(FramesError::Length { .. })
         ));
         assert_eq!(
-            Frames::new(2, 2, 2, ColorSpace::Srgb, vec![0.0; 8]).unwrap_err(),
+            Frames::new(2, 2, 2, ColorSpace::srgb(), vec![0.0; 8]).unwrap_err(),
             FramesError::Channels(2)
         );
         assert!(matches!(
-            Frames::new(0, 2, 3, ColorSpace::Srgb, vec![]),
+            Frames::new(0, 2, 3, ColorSpace::srgb(), vec![]),
             Err(FramesError::Empty { .. })
         ));
     }
@@ -431,6 +416,8 @@ mod tests {
             global_prompt: "a harbour at dawn".into(),
             characters: vec![],
             shots: vec!["one".into(), "two".into(), "three".into()],
+            identity: None,
+            environment: None,
             references: None,
         };
         let mut edited = scene.clone();

@@ -31,7 +31,9 @@ use lct_abi::{
     LctHandle, LctNodeDesc, LctParam, LctPluginApi, LctSampleFormat, LctStatus, LctValueKind,
     LCT_ABI_VERSION,
 };
-use lct_nodes::{ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Value};
+use lct_nodes::{
+    ColorConfig, ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Value,
+};
 
 pub mod firewall;
 mod handles;
@@ -205,19 +207,25 @@ fn frames_of(handle: LctHandle) -> Result<std::sync::Arc<Frames>> {
     }
 }
 
-fn color_space_to_abi(space: ColorSpace) -> LctColorSpace {
-    match space {
-        ColorSpace::Srgb => LctColorSpace::SRGB,
-        ColorSpace::Linear => LctColorSpace::LINEAR,
+fn color_space_to_abi(space: &ColorSpace) -> LctColorSpace {
+    if *space == ColorSpace::srgb() {
+        LctColorSpace::SRGB
+    } else if *space == ColorSpace::linear() {
+        LctColorSpace::LINEAR
+    } else if *space == ColorSpace::acescg() {
+        LctColorSpace::ACESCG
+    } else {
+        LctColorSpace::OTHER
     }
 }
 
 fn color_space_from_abi(space: LctColorSpace, field: &str) -> Result<ColorSpace> {
     match space {
-        LctColorSpace::SRGB => Ok(ColorSpace::Srgb),
-        LctColorSpace::LINEAR => Ok(ColorSpace::Linear),
+        LctColorSpace::SRGB => Ok(ColorSpace::srgb()),
+        LctColorSpace::LINEAR => Ok(ColorSpace::linear()),
+        LctColorSpace::ACESCG => Ok(ColorSpace::acescg()),
         other => Err(Failure::invalid(format!(
-            "`{field}` is {other}, expected SRGB or LINEAR"
+            "`{field}` is {other}, expected SRGB, LINEAR or ACESCG"
         ))),
     }
 }
@@ -503,7 +511,8 @@ unsafe extern "C" fn value_read_string(
         let value = lookup(handle)?;
         let text = match &value {
             Value::String(text) | Value::Enum(text) => text.clone(),
-            other => return Err(wrong_kind(handle, other, "STRING or ENUM")),
+            Value::Frames(frames) => frames.color_space().name().into(),
+            other => return Err(wrong_kind(handle, other, "STRING, ENUM or FRAMES")),
         };
         if !out_len.is_null() {
             *unsafe { out_ref(out_len, "out_len") }? = text.len();
@@ -556,7 +565,7 @@ unsafe extern "C" fn frames_copy(handle: LctHandle, buffer: *mut LctFrameBuffer)
             )));
         }
         let target = match request.color_space {
-            LctColorSpace::UNSPECIFIED => frames.color_space(),
+            LctColorSpace::UNSPECIFIED => frames.color_space().clone(),
             other => color_space_from_abi(other, "buffer.color_space")?,
         };
         let total = frames.frame_count();
@@ -592,18 +601,18 @@ unsafe extern "C" fn frames_copy(handle: LctHandle, buffer: *mut LctFrameBuffer)
         // SAFETY: `data` is valid for `capacity_bytes >= needed` bytes per the contract; bytes
         // have no alignment requirement.
         let out = unsafe { std::slice::from_raw_parts_mut(request.data.cast::<u8>(), needed) };
-        let source = frames.color_space();
-        let start = first as usize * frames.frame_len();
-        let input = &frames.samples()[start..start + samples];
+        let input = frames
+            .samples_in(first, count, &target, &ColorConfig::default_config())
+            .map_err(|e| Failure::invalid(e.to_string()))?;
         match request.sample_format {
             LctSampleFormat::U8 => {
-                for (dst, &s) in out.iter_mut().zip(input) {
-                    *dst = lct_nodes::to_u8(source.convert(target, s));
+                for (dst, &s) in out.iter_mut().zip(&input) {
+                    *dst = lct_nodes::to_u8(s);
                 }
             }
             _ => {
-                for (dst, &s) in out.chunks_exact_mut(4).zip(input) {
-                    dst.copy_from_slice(&source.convert(target, s).to_ne_bytes());
+                for (dst, &s) in out.chunks_exact_mut(4).zip(&input) {
+                    dst.copy_from_slice(&s.to_ne_bytes());
                 }
             }
         }
@@ -611,7 +620,7 @@ unsafe extern "C" fn frames_copy(handle: LctHandle, buffer: *mut LctFrameBuffer)
         request.width = frames.width();
         request.height = frames.height();
         request.channels = frames.channels();
-        request.color_space = color_space_to_abi(target);
+        request.color_space = color_space_to_abi(&target);
         Ok(())
     })
 }

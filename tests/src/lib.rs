@@ -206,6 +206,7 @@ pub fn fixture_model(mask: lct_model::AttentionMask) -> PathBuf {
         autoencoder: Some(lct_model::AutoencoderConfig {
             patch: 2,
             frame_size: [8, 8],
+            color_space: lct_model::default_working_color_space(),
         }),
         ..lct_model::Config::tiny().with_attention(mask)
     };

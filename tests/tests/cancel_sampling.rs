@@ -33,7 +33,7 @@ fn aborting_shot_generate_stops_within_one_step_and_leaks_nothing() {
                 "shots".to_owned(),
                 "close-up of character 1.\ncharacter 1 moves left.".into(),
             )],
-            &[None],
+            &[None, None, None],
             None,
             &mut |_, _| true,
         )

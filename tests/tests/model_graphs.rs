@@ -82,6 +82,8 @@ fn joint_generation_of_three_shots_writes_frames() {
         cfg: 2.0,
         frames: 2,
         context_cfg: None,
+        identity: None,
+        environment: None,
     };
     let graph = lct_host::scene::scene_graph(&spec);
     let validated = plugin.validate(&graph).unwrap();
@@ -494,4 +496,114 @@ fn every_example_graph_validates_against_the_plugin() {
         checked += 1;
     }
     assert!(checked >= 2, "example graphs found: {checked}");
+}
+
+/// A scene with the character's image and the place's image, loaded from PNG files by
+/// LoadImage and fitted to the model's frame size.
+fn reference_graph(identity: Option<&std::path::Path>, environment: &std::path::Path) -> Graph {
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::Bidirectional);
+    scene_node(&mut graph, &SHOTS[..2]);
+    for (label, path) in [("identity", identity), ("environment", Some(environment))] {
+        let Some(path) = path else { continue };
+        graph
+            .add(label, "LoadImage")
+            .param("path", path.display().to_string())
+            .input("model", "model", "model");
+        graph
+            .node_mut("scene")
+            .unwrap()
+            .input(label, label, "frames");
+    }
+    graph
+        .add("generate", "ShotGenerate")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "generate");
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph
+}
+
+#[test]
+fn reference_images_from_files_condition_every_shot() {
+    let plugin = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let image = |name: &str, rgb: [u8; 3]| {
+        let path = dir.path().join(name);
+        // 16x12: LoadImage fits it into the fixture model's 8x8 frames.
+        image::RgbImage::from_fn(16, 12, |x, _| {
+            if x < 8 {
+                image::Rgb(rgb)
+            } else {
+                image::Rgb([20, 20, 20])
+            }
+        })
+        .save(&path)
+        .unwrap();
+        path
+    };
+    let (red, blue, field) = (
+        image("red.png", [220, 30, 30]),
+        image("blue.png", [30, 30, 220]),
+        image("field.png", [40, 160, 60]),
+    );
+    let with_red = frames_of(&plugin, &reference_graph(Some(&red), &field), "decode");
+    let again = frames_of(&plugin, &reference_graph(Some(&red), &field), "decode");
+    let with_blue = frames_of(&plugin, &reference_graph(Some(&blue), &field), "decode");
+    let no_identity = frames_of(&plugin, &reference_graph(None, &field), "decode");
+    assert_eq!(with_red, again, "the same files give the same frames");
+    assert!(
+        max_difference(&with_red, &with_blue) > 0,
+        "the identity image is read"
+    );
+    assert!(
+        max_difference(&with_red, &no_identity) > 0,
+        "the identity image is a shot of context"
+    );
+}
+
+#[test]
+fn lct_scene_takes_identity_and_environment_images() {
+    let Some(lct) = lct_integration_tests::lct_binary() else {
+        return; // $LCT_PLUGIN points at a prebuilt plugin without the CLI beside it.
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 40, 40]))
+        .save(&identity)
+        .unwrap();
+    let scene = lct_integration_tests::workspace_root().join("tests/scenes/field_at_night.json");
+    let run = |environment: &std::path::Path| {
+        std::process::Command::new(&lct)
+            .arg("--plugin")
+            .arg(lct_integration_tests::plugin_path())
+            .arg("scene")
+            .arg(&scene)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--model")
+            .arg(fixture_model(AttentionMask::Bidirectional))
+            .arg("--identity")
+            .arg(&identity)
+            .arg("--environment")
+            .arg(environment)
+            .output()
+            .unwrap()
+    };
+    let output = run(&identity);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "lct scene failed: {stderr}");
+    assert!(walk(&dir.path().join("out"))
+        .iter()
+        .any(|p| p.ends_with("contact_sheet.png")));
+    // A missing image is an error that names it, before anything is generated.
+    let output = run(&dir.path().join("nowhere.png"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("nowhere.png"),
+        "{stderr}"
+    );
 }

@@ -15,6 +15,15 @@ pub struct AutoencoderConfig {
     pub patch: usize,
     /// Frame size the model was trained on (height, width).
     pub frame_size: [usize; 2],
+    /// The OCIO colour space the autoencoder reads and writes pixels in (its working space);
+    /// frames are converted to it when encoded and tagged with it when decoded.
+    #[serde(default = "default_working_color_space")]
+    pub color_space: String,
+}
+
+/// sRGB-encoded Rec.709: what the procedural world renders and the embedded model learned.
+pub fn default_working_color_space() -> String {
+    "sRGB Encoded Rec.709 (sRGB)".into()
 }
 
 #[derive(Debug, Clone)]

@@ -49,6 +49,20 @@ pub struct Config {
     /// The frame autoencoder shipped with the weights (tensors under `autoencoder.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoencoder: Option<AutoencoderConfig>,
+    /// The prompts of the image shots the weights were tuned with (LCT's identity and
+    /// environment references); without them reference images get an empty prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_prompts: Option<ReferencePrompts>,
+}
+
+/// How a checkpoint's training captioned its reference images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferencePrompts {
+    /// An image of a character alone (its identity).
+    pub identity: String,
+    /// An image of a place without characters (its environment).
+    pub environment: String,
 }
 
 impl Config {
@@ -74,6 +88,7 @@ impl Config {
             pooled_text: false,
             text_encoder: None,
             autoencoder: None,
+            reference_prompts: None,
         }
     }
 
@@ -96,6 +111,7 @@ impl Config {
             pooled_text: false,
             text_encoder: None,
             autoencoder: None,
+            reference_prompts: None,
         }
     }
 

@@ -28,8 +28,8 @@ pub mod transformer;
 pub mod weights;
 
 pub use attention::{attention, MaskSpec};
-pub use autoencoder::{Autoencoder, AutoencoderConfig};
-pub use config::Config;
+pub use autoencoder::{default_working_color_space, Autoencoder, AutoencoderConfig};
+pub use config::{Config, ReferencePrompts};
 pub use error::{Error, Result};
 pub use kv_cache::{KvPool, KvView, SegmentKv};
 pub use layout::{AttentionMask, SceneLayout, Segment, SegmentKind, SegmentSpec, ShotRole};

@@ -29,6 +29,7 @@ fn config() -> Config {
         autoencoder: Some(AutoencoderConfig {
             patch: 2,
             frame_size: [8, 8],
+            color_space: lct_model::default_working_color_space(),
         }),
         ..Config::tiny()
     }

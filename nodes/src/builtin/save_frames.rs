@@ -1,16 +1,16 @@
-//! SaveFrames: a PNG sequence and a contact sheet per scene, never overwriting a file.
+//! SaveFrames: a PNG (display-referred) or EXR (scene-linear) sequence and a contact sheet
+//! per scene, never overwriting a file.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, ErrorKind};
-use std::path::{Path, PathBuf};
+use image::{imageops, RgbImage};
 
-use image::{imageops, ExtendedColorType, ImageFormat, RgbImage};
+use super::files::{check_plain_name, create_fresh_folder, failed, write_exr, write_png};
+use crate::color::{names, to_u8, ColorConfig};
 
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
 };
-use crate::value::{ColorSpace, Frames, Value, ValueKind};
+use crate::value::{Frames, Value, ValueKind};
 
 pub struct SaveFrames;
 
@@ -19,9 +19,11 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     version: 1,
     display_name: "Save Frames",
     category: "lct/io",
-    description: "Writes the frames as an sRGB PNG sequence plus a contact sheet into a new \
-                  folder `directory/name` (`name-2`, `name-3`... if it exists; nothing is ever \
-                  overwritten). Outputs the folder written.",
+    description: "Writes the frames as a PNG sequence (rendered for a display through a view \
+                  transform) or an EXR sequence (float, in a scene-linear colour space named in \
+                  the header), plus a PNG contact sheet, into a new folder `directory/name` \
+                  (`name-2`, `name-3`... if it exists; nothing is ever overwritten). Outputs \
+                  the folder written.",
     inputs: &[PortDescriptor::required(
         "frames",
         ValueKind::Frames,
@@ -50,6 +52,49 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             },
         },
         WidgetDescriptor {
+            name: "format",
+            tooltip: "png: 8-bit, display-referred through `display` / `view`; exr: 32-bit \
+                      float in `exr_color_space`",
+            spec: WidgetSpec::Enum {
+                default: "png",
+                choices: &["png", "exr"],
+            },
+        },
+        WidgetDescriptor {
+            name: "display",
+            tooltip: "OCIO display the PNGs and the contact sheet are rendered for",
+            spec: WidgetSpec::String {
+                default: names::SRGB_DISPLAY,
+                multiline: false,
+            },
+        },
+        WidgetDescriptor {
+            name: "view",
+            tooltip: "OCIO view transform of the display (Un-tone-mapped keeps sRGB frames as \
+                      they are; ACES 2.0 - SDR 100 nits (Rec.709) tone-maps scene-linear ones)",
+            spec: WidgetSpec::String {
+                default: names::UNTONEMAPPED_VIEW,
+                multiline: false,
+            },
+        },
+        WidgetDescriptor {
+            name: "exr_color_space",
+            tooltip: "Colour space of the EXR samples (an OCIO name, alias or role)",
+            spec: WidgetSpec::String {
+                default: names::ACESCG,
+                multiline: false,
+            },
+        },
+        WidgetDescriptor {
+            name: "config",
+            tooltip: "OCIO config: a config.ocio path or an ocio:// URI (empty: the built-in \
+                      ACES CG config)",
+            spec: WidgetSpec::String {
+                default: "",
+                multiline: false,
+            },
+        },
+        WidgetDescriptor {
             name: "contact_sheet",
             tooltip: "Also write contact_sheet.png with every frame as a thumbnail",
             spec: WidgetSpec::Bool { default: true },
@@ -74,72 +119,34 @@ const THUMBNAIL_WIDTH: u32 = 256;
 const SHEET_GAP: u32 = 4;
 const SHEET_BACKGROUND: [u8; 3] = [24, 24, 24];
 
-fn io_error(path: &Path, source: std::io::Error) -> NodeError {
-    NodeError::Io {
-        node: DESCRIPTOR.id,
-        path: path.display().to_string(),
-        source,
+/// How frames become 8-bit pixels: through a display and view of a config.
+struct DisplayRender<'a> {
+    config: &'a ColorConfig,
+    display: &'a str,
+    view: &'a str,
+}
+
+impl DisplayRender<'_> {
+    fn frame_u8(&self, frames: &Frames, index: u32) -> Result<Vec<u8>, NodeError> {
+        let mut samples = frames.frame(index).unwrap_or_default().to_vec();
+        self.config
+            .to_display(
+                &mut samples,
+                frames.channels() as usize,
+                frames.color_space(),
+                self.display,
+                self.view,
+            )
+            .map_err(|e| failed(DESCRIPTOR.id, e.to_string()))?;
+        Ok(samples.into_iter().map(to_u8).collect())
     }
 }
 
-/// Creates `parent/name`, or `name-2`, `name-3`... if taken. `create_dir` (not `_all`) makes
-/// the choice atomic, so two evaluations never write into the same folder.
-fn create_fresh_folder(parent: &Path, name: &str) -> Result<PathBuf, NodeError> {
-    fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-    for attempt in 1..=10_000u32 {
-        let folder = if attempt == 1 {
-            parent.join(name)
-        } else {
-            parent.join(format!("{name}-{attempt}"))
-        };
-        match fs::create_dir(&folder) {
-            Ok(()) => return Ok(folder),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_error(&folder, e)),
-        }
-    }
-    Err(NodeError::Failed {
-        node: DESCRIPTOR.id,
-        message: format!(
-            "{}: 10000 folders named {name}-N already exist",
-            parent.display()
-        ),
-    })
-}
-
-fn write_png(
-    path: &Path,
-    pixels: &[u8],
-    width: u32,
-    height: u32,
-    channels: u32,
-) -> Result<(), NodeError> {
-    // create_new: an existing file is an error, never silently replaced.
-    let file: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    let color = if channels == 4 {
-        ExtendedColorType::Rgba8
-    } else {
-        ExtendedColorType::Rgb8
-    };
-    image::write_buffer_with_format(
-        &mut BufWriter::new(file),
-        pixels,
-        width,
-        height,
-        color,
-        ImageFormat::Png,
-    )
-    .map_err(|e| NodeError::Failed {
-        node: DESCRIPTOR.id,
-        message: format!("{}: {e}", path.display()),
-    })
-}
-
-fn contact_sheet(frames: &Frames, columns: u32) -> RgbImage {
+fn contact_sheet(
+    frames: &Frames,
+    columns: u32,
+    render: &DisplayRender<'_>,
+) -> Result<RgbImage, NodeError> {
     let (width, height) = (frames.width(), frames.height());
     let thumb_width = width.min(THUMBNAIL_WIDTH);
     let thumb_height = ((height as u64 * thumb_width as u64) / width as u64).max(1) as u32;
@@ -152,7 +159,7 @@ fn contact_sheet(frames: &Frames, columns: u32) -> RgbImage {
         image::Rgb(SHEET_BACKGROUND),
     );
     for index in 0..count {
-        let samples = frames.frame_u8(index, ColorSpace::Srgb).unwrap_or_default();
+        let samples = render.frame_u8(frames, index)?;
         let rgb: Vec<u8> = samples
             .chunks_exact(frames.channels() as usize)
             .flat_map(|pixel| [pixel[0], pixel[1], pixel[2]])
@@ -165,7 +172,7 @@ fn contact_sheet(frames: &Frames, columns: u32) -> RgbImage {
         let y = SHEET_GAP + (index / columns) * (thumb_height + SHEET_GAP);
         imageops::replace(&mut sheet, &thumb, x as i64, y as i64);
     }
-    sheet
+    Ok(sheet)
 }
 
 impl Node for SaveFrames {
@@ -179,36 +186,62 @@ impl Node for SaveFrames {
         params: &Params,
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
+        let node = DESCRIPTOR.id;
         let frames = inputs.frames("frames")?;
         let name = params.text("name")?;
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
-            return Err(NodeError::Failed {
-                node: DESCRIPTOR.id,
-                message: format!("widget `name` must be a plain folder name, got {name:?}"),
-            });
-        }
+        check_plain_name(node, "name", name)?;
+        let config =
+            ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
+        let render = DisplayRender {
+            config: &config,
+            display: params.text("display")?,
+            view: params.text("view")?,
+        };
+        let exr_space = match params.text("format")? {
+            "exr" => Some(
+                config
+                    .color_space(params.text("exr_color_space")?)
+                    .map_err(|e| failed(node, format!("widget `exr_color_space`: {e}")))?,
+            ),
+            _ => None,
+        };
+        // Check the display and view before creating the folder.
+        render.frame_u8(frames, 0)?;
         let parent = ctx.output_directory().join(params.text("directory")?);
-        let folder = create_fresh_folder(&parent, name)?;
+        let folder = create_fresh_folder(node, &parent, name)?;
         let count = frames.frame_count();
         // One extra step for the contact sheet, so progress reaches the total only when done.
         let total = count + 1;
+        let (width, height, channels) = (frames.width(), frames.height(), frames.channels());
         for index in 0..count {
-            let pixels = frames.frame_u8(index, ColorSpace::Srgb).unwrap_or_default();
-            let path = folder.join(format!("frame_{index:04}.png"));
-            write_png(
-                &path,
-                &pixels,
-                frames.width(),
-                frames.height(),
-                frames.channels(),
-            )?;
+            match &exr_space {
+                Some(space) => {
+                    let samples = frames
+                        .samples_in(index, 1, space, &config)
+                        .map_err(|e| failed(node, e.to_string()))?;
+                    let path = folder.join(format!("frame_{index:04}.exr"));
+                    write_exr(node, &path, &samples, width, height, channels, space)?;
+                }
+                None => {
+                    let pixels = render.frame_u8(frames, index)?;
+                    let path = folder.join(format!("frame_{index:04}.png"));
+                    write_png(node, &path, &pixels, width, height, channels)?;
+                }
+            }
             ctx.progress(index + 1, total)?;
         }
         if params.bool("contact_sheet")? {
             let columns = params.int("columns")?.clamp(1, 64) as u32;
-            let sheet = contact_sheet(frames, columns);
+            let sheet = contact_sheet(frames, columns, &render)?;
             let path = folder.join("contact_sheet.png");
-            write_png(&path, sheet.as_raw(), sheet.width(), sheet.height(), 3)?;
+            write_png(
+                node,
+                &path,
+                sheet.as_raw(),
+                sheet.width(),
+                sheet.height(),
+                3,
+            )?;
         }
         ctx.progress(total, total)?;
         Ok(vec![Value::String(folder.display().to_string().into())])
@@ -218,7 +251,9 @@ impl Node for SaveFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::color::ColorSpace;
     use crate::node::ParamValue;
+    use std::path::Path;
     use std::sync::Arc;
 
     fn save(frames: Arc<Frames>, out: &Path) -> Result<String, NodeError> {
@@ -232,7 +267,7 @@ mod tests {
 
     fn frames() -> Arc<Frames> {
         let samples = (0..3 * 4 * 2 * 3).map(|i| (i % 7) as f32 / 6.0).collect();
-        Arc::new(Frames::new(4, 2, 3, ColorSpace::Srgb, samples).unwrap())
+        Arc::new(Frames::new(4, 2, 3, ColorSpace::srgb(), samples).unwrap())
     }
 
     #[test]
@@ -250,8 +285,21 @@ mod tests {
         let decoded = image::open(Path::new(&first).join("frame_0001.png"))
             .unwrap()
             .to_rgb8();
-        let expected = frames().frame_u8(1, ColorSpace::Srgb).unwrap();
-        assert_eq!(decoded.as_raw(), &expected);
+        // Samples at exactly half a code value (3/6) may round either way after the display
+        // transform's f32 arithmetic; everything else is exact.
+        let expected: Vec<u8> = frames()
+            .frame(1)
+            .unwrap()
+            .iter()
+            .map(|&s| to_u8(s))
+            .collect();
+        for (got, want) in decoded.as_raw().iter().zip(&expected) {
+            assert!(
+                got.abs_diff(*want) <= 1,
+                "{:?} against {expected:?}",
+                decoded.as_raw()
+            );
+        }
         let sheet = image::open(Path::new(&first).join("contact_sheet.png")).unwrap();
         // 2 columns x 2 rows of 4x2 thumbnails with 4 px gaps.
         assert_eq!(

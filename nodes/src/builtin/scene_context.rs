@@ -17,11 +17,23 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     category: "lct/scene",
     description: "Collects the global prompt, the characters and one prompt per shot (one per \
                   line, or a JSON list of strings) into a SCENE, with optional reference frames.",
-    inputs: &[PortDescriptor::optional(
-        "reference",
-        ValueKind::Frames,
-        "Reference images of characters or places, shared by every shot",
-    )],
+    inputs: &[
+        PortDescriptor::optional(
+            "identity",
+            ValueKind::Frames,
+            "Images of the character alone (LoadImage): every shot keeps its looks",
+        ),
+        PortDescriptor::optional(
+            "environment",
+            ValueKind::Frames,
+            "Images of the place without characters: every shot keeps its sky, ground and light",
+        ),
+        PortDescriptor::optional(
+            "reference",
+            ValueKind::Frames,
+            "Other reference images, shared by every shot without a caption",
+        ),
+    ],
     outputs: &[PortDescriptor::required(
         "scene",
         ValueKind::Scene,
@@ -62,11 +74,16 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     not_idempotent: false,
 };
 
-/// Splits a widget's text into entries: a JSON list of strings when it starts with `[`,
-/// otherwise one entry per non-empty line.
+/// Splits a widget's text into entries: a JSON list of strings when it is a JSON list or
+/// opens like a list of strings (`[` then `"` or `]`), otherwise one entry per non-empty line, so prompts that begin with a tag
+/// such as `[SHOT 1]` stay lines.
 fn parse_list(widget: &str, text: &str) -> Result<Vec<String>, NodeError> {
     let trimmed = text.trim();
-    if trimmed.starts_with('[') {
+    let opens_json_list = trimmed
+        .strip_prefix('[')
+        .is_some_and(|rest| rest.trim_start().starts_with(['"', ']']))
+        || serde_json::from_str::<serde_json::Value>(trimmed).is_ok_and(|v| v.is_array());
+    if opens_json_list {
         serde_json::from_str::<Vec<String>>(trimmed).map_err(|error| NodeError::Failed {
             node: DESCRIPTOR.id,
             message: format!(
@@ -105,6 +122,8 @@ impl Node for SceneContext {
             global_prompt: params.text("global_prompt")?.trim().to_owned(),
             characters: parse_list("characters", params.text("characters")?)?,
             shots,
+            identity: inputs.optional_frames("identity")?.cloned(),
+            environment: inputs.optional_frames("environment")?.cloned(),
             references: inputs.optional_frames("reference")?.cloned(),
         };
         Ok(vec![Value::Scene(Arc::new(scene))])
@@ -128,7 +147,7 @@ mod tests {
             ),
             ("shots", ParamValue::Text(shots.into())),
         ];
-        match crate::run_node(&SceneContext, &params, &[None], None)?.remove(0) {
+        match crate::run_node(&SceneContext, &params, &[None, None, None], None)?.remove(0) {
             Value::Scene(scene) => Ok((*scene).clone()),
             other => panic!("expected a scene, got {other:?}"),
         }
@@ -142,6 +161,19 @@ mod tests {
         assert_eq!(scene.characters, ["Mara: red coat", "Ivo: fisherman"]);
         let scene = run(r#"["one, with a\nnewline", "two"]"#).unwrap();
         assert_eq!(scene.shots, ["one, with a\nnewline", "two"]);
+    }
+
+    #[test]
+    fn tagged_prompts_one_per_line_are_not_json() {
+        let scene =
+            run("[SHOT 1] wide shot of Character 1.\n[SHOT 2] close-up of Character 1.").unwrap();
+        assert_eq!(
+            scene.shots,
+            [
+                "[SHOT 1] wide shot of Character 1.",
+                "[SHOT 2] close-up of Character 1."
+            ]
+        );
     }
 
     #[test]

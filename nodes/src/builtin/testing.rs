@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::color::ColorSpace;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
 };
-use crate::value::{ColorSpace, Frames, Value, ValueKind};
+use crate::value::{Frames, Value, ValueKind};
 
 /// Deterministic frames: a colour gradient with a bar that moves one step per frame.
 pub struct TestPattern;
@@ -99,8 +100,8 @@ impl Node for TestPattern {
         let height = params.int("height")? as u32;
         let seed = params.int("seed")? as u64;
         let color_space = match params.text("color_space")? {
-            "LINEAR" => ColorSpace::Linear,
-            _ => ColorSpace::Srgb,
+            "LINEAR" => ColorSpace::linear(),
+            _ => ColorSpace::srgb(),
         };
         // Widget ranges alone would allow ~200 GB; refuse rather than abort on allocation.
         let pixels = count as u64 * width as u64 * height as u64;

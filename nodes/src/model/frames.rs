@@ -1,13 +1,15 @@
 //! EncodeFrames and DecodeFrames: between FRAMES (pixels, tagged with a colour space) and
-//! LATENT (what the model works on). The autoencoder works on sRGB-encoded values.
+//! LATENT (what the model works on). Frames are converted to the autoencoder's working colour
+//! space (declared by the checkpoint) when encoded, and decoded frames are tagged with it.
 
 use super::{engine_error, model_input, tensor_error};
+use crate::color::{ColorConfig, ColorSpace};
 use crate::model_values::{LatentValue, ShotLatent};
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
 };
-use crate::value::{ColorSpace, Frames, Value, ValueKind};
+use crate::value::{Frames, Value, ValueKind};
 use candle_core::{Device, Tensor};
 use lct_model::Pipeline;
 use std::sync::Arc;
@@ -41,19 +43,21 @@ pub(crate) fn encode(
         });
     }
     let channels = frames.channels() as usize;
-    let source = frames.color_space();
+    let (config, working) = working_space(node, ae)?;
     let mut out = Vec::with_capacity(count / per_shot);
     for shot in 0..count / per_shot {
         // [T, H, W, channels] interleaved -> [T, 3, H, W] sRGB-encoded.
         let mut planar = vec![0f32; per_shot * 3 * height * width];
         for t in 0..per_shot {
             let frame = frames
-                .frame((shot * per_shot + t) as u32)
-                .expect("index below frame_count");
+                .samples_in((shot * per_shot + t) as u32, 1, &working, &config)
+                .map_err(|e| NodeError::Failed {
+                    node,
+                    message: e.to_string(),
+                })?;
             for (pixel, sample) in frame.chunks_exact(channels).enumerate() {
                 for c in 0..3 {
-                    planar[(t * 3 + c) * height * width + pixel] =
-                        source.convert(ColorSpace::Srgb, sample[c]);
+                    planar[(t * 3 + c) * height * width + pixel] = sample[c];
                 }
             }
         }
@@ -62,6 +66,21 @@ pub(crate) fn encode(
         out.push(ae.encode(&tensor).map_err(engine_error(node))?);
     }
     Ok(out)
+}
+
+/// The autoencoder's working colour space, resolved in the built-in config.
+fn working_space(
+    node: &'static str,
+    ae: &lct_model::Autoencoder,
+) -> Result<(Arc<ColorConfig>, ColorSpace), NodeError> {
+    let config = ColorConfig::default_config();
+    let space = config
+        .color_space(&ae.config().color_space)
+        .map_err(|e| NodeError::Failed {
+            node,
+            message: format!("the checkpoint's working colour space: {e}"),
+        })?;
+    Ok((config, space))
 }
 
 pub struct EncodeFrames;
@@ -204,10 +223,13 @@ impl Node for DecodeFrames {
             samples.extend(interleaved);
             ctx.progress(i as u32 + 1, total)?;
         }
-        let frames = Frames::new(width as u32, height as u32, 3, ColorSpace::Srgb, samples)
-            .map_err(|e| NodeError::Failed {
-                node,
-                message: format!("the LATENT decodes to no frames: {e}"),
+        let (_, working) = working_space(node, ae)?;
+        let frames =
+            Frames::new(width as u32, height as u32, 3, working, samples).map_err(|e| {
+                NodeError::Failed {
+                    node,
+                    message: format!("the LATENT decodes to no frames: {e}"),
+                }
             })?;
         Ok(vec![Value::Frames(Arc::new(frames))])
     }

@@ -193,26 +193,31 @@ impl Context<'_> {
             .map_err(engine_error(self.node))
     }
 
-    /// Reference frames become 1-frame condition shots.
+    /// Reference images become 1-frame condition shots, captioned as the model's training
+    /// captioned its identity and environment images (other references: no caption).
     fn references(&self, scene: &Scene) -> Result<Vec<ShotInput>, NodeError> {
-        let Some(frames) = &scene.references else {
-            return Ok(Vec::new());
-        };
-        let latents = super::frames::encode(self.node, &self.model.pipeline, frames, 1)?;
-        latents
-            .into_iter()
-            .enumerate()
-            .map(|(i, latent)| {
+        let prompts = self.model.pipeline.config().reference_prompts.as_ref();
+        let groups = [
+            (&scene.identity, prompts.map(|p| p.identity.as_str())),
+            (&scene.environment, prompts.map(|p| p.environment.as_str())),
+            (&scene.references, None),
+        ];
+        let mut shots = Vec::new();
+        for (frames, prompt) in groups {
+            let Some(frames) = frames else { continue };
+            let text = self.shot_text(prompt.unwrap_or(""))?;
+            for latent in super::frames::encode(self.node, &self.model.pipeline, frames, 1)? {
                 let dims = latent.dims();
-                Ok(ShotInput {
-                    text: self.shot_text("")?,
+                shots.push(ShotInput {
+                    text: text.clone(),
                     latent_dims: [dims[1], dims[2], dims[3], dims[4]],
                     role: ShotRole::Condition,
                     latent: Some(latent),
-                    scene_index: REFERENCE_INDEX_BASE + i,
-                })
-            })
-            .collect()
+                    scene_index: REFERENCE_INDEX_BASE + shots.len(),
+                });
+            }
+        }
+        Ok(shots)
     }
 
     fn history(&self, shots: &[ShotLatent]) -> Result<Vec<ShotInput>, NodeError> {

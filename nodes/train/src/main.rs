@@ -249,6 +249,11 @@ pub fn default_config() -> Config {
         autoencoder: Some(AutoencoderConfig {
             patch: 4,
             frame_size: [64, 64],
+            color_space: lct_model::default_working_color_space(),
+        }),
+        reference_prompts: Some(lct_model::ReferencePrompts {
+            identity: lct_world::identity_reference_prompt().into(),
+            environment: lct_world::environment_reference_prompt().into(),
         }),
     }
 }

@@ -105,8 +105,15 @@ typedef uint32_t LctColorSpace;
 #define LCT_COLOR_SPACE_UNSPECIFIED ((LctColorSpace)0)
 /** sRGB transfer function and primaries (what PNG viewers expect). */
 #define LCT_COLOR_SPACE_SRGB ((LctColorSpace)1)
-/** Linear light with sRGB / Rec.709 primaries (what compositors work in). */
+/** Linear light with sRGB / Rec.709 primaries. */
 #define LCT_COLOR_SPACE_LINEAR ((LctColorSpace)2)
+/** Scene-linear ACEScg (AP1 primaries), what compositing pipelines work in. */
+#define LCT_COLOR_SPACE_ACESCG ((LctColorSpace)3)
+/**
+ * Another OCIO colour space (its name: `value_read_string` on the FRAMES); copy the frames
+ * with SRGB, LINEAR or ACESCG as the target to have them converted.
+ */
+#define LCT_COLOR_SPACE_OTHER ((LctColorSpace)4)
 
 /** Storage of one sample in an `LctFrameBuffer`. */
 typedef uint32_t LctSampleFormat;
@@ -416,8 +423,9 @@ typedef struct LctPluginApi {
     /** Reads a FLOAT (or INT) value. */
     LctStatus (*value_read_float)(LctHandle handle, double* out_value);
     /**
-     * Copies a STRING or ENUM value like `last_error` does, writes its length in bytes
-     * (without the NUL) to `out_len`; LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+     * Copies a STRING or ENUM value (of a FRAMES value: the OCIO name of its colour space)
+     * like `last_error` does, writes its length in bytes (without the NUL) to `out_len`;
+     * LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
      */
     LctStatus (*value_read_string)(LctHandle handle, char* buffer, size_t capacity, size_t* out_len);
     /** Releases a handle. The value lives on while other handles or running nodes use it. */

@@ -461,8 +461,13 @@ c_enum! {
         UNSPECIFIED = 0,
         /// sRGB transfer function and primaries (what PNG viewers expect).
         SRGB = 1,
-        /// Linear light with sRGB / Rec.709 primaries (what compositors work in).
+        /// Linear light with sRGB / Rec.709 primaries.
         LINEAR = 2,
+        /// Scene-linear ACEScg (AP1 primaries), what compositing pipelines work in.
+        ACESCG = 3,
+        /// Another OCIO colour space (its name: `value_read_string` on the FRAMES); copy the frames
+        /// with SRGB, LINEAR or ACESCG as the target to have them converted.
+        OTHER = 4,
     }
 }
 
@@ -899,8 +904,9 @@ c_function_table! {
         fn value_read_int(handle: LctHandle, out_value: *mut i64) -> LctStatus;
         /// Reads a FLOAT (or INT) value.
         fn value_read_float(handle: LctHandle, out_value: *mut f64) -> LctStatus;
-        /// Copies a STRING or ENUM value like `last_error` does, writes its length in bytes
-        /// (without the NUL) to `out_len`; LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+        /// Copies a STRING or ENUM value (of a FRAMES value: the OCIO name of its colour space)
+        /// like `last_error` does, writes its length in bytes (without the NUL) to `out_len`;
+        /// LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
         fn value_read_string(handle: LctHandle, buffer: *mut c_char, capacity: usize, out_len: *mut usize) -> LctStatus;
         /// Releases a handle. The value lives on while other handles or running nodes use it.
         fn value_release(handle: LctHandle) -> LctStatus;
