@@ -801,6 +801,9 @@ mod tests {
         );
     }
 
+    /// SceneContext's three optional FRAMES inputs (identity, environment, reference), unset.
+    const NO_INPUTS: [LctHandle; 3] = [LctHandle::NULL; 3];
+
     #[test]
     fn short_options_take_defaults_and_garbage_sizes_are_refused() {
         unsafe extern "C" fn never(_: *mut std::ffi::c_void, _: u32, _: u32, _: u32) -> i32 {
@@ -819,8 +822,8 @@ mod tests {
                     index,
                     shots.as_ptr(),
                     1,
-                    &LctHandle::NULL,
-                    1,
+                    NO_INPUTS.as_ptr(),
+                    NO_INPUTS.len(),
                     options,
                     &mut out,
                     1,
@@ -878,8 +881,8 @@ mod tests {
                 index,
                 shots.as_ptr(),
                 1,
-                &LctHandle::NULL,
-                1,
+                NO_INPUTS.as_ptr(),
+                NO_INPUTS.len(),
                 std::ptr::null(),
                 &mut scene,
                 1,

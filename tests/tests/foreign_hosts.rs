@@ -17,7 +17,7 @@ fn assert_host_output(output: &Output, out_dir: &Path, name: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("node SceneContext (reference: FRAMES) -> (scene: SCENE)"),
+        stdout.contains("node SceneContext (identity: FRAMES, environment: FRAMES, reference: FRAMES) -> (scene: SCENE)"),
         "{stdout}"
     );
     assert!(

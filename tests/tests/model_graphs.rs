@@ -524,6 +524,7 @@ fn reference_graph(identity: Option<&std::path::Path>, environment: &std::path::
         .add("decode", "DecodeFrames")
         .input("model", "model", "model")
         .input("latent", "generate", "latent");
+    graph.output("decode");
     graph
 }
 

@@ -262,27 +262,28 @@ impl Node for LoadImage {
             ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
         let files = resolve_files(Path::new(params.text("path")?.trim()))?;
         let fit = params.text("fit")?;
-        let target =
-            match inputs.get("model")? {
-                Some(Value::Model(model)) => {
-                    let ae = model
-                        .pipeline
-                        .autoencoder()
-                        .map_err(crate::model::engine_error(node))?;
-                    let [h, w] = ae.config().frame_size;
-                    Some((w as u32, h as u32))
-                }
-                _ => match (params.int("width")?, params.int("height")?) {
-                    (0, 0) => None,
-                    (w, h) if w > 0 && h > 0 => Some((w as u32, h as u32)),
-                    (w, h) => return Err(failed(
+        let target = match inputs.get("model")? {
+            Some(Value::Model(model)) => {
+                let ae = model
+                    .pipeline
+                    .autoencoder()
+                    .map_err(crate::model::engine_error(node))?;
+                let [h, w] = ae.config().frame_size;
+                Some((w as u32, h as u32))
+            }
+            _ => match (params.int("width")?, params.int("height")?) {
+                (0, 0) => None,
+                (w, h) if w > 0 && h > 0 => Some((w as u32, h as u32)),
+                (w, h) => {
+                    return Err(failed(
                         node,
                         format!(
                             "widgets `width` and `height` must both be set or both 0, got {w}x{h}"
                         ),
-                    )),
-                },
-            };
+                    ))
+                }
+            },
+        };
         let space_widget = params.text("color_space")?.trim().to_owned();
         let mut samples = Vec::new();
         let mut shape: Option<(u32, u32, u32)> = None;
