@@ -14,7 +14,7 @@ fn moving_square(width: u32, height: u32, count: u32) -> Arc<Frames> {
     for t in 0..count {
         for y in 0..height {
             for x in 0..width {
-                let inside = x >= 4 + 3 * t && x < 16 + 3 * t && y >= 8 && y < 20;
+                let inside = (4 + 3 * t..16 + 3 * t).contains(&x) && (8..20).contains(&y);
                 let base = y as f32 / height as f32 * 0.3;
                 samples.extend(if inside {
                     [0.9, 0.2, 0.1]
