@@ -6,7 +6,18 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::color::{names, ColorSpace};
-use crate::node::NodeError;
+use crate::node::{NodeError, WidgetDescriptor, WidgetSpec};
+
+/// The `config` widget of every node that converts colour.
+pub(crate) const CONFIG_WIDGET: WidgetDescriptor = WidgetDescriptor {
+    name: "config",
+    tooltip: "OCIO config: a config.ocio path or an ocio:// URI (empty: the built-in ACES CG \
+              config)",
+    spec: WidgetSpec::String {
+        default: "",
+        multiline: false,
+    },
+};
 
 pub(crate) fn io_error(node: &'static str, path: &Path, source: std::io::Error) -> NodeError {
     NodeError::Io {

@@ -85,15 +85,7 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
                 multiline: false,
             },
         },
-        WidgetDescriptor {
-            name: "config",
-            tooltip: "OCIO config: a config.ocio path or an ocio:// URI (empty: the built-in \
-                      ACES CG config)",
-            spec: WidgetSpec::String {
-                default: "",
-                multiline: false,
-            },
-        },
+        super::files::CONFIG_WIDGET,
         WidgetDescriptor {
             name: "contact_sheet",
             tooltip: "Also write contact_sheet.png with every frame as a thumbnail",

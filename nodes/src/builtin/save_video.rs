@@ -84,15 +84,7 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
                 multiline: false,
             },
         },
-        WidgetDescriptor {
-            name: "config",
-            tooltip: "OCIO config: a config.ocio path or an ocio:// URI (empty: the built-in \
-                      ACES CG config)",
-            spec: WidgetSpec::String {
-                default: "",
-                multiline: false,
-            },
-        },
+        super::files::CONFIG_WIDGET,
     ],
     is_output: true,
     not_idempotent: false,
