@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use super::files::failed;
-use crate::color::ColorConfig;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
@@ -58,8 +57,7 @@ impl Node for ColorConvert {
     ) -> Result<Vec<Value>, NodeError> {
         let node = DESCRIPTOR.id;
         let frames = inputs.frames("frames")?;
-        let config =
-            ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
+        let config = super::files::load_config(node, params)?;
         let target = config
             .color_space(params.text("to")?)
             .map_err(|e| failed(node, format!("widget `to`: {e}")))?;

@@ -5,8 +5,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use crate::color::{names, ColorSpace};
-use crate::node::{NodeError, WidgetDescriptor, WidgetSpec};
+use std::sync::Arc;
+
+use crate::color::{names, to_u8, ColorConfig, ColorSpace};
+use crate::node::{NodeError, Params, WidgetDescriptor, WidgetSpec};
+use crate::value::Frames;
 
 /// The `config` widget of every node that converts colour.
 pub(crate) const CONFIG_WIDGET: WidgetDescriptor = WidgetDescriptor {
@@ -18,6 +21,48 @@ pub(crate) const CONFIG_WIDGET: WidgetDescriptor = WidgetDescriptor {
         multiline: false,
     },
 };
+
+/// The OCIO config a node's `config` widget names.
+pub(crate) fn load_config(
+    node: &'static str,
+    params: &Params,
+) -> Result<Arc<ColorConfig>, NodeError> {
+    ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))
+}
+
+/// How frames become 8-bit pixels for a person to look at: through a display and view of a
+/// config (SaveFrames' PNGs and contact sheet, SaveVideo).
+pub(crate) struct DisplayRender<'a> {
+    pub node: &'static str,
+    pub config: &'a ColorConfig,
+    pub display: &'a str,
+    pub view: &'a str,
+}
+
+impl DisplayRender<'_> {
+    /// Frame `index` as 8-bit samples, the frames' channels kept (alpha untouched).
+    pub fn frame_u8(&self, frames: &Frames, index: u32) -> Result<Vec<u8>, NodeError> {
+        let mut samples = frames.frame(index).unwrap_or_default().to_vec();
+        self.config
+            .to_display(
+                &mut samples,
+                frames.channels() as usize,
+                frames.color_space(),
+                self.display,
+                self.view,
+            )
+            .map_err(|e| failed(self.node, e.to_string()))?;
+        Ok(samples.into_iter().map(to_u8).collect())
+    }
+}
+
+/// Interleaved 8-bit RGB or RGBA as RGB.
+pub(crate) fn rgb_only(samples: &[u8], channels: u32) -> Vec<u8> {
+    samples
+        .chunks_exact(channels as usize)
+        .flat_map(|pixel| [pixel[0], pixel[1], pixel[2]])
+        .collect()
+}
 
 pub(crate) fn io_error(node: &'static str, path: &Path, source: std::io::Error) -> NodeError {
     NodeError::Io {
@@ -211,39 +256,11 @@ fn read_raster(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
         .map_err(|e| io_error(node, path, e))?;
     let image = reader.decode().map_err(unreadable)?;
     let (width, height) = (image.width(), image.height());
-    let alpha = image.color().has_alpha();
-    let sixteen = matches!(
-        image.color(),
-        image::ColorType::L16
-            | image::ColorType::La16
-            | image::ColorType::Rgb16
-            | image::ColorType::Rgba16
-    );
-    let (channels, samples): (u32, Vec<f32>) = match (alpha, sixteen) {
-        (false, false) => (
-            3,
-            image.to_rgb8().iter().map(|&v| v as f32 / 255.0).collect(),
-        ),
-        (true, false) => (
-            4,
-            image.to_rgba8().iter().map(|&v| v as f32 / 255.0).collect(),
-        ),
-        (false, true) => (
-            3,
-            image
-                .to_rgb16()
-                .iter()
-                .map(|&v| v as f32 / 65535.0)
-                .collect(),
-        ),
-        (true, true) => (
-            4,
-            image
-                .to_rgba16()
-                .iter()
-                .map(|&v| v as f32 / 65535.0)
-                .collect(),
-        ),
+    // Normalised to 0..1 from whatever depth the file has (8 or 16 bit).
+    let (channels, samples) = if image.color().has_alpha() {
+        (4, image.to_rgba32f().into_raw())
+    } else {
+        (3, image.to_rgb32f().into_raw())
     };
     Ok(Decoded {
         width,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use image::{imageops, ImageBuffer, Rgba};
 
 use super::files::{failed, io_error, read_image, Decoded, ImageFormat};
-use crate::color::{names, ColorConfig};
+use crate::color::names;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
@@ -144,10 +144,10 @@ fn resolve_files(path: &Path) -> Result<Vec<PathBuf>, NodeError> {
         .filter_map(|entry| {
             let file = entry.file_name().to_string_lossy().into_owned();
             let number = file.strip_prefix(prefix)?.strip_suffix(suffix)?;
-            let valid = number.len() >= digits && number.chars().all(|c| c.is_ascii_digit());
-            valid
-                .then(|| Some((number.parse().ok()?, entry.path())))
-                .flatten()
+            if number.len() < digits || !number.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            Some((number.parse().ok()?, entry.path()))
         })
         .collect();
     numbered.sort();
@@ -250,8 +250,7 @@ impl Node for LoadImage {
         inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
         let node = DESCRIPTOR.id;
-        let config =
-            ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
+        let config = super::files::load_config(node, params)?;
         let files = resolve_files(Path::new(params.text("path")?.trim()))?;
         let fit = params.text("fit")?;
         let target = match inputs.get("model")? {

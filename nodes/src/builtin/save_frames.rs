@@ -3,8 +3,11 @@
 
 use image::{imageops, RgbImage};
 
-use super::files::{check_plain_name, create_fresh_folder, failed, write_exr, write_png};
-use crate::color::{names, to_u8, ColorConfig};
+use super::files::{
+    check_plain_name, create_fresh_folder, failed, load_config, rgb_only, write_exr, write_png,
+    DisplayRender,
+};
+use crate::color::names;
 
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
@@ -111,51 +114,22 @@ const THUMBNAIL_WIDTH: u32 = 256;
 const SHEET_GAP: u32 = 4;
 const SHEET_BACKGROUND: [u8; 3] = [24, 24, 24];
 
-/// How frames become 8-bit pixels: through a display and view of a config.
-struct DisplayRender<'a> {
-    config: &'a ColorConfig,
-    display: &'a str,
-    view: &'a str,
-}
-
-impl DisplayRender<'_> {
-    fn frame_u8(&self, frames: &Frames, index: u32) -> Result<Vec<u8>, NodeError> {
-        let mut samples = frames.frame(index).unwrap_or_default().to_vec();
-        self.config
-            .to_display(
-                &mut samples,
-                frames.channels() as usize,
-                frames.color_space(),
-                self.display,
-                self.view,
-            )
-            .map_err(|e| failed(DESCRIPTOR.id, e.to_string()))?;
-        Ok(samples.into_iter().map(to_u8).collect())
-    }
-}
-
-fn contact_sheet(
-    frames: &Frames,
-    columns: u32,
-    render: &DisplayRender<'_>,
-) -> Result<RgbImage, NodeError> {
+/// The frames, already rendered for the display (`displayed[i]`: frame i, 8-bit, the frames'
+/// channels), as thumbnails in `columns` per row.
+fn contact_sheet(frames: &Frames, displayed: &[Vec<u8>], columns: u32) -> RgbImage {
     let (width, height) = (frames.width(), frames.height());
     let thumb_width = width.min(THUMBNAIL_WIDTH);
     let thumb_height = ((height as u64 * thumb_width as u64) / width as u64).max(1) as u32;
-    let count = frames.frame_count();
-    let columns = columns.min(count);
+    let count = displayed.len() as u32;
+    let columns = columns.min(count).max(1);
     let rows = count.div_ceil(columns);
     let mut sheet = RgbImage::from_pixel(
         columns * thumb_width + (columns + 1) * SHEET_GAP,
         rows * thumb_height + (rows + 1) * SHEET_GAP,
         image::Rgb(SHEET_BACKGROUND),
     );
-    for index in 0..count {
-        let samples = render.frame_u8(frames, index)?;
-        let rgb: Vec<u8> = samples
-            .chunks_exact(frames.channels() as usize)
-            .flat_map(|pixel| [pixel[0], pixel[1], pixel[2]])
-            .collect();
+    for (index, samples) in (0..count).zip(displayed) {
+        let rgb = rgb_only(samples, frames.channels());
         let Some(frame) = RgbImage::from_raw(width, height, rgb) else {
             continue;
         };
@@ -164,7 +138,7 @@ fn contact_sheet(
         let y = SHEET_GAP + (index / columns) * (thumb_height + SHEET_GAP);
         imageops::replace(&mut sheet, &thumb, x as i64, y as i64);
     }
-    Ok(sheet)
+    sheet
 }
 
 impl Node for SaveFrames {
@@ -182,9 +156,9 @@ impl Node for SaveFrames {
         let frames = inputs.frames("frames")?;
         let name = params.text("name")?;
         check_plain_name(node, "name", name)?;
-        let config =
-            ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
+        let config = load_config(node, params)?;
         let render = DisplayRender {
+            node,
             config: &config,
             display: params.text("display")?,
             view: params.text("view")?,
@@ -205,6 +179,9 @@ impl Node for SaveFrames {
         // One extra step for the contact sheet, so progress reaches the total only when done.
         let total = count + 1;
         let (width, height, channels) = (frames.width(), frames.height(), frames.channels());
+        let sheet = params.bool("contact_sheet")?;
+        // Each frame is rendered for the display once, for its PNG and its thumbnail.
+        let mut displayed = Vec::new();
         for index in 0..count {
             match &exr_space {
                 Some(space) => {
@@ -218,13 +195,19 @@ impl Node for SaveFrames {
                     let pixels = render.frame_u8(frames, index)?;
                     let path = folder.join(format!("frame_{index:04}.png"));
                     write_png(node, &path, &pixels, width, height, channels)?;
+                    if sheet {
+                        displayed.push(pixels);
+                    }
                 }
+            }
+            if sheet && exr_space.is_some() {
+                displayed.push(render.frame_u8(frames, index)?);
             }
             ctx.progress(index + 1, total)?;
         }
-        if params.bool("contact_sheet")? {
+        if sheet {
             let columns = params.int("columns")?.clamp(1, 64) as u32;
-            let sheet = contact_sheet(frames, columns, &render)?;
+            let sheet = contact_sheet(frames, &displayed, columns);
             let path = folder.join("contact_sheet.png");
             write_png(
                 node,
@@ -243,7 +226,7 @@ impl Node for SaveFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::color::ColorSpace;
+    use crate::color::{to_u8, ColorSpace};
     use crate::node::ParamValue;
     use std::path::Path;
     use std::sync::Arc;

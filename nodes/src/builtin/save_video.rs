@@ -4,13 +4,15 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use super::files::{check_plain_name, failed, fresh_file_path, write_new_file};
-use crate::color::{names, to_u8, ColorConfig};
+use super::files::{
+    check_plain_name, failed, fresh_file_path, load_config, rgb_only, write_new_file, DisplayRender,
+};
+use crate::color::names;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
 };
-use crate::value::{Frames, Value, ValueKind};
+use crate::value::{Value, ValueKind};
 
 pub struct SaveVideo;
 
@@ -89,28 +91,6 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     is_output: true,
     not_idempotent: false,
 };
-
-/// Every frame as 8-bit RGB for the display.
-fn display_rgb(
-    frames: &Frames,
-    config: &ColorConfig,
-    display: &str,
-    view: &str,
-) -> Result<Vec<Vec<u8>>, NodeError> {
-    let c = frames.channels() as usize;
-    (0..frames.frame_count())
-        .map(|index| {
-            let mut samples = frames.frame(index).unwrap_or_default().to_vec();
-            config
-                .to_display(&mut samples, c, frames.color_space(), display, view)
-                .map_err(|e| failed(DESCRIPTOR.id, e.to_string()))?;
-            Ok(samples
-                .chunks_exact(c)
-                .flat_map(|p| [to_u8(p[0]), to_u8(p[1]), to_u8(p[2])])
-                .collect())
-        })
-        .collect()
-}
 
 /// Media timescale of the MP4 track: ticks per second.
 const TIMESCALE: u32 = 90_000;
@@ -253,20 +233,31 @@ impl Node for SaveVideo {
                 format!("H.264 needs an even width and height, the frames are {width}x{height}"),
             ));
         }
-        if format == "gif" && (width > u16::MAX as u32 || height > u16::MAX as u32) {
+        // Both containers store the frame size in 16 bits.
+        if width > u16::MAX as u32 || height > u16::MAX as u32 {
             return Err(failed(
                 node,
-                format!("{width}x{height} is too large for a GIF"),
+                format!(
+                    "{width}x{height} is too large for a{} {format}",
+                    if format == "mp4" { "n" } else { "" }
+                ),
             ));
         }
-        let config =
-            ColorConfig::load(params.text("config")?).map_err(|e| failed(node, e.to_string()))?;
-        let rgb = display_rgb(
-            frames,
-            &config,
-            params.text("display")?,
-            params.text("view")?,
-        )?;
+        let config = load_config(node, params)?;
+        let render = DisplayRender {
+            node,
+            config: &config,
+            display: params.text("display")?,
+            view: params.text("view")?,
+        };
+        let rgb = (0..frames.frame_count())
+            .map(|index| {
+                Ok(rgb_only(
+                    &render.frame_u8(frames, index)?,
+                    frames.channels(),
+                ))
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?;
         ctx.progress(1, 3)?;
         let bytes = match format {
             "gif" => encode_gif(&rgb, width, height, fps),
