@@ -50,8 +50,7 @@ enum Command {
         stage: Stage,
         #[arg(long)]
         out: PathBuf,
-        /// The previous stage's checkpoint (causal stage; an lct stage without it starts from fresh
-        /// weights, the base model trained on whole scenes from its first step).
+        /// The previous stage's checkpoint (lct and causal stages).
         #[arg(long)]
         from: Option<PathBuf>,
         /// Wall-clock budget for this invocation.
@@ -113,7 +112,7 @@ enum Command {
         /// step count on.
         #[arg(long)]
         decay_steps: Option<u64>,
-        /// Latent channels of a new pre-training run's PCA autoencoder (default 12; later
+        /// Latent channels of a new pre-training run's PCA autoencoder (default 8; later
         /// stages and resumed runs keep their checkpoint's).
         #[arg(long)]
         latent_channels: Option<usize>,
@@ -221,7 +220,7 @@ pub fn embedded_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/default")
 }
 
-/// The default model: width 128, 4 layers, 64x64 frames through a 12-channel 4x4-patch
+/// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch
 /// autoencoder and 2x2 transformer patches (64 tokens per frame).
 pub fn default_config() -> Config {
     Config {
@@ -229,7 +228,7 @@ pub fn default_config() -> Config {
         depth: 4,
         num_heads: 4,
         mlp_hidden_size: 512,
-        latent_channels: 12,
+        latent_channels: 8,
         patch_size: 2,
         text_dim: 64,
         rope_axes: [8, 12, 12],
@@ -238,7 +237,7 @@ pub fn default_config() -> Config {
         shot_text_len: 12,
         global_text_len: 32,
         attention: AttentionMask::Bidirectional,
-        pooled_text: true,
+        pooled_text: false,
         text_encoder: Some(TextEncoderConfig {
             vocabulary: lct_world::vocabulary()
                 .iter()
@@ -434,10 +433,8 @@ fn start_trainer(
         decay_steps: decay_steps.unwrap_or(0),
         ..TrainConfig::default()
     };
-    // A stage with no parent starts from fresh weights and its own autoencoder: the lct stage
-    // then trains the base model on whole scenes from its first step.
     let weights = match (stage, from) {
-        (Stage::Pretrain, _) | (Stage::Lct, None) => {
+        (Stage::Pretrain, _) => {
             let mut weights = lct_model::init_tensors(&cfg, 1, lct_model::Init::AdaLnZero, device)?;
             let started = Instant::now();
             let (ae, explained) = pca::fit(4, cfg.latent_channels, pca::FIT_SCENES)?;
