@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use lct_abi::LctStatus;
 
 use crate::graph::ParamValue;
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::{Plugin, PluginError, Preview};
 use crate::validate::{GraphError, ValidatedGraph};
 use crate::value::Value;
 
@@ -36,6 +36,14 @@ pub enum Event {
     Progress { node: String, step: u32, total: u32 },
     /// The node's outputs came from the cache.
     Cached { node: String },
+    /// The running node's result so far (with [`EvalOptions::previews`]): sampling nodes send
+    /// one every `preview_every` steps.
+    Preview {
+        node: String,
+        step: u32,
+        total: u32,
+        preview: Preview,
+    },
     /// The node finished executing.
     Finished { node: String },
 }
@@ -52,6 +60,8 @@ pub struct EvalOptions {
     pub cancel: Option<Receiver<()>>,
     /// Base directory for relative output paths of nodes such as SaveFrames.
     pub output_directory: Option<PathBuf>,
+    /// Ask nodes for previews and send them as [`Event::Preview`] (costs a decode each).
+    pub previews: bool,
 }
 
 /// Why an evaluation stopped. Names the node, by label and type.
@@ -288,15 +298,27 @@ impl Evaluator {
                         });
                         !cancelled()
                     };
+                    let mut preview = |step, steps, preview: &Preview| {
+                        send(Event::Preview {
+                            node: node.label.clone(),
+                            step,
+                            total: steps,
+                            preview: preview.clone(),
+                        });
+                        !cancelled()
+                    };
                     self.executions.fetch_add(1, Ordering::Relaxed);
                     let outputs = self
                         .plugin
-                        .execute(
+                        .execute_with_preview(
                             &node.node_type,
                             &node.params,
                             &inputs,
                             options.output_directory.as_deref(),
                             &mut progress,
+                            options.previews.then_some(
+                                &mut preview as &mut dyn FnMut(u32, u32, &Preview) -> bool,
+                            ),
                         )
                         .map_err(|error| match error.status {
                             LctStatus::CANCELLED => EvalError::Cancelled {

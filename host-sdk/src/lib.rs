@@ -28,7 +28,9 @@ pub mod value;
 pub use eval::{EvalError, EvalOptions, Evaluation, Evaluator, Event};
 pub use graph::{Connection, Graph, GraphFileError, NodeSpec, ParamValue};
 pub use lct_abi::{LctColorSpace as ColorSpace, LctStatus as Status, LctValueKind as ValueKind};
-pub use plugin::{LoadError, NodeType, Plugin, PluginError, Port, Widget, WidgetLimits};
+pub use plugin::{
+    LoadError, NodeType, Plugin, PluginError, Port, Preview, PreviewFn, Widget, WidgetLimits,
+};
 pub use validate::{GraphError, GraphErrorKind, ValidatedGraph};
 pub use value::{FramesData, Value};
 

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lct_host::scene::{scene_graph, SceneSpec};
 use lct_host::{
-    default_plugin_path, plugin_file_name, EvalOptions, Evaluator, Event, Graph, Plugin, ValueKind,
-    WidgetLimits,
+    default_plugin_path, plugin_file_name, EvalOptions, Evaluator, Event, Graph, Plugin, Preview,
+    ValueKind, WidgetLimits,
 };
 
 #[global_allocator]
@@ -43,6 +43,10 @@ enum Command {
         /// Evaluate only these nodes (labels); default: the graph's outputs.
         #[arg(long = "target")]
         targets: Vec<String>,
+        /// Write the sampling nodes' previews here as PNGs (a new or empty directory): one
+        /// per `preview_every` steps, the shots side by side, `<node>-step0005.png`.
+        #[arg(long)]
+        preview: Option<PathBuf>,
     },
     /// Generate a scene from a plain description (global prompt, characters, shots, mode):
     /// LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames.
@@ -60,6 +64,9 @@ enum Command {
         /// An image of the place without characters; overrides the scene's `environment`.
         #[arg(long)]
         environment: Option<PathBuf>,
+        /// Write the sampler's previews here, as `lct run --preview` does.
+        #[arg(long)]
+        preview: Option<PathBuf>,
     },
 }
 
@@ -98,10 +105,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             graph,
             out,
             targets,
+            preview,
         } => {
             let graph = Graph::load(&graph)?;
             let targets = (!targets.is_empty()).then_some(targets);
-            run_graph(&plugin, &graph, &out, targets)
+            run_graph(&plugin, &graph, &out, targets, preview.as_deref())
         }
         Command::Scene {
             scene,
@@ -109,6 +117,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             model,
             identity,
             environment,
+            preview,
         } => {
             let text = std::fs::read_to_string(&scene)
                 .map_err(|e| format!("cannot read {}: {e}", scene.display()))?;
@@ -131,8 +140,60 @@ fn run(cli: Cli) -> Result<(), Error> {
                     *image = Some(absolute(&path)?.display().to_string());
                 }
             }
-            run_graph(&plugin, &scene_graph(&spec), &out, None)
+            run_graph(&plugin, &scene_graph(&spec), &out, None, preview.as_deref())
         }
+    }
+}
+
+/// Writes previews as PNGs into a directory that held none of the user's files.
+struct PreviewWriter {
+    directory: PathBuf,
+}
+
+impl PreviewWriter {
+    /// Creates `directory`, or takes it when empty: previews never replace a file.
+    fn new(directory: &Path) -> Result<Self, Error> {
+        let shown = directory.display();
+        std::fs::create_dir_all(directory).map_err(|e| format!("--preview {shown}: {e}"))?;
+        let mut entries =
+            std::fs::read_dir(directory).map_err(|e| format!("--preview {shown}: {e}"))?;
+        if entries.next().is_some() {
+            return Err(
+                format!("--preview {shown} is not empty; give a new or empty directory").into(),
+            );
+        }
+        Ok(Self {
+            directory: directory.to_path_buf(),
+        })
+    }
+
+    /// `<node>-step0005.png`: the preview's frames (one per shot) side by side.
+    fn write(&self, node: &str, step: u32, preview: &Preview) -> Result<(), Error> {
+        let (w, h, count) = (preview.width, preview.height, preview.frame_count);
+        let mut strip = image::RgbImage::new(w * count, h);
+        for (index, frame) in preview.rgb.chunks_exact((w * h * 3) as usize).enumerate() {
+            let frame = image::RgbImage::from_raw(w, h, frame.to_vec())
+                .ok_or("a preview frame of the wrong size")?;
+            image::imageops::replace(&mut strip, &frame, (index as u32 * w).into(), 0);
+        }
+        let mut png = Vec::new();
+        strip.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+        let safe: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.directory.join(format!("{safe}-step{step:04}.png"));
+        let mut file = std::fs::File::create_new(&path)
+            .map_err(|e| format!("preview {}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut file, &png)
+            .map_err(|e| format!("preview {}: {e}", path.display()))?;
+        Ok(())
     }
 }
 
@@ -192,9 +253,11 @@ fn run_graph(
     graph: &Graph,
     out: &Path,
     targets: Option<Vec<String>>,
+    preview: Option<&Path>,
 ) -> Result<(), Error> {
     // Validation first: a bad graph fails before anything runs or any folder is created.
     let graph = plugin.validate(graph)?;
+    let previews = preview.map(PreviewWriter::new).transpose()?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let evaluator = Evaluator::new(plugin);
     let (events, receiver) = crossbeam_channel::unbounded();
@@ -203,6 +266,7 @@ fn run_graph(
         events: Some(events),
         cancel: None,
         output_directory: Some(out.to_path_buf()),
+        previews: previews.is_some(),
     };
     let bars = MultiProgress::new();
     let style =
@@ -216,6 +280,7 @@ fn run_graph(
             result
         });
         let mut node_bars: HashMap<String, ProgressBar> = HashMap::new();
+        let mut preview_error = None;
         for event in receiver.iter() {
             match event {
                 Event::Started {
@@ -244,12 +309,27 @@ fn run_graph(
                 Event::Cached { node } => {
                     let _ = bars.println(format!("{node:>16} cached"));
                 }
+                Event::Preview {
+                    node,
+                    step,
+                    preview,
+                    ..
+                } => {
+                    let written = previews.as_ref().map(|w| w.write(&node, step, &preview));
+                    if let Some(Err(error)) = written {
+                        preview_error.get_or_insert(error);
+                    }
+                }
             }
         }
         for bar in node_bars.values() {
             bar.abandon();
         }
-        worker.join().expect("the evaluation thread does not panic")
+        let result = worker.join().expect("the evaluation thread does not panic");
+        match preview_error {
+            Some(error) => Err(error),
+            None => result.map_err(Error::from),
+        }
     })?;
     for (label, outputs) in &result.outputs {
         for (port, value) in outputs {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use lct_abi::widget::WidgetRule;
 use lct_abi::{
-    read_array, read_prefix, LctExecuteOptions, LctHandle, LctNodeDesc, LctNodeFlags, LctParam,
-    LctPluginApi, LctPluginEntryFn, LctPortDesc, LctPortFlags, LctStatus, LctValueKind,
-    LctWidgetDesc, LctWidgetFlags, SizeError, LCT_ABI_VERSION, LCT_ENTRY_SYMBOL,
-    LCT_OLDEST_ABI_VERSION,
+    read_array, read_prefix, LctExecuteOptions, LctFrameBuffer, LctHandle, LctNodeDesc,
+    LctNodeFlags, LctParam, LctPluginApi, LctPluginEntryFn, LctPortDesc, LctPortFlags,
+    LctPreviewFn, LctSampleFormat, LctStatus, LctValueKind, LctWidgetDesc, LctWidgetFlags,
+    SizeError, LCT_ABI_VERSION, LCT_ENTRY_SYMBOL, LCT_OLDEST_ABI_VERSION,
 };
 
 use crate::graph::ParamValue;
@@ -343,9 +343,32 @@ unsafe fn node_type(
     })
 }
 
-/// Progress callback state handed to the plugin as `user_data`.
-struct ProgressState<'a> {
-    callback: &'a mut dyn FnMut(u32, u32) -> bool,
+/// A look at a running node's result, as the plugin handed it over (copied): 8-bit RGB for
+/// the sRGB display, one frame per shot being generated, frame-major, rows top to bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub width: u32,
+    pub height: u32,
+    pub frame_count: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Where a node's previews go: `(step, total, preview)`, returning `false` to abort.
+pub type PreviewFn<'a> = &'a mut dyn FnMut(u32, u32, &Preview) -> bool;
+
+/// Callback state handed to the plugin as `user_data`.
+struct CallbackState<'a> {
+    progress: &'a mut dyn FnMut(u32, u32) -> bool,
+    preview: Option<PreviewFn<'a>>,
+}
+
+/// 0 when `callback` ran and returned `true`. A panicking host callback must not unwind into
+/// the plugin: it counts as "abort".
+fn continue_status(callback: impl FnOnce() -> bool) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+        Ok(true) => 0,
+        _ => 1,
+    }
 }
 
 unsafe extern "C" fn progress_trampoline(
@@ -354,15 +377,53 @@ unsafe extern "C" fn progress_trampoline(
     step: u32,
     total: u32,
 ) -> i32 {
-    // SAFETY: `user_data` is the `ProgressState` that `execute` keeps alive for the call.
-    let state = unsafe { &mut *user_data.cast::<ProgressState>() };
-    // A panicking host callback must not unwind into the plugin: treat it as "abort".
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        (state.callback)(step, total)
-    })) {
-        Ok(true) => 0,
-        _ => 1,
+    // SAFETY: `user_data` is the `CallbackState` that `execute` keeps alive for the call.
+    let state = unsafe { &mut *user_data.cast::<CallbackState>() };
+    continue_status(|| (state.progress)(step, total))
+}
+
+unsafe extern "C" fn preview_trampoline(
+    user_data: *mut c_void,
+    _node_index: u32,
+    step: u32,
+    total: u32,
+    buffer: *const LctFrameBuffer,
+) -> i32 {
+    // SAFETY: as in `progress_trampoline`; the plugin passes a buffer valid for this call.
+    let state = unsafe { &mut *user_data.cast::<CallbackState>() };
+    let Some(preview) = (unsafe { copy_preview(buffer) }) else {
+        return 1;
+    };
+    match state.preview.as_mut() {
+        Some(sink) => continue_status(|| sink(step, total, &preview)),
+        None => 0,
     }
+}
+
+/// The preview in `buffer`, or `None` when it is not the documented 8-bit RGB layout.
+///
+/// # Safety
+/// `buffer` null or valid, its `data` valid for `capacity_bytes`.
+unsafe fn copy_preview(buffer: *const LctFrameBuffer) -> Option<Preview> {
+    let buffer = unsafe { buffer.as_ref() }?;
+    let size = [buffer.frame_count, buffer.width, buffer.height, 3]
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d as usize))?;
+    let documented = buffer.channels == 3
+        && buffer.sample_format == LctSampleFormat::U8
+        && buffer.capacity_bytes == size
+        && !buffer.data.is_null();
+    if !documented {
+        return None;
+    }
+    // SAFETY: checked non-null; the plugin guarantees `capacity_bytes` readable bytes.
+    let rgb = unsafe { std::slice::from_raw_parts(buffer.data.cast::<u8>(), size) }.to_vec();
+    Some(Preview {
+        width: buffer.width,
+        height: buffer.height,
+        frame_count: buffer.frame_count,
+        rgb,
+    })
 }
 
 /// Parameters converted for a C call; owns the strings the `LctParam`s point to.
@@ -625,6 +686,20 @@ impl Plugin {
         output_directory: Option<&Path>,
         progress: &mut dyn FnMut(u32, u32) -> bool,
     ) -> Result<Vec<Value>, PluginError> {
+        self.execute_with_preview(node, params, inputs, output_directory, progress, None)
+    }
+
+    /// [`Self::execute`], also taking the node's previews when `preview` is given (sampling
+    /// nodes make one every `preview_every` steps); it returns `false` to abort.
+    pub fn execute_with_preview<'a>(
+        &self,
+        node: &NodeType,
+        params: &[(String, ParamValue)],
+        inputs: &[Option<&Value>],
+        output_directory: Option<&Path>,
+        progress: &'a mut dyn FnMut(u32, u32) -> bool,
+        preview: Option<PreviewFn<'a>>,
+    ) -> Result<Vec<Value>, PluginError> {
         let raw = RawParams::new(node, params)?;
         let handles: Vec<LctHandle> = inputs
             .iter()
@@ -637,15 +712,17 @@ impl Plugin {
                 status: LctStatus::INVALID_ARGUMENT,
                 message: "output directory contains NUL".into(),
             })?;
-        let mut state = ProgressState { callback: progress };
+        let wants_preview = preview.is_some();
+        let mut state = CallbackState { progress, preview };
         let options = LctExecuteOptions {
             struct_size: std::mem::size_of::<LctExecuteOptions>() as u32,
             node_index: node.index,
             progress: Some(progress_trampoline),
-            user_data: (&mut state as *mut ProgressState).cast(),
+            user_data: (&mut state as *mut CallbackState).cast(),
             output_directory: directory.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()),
             param_size: std::mem::size_of::<LctParam>() as u32,
             reserved: 0,
+            preview: wants_preview.then_some(preview_trampoline as LctPreviewFn),
         };
         let mut outputs = vec![LctHandle::NULL; node.outputs.len()];
         let status = unsafe {

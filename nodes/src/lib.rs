@@ -29,7 +29,7 @@ mod value;
 pub use color::{to_u8, ColorConfig, ColorError, ColorSpace};
 pub use node::{
     run_node, ExecContext, Inputs, Node, NodeDescriptor, NodeError, ParamValue, Params,
-    PortDescriptor, WidgetDescriptor, WidgetSpec,
+    PortDescriptor, Preview, PreviewSink, WidgetDescriptor, WidgetSpec,
 };
 pub use value::{Frames, FramesError, Scene, StableHasher, Value, ValueKind};
 

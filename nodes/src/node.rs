@@ -418,11 +418,25 @@ impl<'a> Inputs<'a> {
     }
 }
 
+/// A look at a node's result while it runs: 8-bit RGB rendered for the sRGB display, one
+/// frame per shot being generated, frame-major, rows top to bottom, no padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub width: u32,
+    pub height: u32,
+    pub frame_count: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Where previews go: `(step, total, preview)`, returning `false` to ask the node to stop.
+pub type PreviewSink<'a> = &'a mut dyn FnMut(u32, u32, &Preview) -> bool;
+
 /// What a running node may ask of its caller: report progress (and learn it should stop),
-/// and where relative output paths go.
+/// hand over previews when the caller takes them, and where relative output paths go.
 pub struct ExecContext<'a> {
     node: &'static str,
     progress: &'a mut dyn FnMut(u32, u32) -> bool,
+    preview: Option<PreviewSink<'a>>,
     output_directory: Option<&'a Path>,
 }
 
@@ -436,14 +450,41 @@ impl<'a> ExecContext<'a> {
         Self {
             node,
             progress,
+            preview: None,
             output_directory,
         }
+    }
+
+    /// The caller takes previews: nodes that make them call `sink` (see [`Self::preview`]).
+    pub fn with_preview(mut self, sink: PreviewSink<'a>) -> Self {
+        self.preview = Some(sink);
+        self
     }
 
     /// Reports that `step` of `total` steps is done; `Err(Cancelled)` when the host asked to
     /// stop. Long loops call it every step and return the error at once.
     pub fn progress(&mut self, step: u32, total: u32) -> Result<(), NodeError> {
-        if (self.progress)(step, total) {
+        let proceed = (self.progress)(step, total);
+        self.go_on(proceed, step, total)
+    }
+
+    /// Whether anyone takes previews; nodes skip the work of making one when not.
+    pub fn wants_preview(&self) -> bool {
+        self.preview.is_some()
+    }
+
+    /// Hands `preview` (made at `step` of `total`) to the caller; `Err(Cancelled)` when the
+    /// caller asked to stop.
+    pub fn preview(&mut self, step: u32, total: u32, preview: &Preview) -> Result<(), NodeError> {
+        let proceed = match self.preview.as_mut() {
+            Some(sink) => sink(step, total, preview),
+            None => true,
+        };
+        self.go_on(proceed, step, total)
+    }
+
+    fn go_on(&self, proceed: bool, step: u32, total: u32) -> Result<(), NodeError> {
+        if proceed {
             Ok(())
         } else {
             Err(NodeError::Cancelled {

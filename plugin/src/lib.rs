@@ -32,7 +32,7 @@ use lct_abi::{
     LCT_ABI_VERSION,
 };
 use lct_nodes::{
-    ColorConfig, ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Value,
+    ColorConfig, ColorSpace, ExecContext, Frames, Inputs, Node, ParamValue, Params, Preview, Value,
 };
 
 pub mod firewall;
@@ -355,7 +355,31 @@ unsafe extern "C" fn node_execute(
             }
             None => true,
         };
+        let mut preview = |step: u32, total: u32, preview: &Preview| match options.preview {
+            Some(callback) => {
+                let buffer = LctFrameBuffer {
+                    // The host only reads it (the callback takes a const pointer).
+                    data: preview.rgb.as_ptr().cast_mut().cast(),
+                    capacity_bytes: preview.rgb.len(),
+                    first_frame: 0,
+                    frame_count: preview.frame_count,
+                    width: preview.width,
+                    height: preview.height,
+                    channels: 3,
+                    sample_format: LctSampleFormat::U8,
+                    color_space: LctColorSpace::SRGB,
+                };
+                // SAFETY: the host's callback, with its user data and a buffer that outlives
+                // the call.
+                (unsafe { callback(options.user_data, options.node_index, step, total, &buffer) })
+                    == 0
+            }
+            None => true,
+        };
         let mut ctx = ExecContext::new(d.id, &mut progress, directory.as_deref());
+        if options.preview.is_some() {
+            ctx = ctx.with_preview(&mut preview);
+        }
         let produced = node.execute(&mut ctx, &params, &inputs)?;
         let kinds_match = produced.len() == d.outputs.len()
             && produced
@@ -842,6 +866,7 @@ mod tests {
             output_directory: c"/nonexistent".as_ptr(),
             param_size: 0,
             reserved: 0,
+            preview: None,
         };
         assert_eq!(execute(&options), LctStatus::OK, "{}", error());
         options.struct_size = 3;

@@ -1,9 +1,11 @@
 /*
  * A C host using nothing but lct_plugin.h: load the plugin with dlopen, check the table,
  * list the nodes with their ports, import frames of its own, copy a pixel back out, and run
- * SaveFrames on them. Works with the shipped plugin (it needs no test node) and with plugins
- * older or newer than its header: it reads descriptors by the sizes they declare and checks
- * for appended functions before calling them.
+ * SaveFrames on them. Then it generates two shots with the embedded model (LoadModel ->
+ * SceneContext -> ShotGenerate), taking the sampler's previews through the preview callback
+ * and writing each as a PPM. Works with the shipped plugin (it needs no test node) and with
+ * plugins older or newer than its header: it reads descriptors by the sizes they declare and
+ * checks for appended functions before calling them.
  *
  *   cc -std=c99 -I plugin/abi/include tests/c/run_graph.c -ldl -o run_graph
  *   ./run_graph target/debug/liblct_plugin.so OUT_DIR
@@ -47,6 +49,60 @@ static int32_t on_progress(void* user_data, uint32_t node_index, uint32_t step, 
     *(uint32_t*)user_data = step;
     (void)total;
     return 0; /* continue */
+}
+
+/* Where previews go: the output directory and how many were written. */
+typedef struct PreviewSink {
+    const char* directory;
+    uint32_t written;
+} PreviewSink;
+
+/* A preview is valid only during the call: write it out (PPM: a header, then the RGB bytes),
+ * the shots side by side. */
+static int32_t on_preview(void* user_data, uint32_t node_index, uint32_t step, uint32_t total,
+                          const LctFrameBuffer* preview) {
+    (void)node_index;
+    PreviewSink* sink = user_data;
+    if (preview->sample_format != LCT_SAMPLE_U8 || preview->channels != 3) {
+        return 1; /* not what this host reads: stop */
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/preview_step%04u.ppm", sink->directory, step);
+    FILE* file = fopen(path, "wbx"); /* never replace a file */
+    if (!file) {
+        return 1;
+    }
+    uint32_t w = preview->width, h = preview->height, shots = preview->frame_count;
+    const unsigned char* pixels = preview->data;
+    fprintf(file, "P6\n%u %u\n255\n", w * shots, h);
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t shot = 0; shot < shots; shot++) {
+            fwrite(pixels + (((size_t)shot * h + y) * w) * 3, 3, w, file);
+        }
+    }
+    fclose(file);
+    printf("preview step %u/%u: %u shot(s) of %ux%u\n", step, total, shots, w, h);
+    sink->written++;
+    return 0;
+}
+
+static LctParam text_param(const char* name, const char* value) {
+    LctParam p;
+    memset(&p, 0, sizeof p);
+    p.name = name;
+    p.kind = LCT_KIND_STRING;
+    p.text_value = value;
+    return p;
+}
+
+/* Runs node `id` with one output, failing loudly. */
+static LctHandle run_node(const char* id, const LctParam* params, size_t param_count,
+                          const LctHandle* inputs, size_t input_count, const LctExecuteOptions* options) {
+    uint32_t index;
+    check(api->node_find(id, &index), id);
+    LctHandle output;
+    check(api->node_execute(index, params, param_count, inputs, input_count, options, &output, 1), id);
+    return output;
 }
 
 static LctParam int_param(const char* name, int64_t value) {
@@ -188,6 +244,42 @@ int main(int argc, char** argv) {
         printf("value_retain: not provided (ABI %u plugin)\n", api->abi_version);
     }
     check(api->value_release(frames), "value_release");
+
+    /* Previews arrived in ABI 3; an older plugin ignores the field. */
+    if (api->abi_version >= 3) {
+        PreviewSink sink = {argv[2], 0};
+        LctExecuteOptions sampling = options;
+        sampling.preview = on_preview;
+        sampling.user_data = &sink;
+        sampling.progress = NULL;
+        uint32_t load_model;
+        check(api->node_find("LoadModel", &load_model), "node_find LoadModel");
+        LctHandle model;
+        if (api->node_execute(load_model, NULL, 0, NULL, 0, &sampling, &model, 1) != LCT_STATUS_OK) {
+            char reason[1024];
+            api->last_error(reason, sizeof reason);
+            printf("previews: skipped, no embedded model (%s)\n", reason);
+            goto done;
+        }
+        LctParam scene_params[3] = {
+            text_param("global_prompt", "Environment: blue sky, green ground, low horizon, warm light, day."),
+            text_param("characters", "Character 1: large red circle, striped."),
+            text_param("shots", "[SHOT 1] wide shot of Character 1 moving right.\n"
+                                "[SHOT 2] close-up of Character 1 moving left."),
+        };
+        LctHandle scene_inputs[3] = {LCT_NULL_HANDLE, LCT_NULL_HANDLE, LCT_NULL_HANDLE};
+        LctHandle scene = run_node("SceneContext", scene_params, 3, scene_inputs, 3, &sampling);
+        LctParam generate_params[3] = {int_param("steps", 4), int_param("preview_every", 2),
+                                       int_param("frames", 1)};
+        LctHandle generate_inputs[4] = {model, scene, LCT_NULL_HANDLE, LCT_NULL_HANDLE};
+        LctHandle latent = run_node("ShotGenerate", generate_params, 3, generate_inputs, 4, &sampling);
+        printf("previews written: %u\n", sink.written);
+        LctHandle handles[3] = {latent, scene, model};
+        for (int i = 0; i < 3; i++) {
+            check(api->value_release(handles[i]), "value_release");
+        }
+    }
+done:
     printf("live handles: %llu\n", (unsigned long long)api->live_handle_count());
     return 0;
 }

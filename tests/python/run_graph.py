@@ -3,7 +3,9 @@
 
 Loads the plugin, checks the table, lists the nodes with their ports, imports frames of its
 own, copies a frame back out, runs SaveFrames on them and checks that stale handles are
-refused. Works with the shipped plugin (no test node needed) and with plugins older or newer
+refused. Then it generates two shots with the embedded model (LoadModel -> SceneContext ->
+ShotGenerate) and takes the sampler's previews through the preview callback, writing each as
+a PPM. Works with the shipped plugin (no test node needed) and with plugins older or newer
 than the layout below: structs are read by the sizes the plugin declares (read_prefix).
 
     python3 tests/python/run_graph.py target/debug/liblct_plugin.so OUT_DIR
@@ -13,7 +15,7 @@ A model for compositor and node-editor integrations: copy the structures below.
 import ctypes as C
 import sys
 
-LCT_ABI_VERSION, LCT_OLDEST_ABI_VERSION = 2, 1
+LCT_ABI_VERSION, LCT_OLDEST_ABI_VERSION = 3, 1
 STATUS_OK, STATUS_BAD_HANDLE = 0, 2
 KIND_INT, KIND_STRING = 1, 4
 NODE_OUTPUT = 1
@@ -54,13 +56,6 @@ class Param(C.Structure):
                 ("float_value", C.c_double), ("text_value", C.c_char_p)]
 
 
-class ExecuteOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("node_index", C.c_uint32), ("progress", ProgressFn),
-                ("user_data", C.c_void_p), ("output_directory", C.c_char_p),
-                # ABI 2
-                ("param_size", C.c_uint32), ("reserved", C.c_uint32)]
-
-
 class FramesInfo(C.Structure):
     _fields_ = [("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
                 ("channels", C.c_uint32), ("color_space", C.c_uint32)]
@@ -70,6 +65,19 @@ class FrameBuffer(C.Structure):
     _fields_ = [("data", C.c_void_p), ("capacity_bytes", C.c_size_t), ("first_frame", C.c_uint32),
                 ("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
                 ("channels", C.c_uint32), ("sample_format", C.c_uint32), ("color_space", C.c_uint32)]
+
+
+# Previews (ABI 3): the buffer and its pixels are valid only during the call.
+PreviewFn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.c_uint32, C.c_uint32, C.c_uint32, C.POINTER(FrameBuffer))
+
+
+class ExecuteOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("node_index", C.c_uint32), ("progress", ProgressFn),
+                ("user_data", C.c_void_p), ("output_directory", C.c_char_p),
+                # ABI 2
+                ("param_size", C.c_uint32), ("reserved", C.c_uint32),
+                # ABI 3
+                ("preview", PreviewFn)]
 
 
 def fn(restype, *args):
@@ -204,6 +212,59 @@ def main(plugin_path, out_dir):
     else:
         print(f"value_retain: not provided (ABI {abi_version} plugin)")
     check(api.value_release(frames), "value_release")
+
+    # Previews arrived in ABI 3; an older plugin ignores the field.
+    if abi_version >= 3:
+        written = []
+
+        def on_preview(user, node, step, total, buffer):
+            preview = buffer.contents
+            if preview.sample_format != SAMPLE_U8 or preview.channels != 3:
+                return 1  # not what this host reads: stop
+            w, h, shots = preview.width, preview.height, preview.frame_count
+            pixels = C.string_at(preview.data, preview.capacity_bytes)  # a copy: ours to keep
+            frame = w * h * 3
+            rows = b"".join(pixels[shot * frame + y * w * 3:shot * frame + (y + 1) * w * 3]
+                            for y in range(h) for shot in range(shots))
+            with open(f"{out_dir}/preview_step{step:04}.ppm", "xb") as file:  # never replace
+                file.write(b"P6\n%d %d\n255\n" % (w * shots, h) + rows)
+            print(f"preview step {step}/{total}: {shots} shot(s) of {w}x{h}")
+            written.append(step)
+            return 0
+
+        sampling = ExecuteOptions(C.sizeof(ExecuteOptions), 0, ProgressFn(), None, out_dir.encode(),
+                                  C.sizeof(Param), 0, PreviewFn(on_preview))
+
+        def run(node_id, params, inputs):
+            index = C.c_uint32()
+            check(api.node_find(node_id, C.byref(index)), node_id.decode())
+            output = Handle()
+            check(api.node_execute(index.value, (Param * len(params))(*params), len(params),
+                                   (Handle * len(inputs))(*inputs), len(inputs), C.byref(sampling),
+                                   C.byref(output), 1), node_id.decode())
+            return output.value
+
+        load_model, model = C.c_uint32(), Handle()
+        check(api.node_find(b"LoadModel", C.byref(load_model)), "node_find")
+        if api.node_execute(load_model.value, None, 0, None, 0, C.byref(sampling), C.byref(model), 1) != STATUS_OK:
+            reason = C.create_string_buffer(1024)
+            api.last_error(reason, len(reason))
+            print(f"previews: skipped, no embedded model ({reason.value.decode()})")
+            print(f"live handles: {api.live_handle_count()}")
+            return
+        model = model.value
+        scene = run(b"SceneContext", [
+            Param(b"global_prompt", KIND_STRING, 0, 0.0,
+                  b"Environment: blue sky, green ground, low horizon, warm light, day."),
+            Param(b"characters", KIND_STRING, 0, 0.0, b"Character 1: large red circle, striped."),
+            Param(b"shots", KIND_STRING, 0, 0.0, b"[SHOT 1] wide shot of Character 1 moving right.\n"
+                                                  b"[SHOT 2] close-up of Character 1 moving left."),
+        ], [0, 0, 0])
+        latent = run(b"ShotGenerate", [Param(b"steps", KIND_INT, 4), Param(b"preview_every", KIND_INT, 2),
+                                       Param(b"frames", KIND_INT, 1)], [model, scene, 0, 0])
+        print(f"previews written: {len(written)}")
+        for handle in (latent, scene, model):
+            check(api.value_release(handle), "value_release")
     print(f"live handles: {api.live_handle_count()}")
 
 

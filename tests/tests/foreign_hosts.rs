@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lct_integration_tests::{c_compiler, compile_c, lct_binary, plugin_path, workspace_root};
+use lct_integration_tests::{
+    c_compiler, compile_c, has_embedded_model, lct_binary, plugin_path, workspace_root,
+};
 
 fn assert_host_output(output: &Output, out_dir: &Path, name: &str) {
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -39,6 +41,23 @@ fn assert_host_output(output: &Output, out_dir: &Path, name: &str) {
             folder.join(file).display()
         );
     }
+    if !has_embedded_model() {
+        assert!(stdout.contains("previews: skipped"), "{stdout}");
+        return;
+    }
+    // ShotGenerate at 4 steps with preview_every 2: previews after steps 2 and 4, two shots
+    // side by side in each PPM the host wrote.
+    for step in [2, 4] {
+        assert!(
+            stdout.contains(&format!("preview step {step}/4: 2 shot(s) of 64x64")),
+            "{stdout}"
+        );
+        let ppm = std::fs::read(out_dir.join(format!("preview_step{step:04}.ppm"))).unwrap();
+        let header = b"P6\n128 64\n255\n";
+        assert_eq!(&ppm[..header.len()], header);
+        assert_eq!(ppm.len(), header.len() + 128 * 64 * 3);
+    }
+    assert!(stdout.contains("previews written: 2"), "{stdout}");
 }
 
 #[test]

@@ -190,6 +190,7 @@ impl Hostile<'_> {
                 std::mem::size_of::<LctParam>() as u32
             },
             reserved: 0,
+            preview: None,
         };
         let mut outputs = [LctHandle::NULL; 4];
         let output_capacity = if well_formed {

@@ -1,7 +1,7 @@
 //! The model-backed nodes end to end, through the real plugin: scene -> generate -> decode ->
 //! save; auto-regressive generation with KVCache and ShotExtend; what caching re-runs; errors.
 
-use lct_host::{ColorSpace, EvalError, EvalOptions, Evaluator, Graph, Plugin};
+use lct_host::{ColorSpace, EvalError, EvalOptions, Evaluator, Event, Graph, Plugin};
 use lct_integration_tests::{fixture_model, plugin};
 use lct_model::AttentionMask;
 
@@ -606,5 +606,153 @@ fn lct_scene_takes_identity_and_environment_images() {
     assert!(
         !output.status.success() && stderr.contains("nowhere.png"),
         "{stderr}"
+    );
+}
+
+/// model -> scene (3 shots) -> generate (4 steps, 3 frames a shot, previews every
+/// `preview_every`) -> decode.
+fn preview_graph(preview_every: i64) -> Graph {
+    let mut graph = Graph::new();
+    model_node(&mut graph, AttentionMask::Bidirectional);
+    scene_node(&mut graph, &SHOTS);
+    graph
+        .add("generate", "ShotGenerate")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "generate");
+    graph
+        .node_mut("generate")
+        .unwrap()
+        .param("frames", 3)
+        .param("preview_every", preview_every);
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph.outputs = vec!["decode".into()];
+    graph
+}
+
+/// The previews an evaluation of `graph` sends, as (step, preview), and the decoded frames.
+fn previews_of(
+    plugin: &Plugin,
+    graph: &Graph,
+    previews: bool,
+) -> (Vec<(u32, lct_host::Preview)>, Vec<u8>) {
+    let graph = plugin.validate(graph).unwrap();
+    let (events, received) = crossbeam_channel::unbounded();
+    let options = EvalOptions {
+        targets: Some(vec!["decode".into()]),
+        events: Some(events),
+        previews,
+        ..EvalOptions::default()
+    };
+    let evaluation = Evaluator::new(plugin).evaluate(&graph, &options).unwrap();
+    drop(options);
+    let sent = received
+        .iter()
+        .filter_map(|event| match event {
+            Event::Preview {
+                node,
+                step,
+                total,
+                preview,
+            } => {
+                assert_eq!((node.as_str(), total), ("generate", 4));
+                Some((step, preview))
+            }
+            _ => None,
+        })
+        .collect();
+    let frames = evaluation
+        .output("decode", "frames")
+        .unwrap()
+        .read_frames(ColorSpace::SRGB)
+        .unwrap();
+    (sent, frames.pixels)
+}
+
+#[test]
+fn previews_arrive_every_n_steps_and_the_last_shows_the_result() {
+    let plugin = plugin();
+    let (previews, frames) = previews_of(&plugin, &preview_graph(3), true);
+    // Every 3rd step and the last of 4.
+    let steps: Vec<u32> = previews.iter().map(|(step, _)| *step).collect();
+    assert_eq!(steps, [3, 4]);
+    let frame_bytes = 8 * 8 * 3;
+    for (_, preview) in &previews {
+        assert_eq!(
+            (preview.width, preview.height, preview.frame_count),
+            (8, 8, 3)
+        );
+        assert_eq!(preview.rgb.len(), 3 * frame_bytes);
+    }
+    // The last estimate is the result: each shot's preview is its middle frame (1 of 0..3),
+    // rendered for the sRGB display as the decoded frames are read in sRGB.
+    let last = &previews[1].1;
+    for shot in 0..3 {
+        let middle = (shot * 3 + 1) * frame_bytes;
+        let decoded = &frames[middle..middle + frame_bytes];
+        let shown = &last.rgb[shot * frame_bytes..(shot + 1) * frame_bytes];
+        assert!(max_difference(decoded, shown) <= 1, "shot {shot}");
+    }
+    // An earlier estimate is not the result yet.
+    assert_ne!(previews[0].1.rgb, last.rgb);
+    // No previews asked (or preview_every 0): none made, and the result is the same.
+    let (none, same) = previews_of(&plugin, &preview_graph(3), false);
+    assert!(none.is_empty());
+    assert_eq!(same, frames);
+    let (none, same) = previews_of(&plugin, &preview_graph(0), true);
+    assert!(none.is_empty());
+    assert_eq!(same, frames);
+}
+
+#[test]
+fn lct_run_writes_previews_into_a_new_directory_only() {
+    let Some(lct) = lct_integration_tests::lct_binary() else {
+        return; // $LCT_PLUGIN points at a prebuilt plugin without the CLI beside it.
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("graph.json");
+    std::fs::write(&graph, preview_graph(2).to_json()).unwrap();
+    let run = |previews: &std::path::Path| {
+        std::process::Command::new(&lct)
+            .arg("--plugin")
+            .arg(lct_integration_tests::plugin_path())
+            .arg("run")
+            .arg(&graph)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--target")
+            .arg("decode")
+            .arg("--preview")
+            .arg(previews)
+            .output()
+            .unwrap()
+    };
+    let previews = dir.path().join("previews");
+    let output = run(&previews);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut written: Vec<String> = std::fs::read_dir(&previews)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["generate-step0002.png", "generate-step0004.png"]);
+    // Three 8x8 shots side by side.
+    assert_eq!(image_size(&previews.join("generate-step0004.png")), (24, 8));
+    // A directory holding files is refused before anything runs; nothing in it changes.
+    let before = std::fs::read(previews.join("generate-step0002.png")).unwrap();
+    let refused = run(&previews);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read(previews.join("generate-step0002.png")).unwrap(),
+        before
     );
 }

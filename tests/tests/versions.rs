@@ -177,6 +177,7 @@ fn fields_past_the_declared_size_take_their_defaults() {
         output_directory: c"/nonexistent/never/used".as_ptr(),
         param_size: 3,
         reserved: 0,
+        preview: None,
     };
     let params = [int_param(c"frames", 2), int_param(c"width", 16)];
     let frames = execute_raw(c"TestPattern", params.as_ptr(), 2, &[], &options).unwrap();

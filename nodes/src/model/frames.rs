@@ -69,7 +69,7 @@ pub(crate) fn encode(
 }
 
 /// The autoencoder's working colour space, resolved in the built-in config.
-fn working_space(
+pub(super) fn working_space(
     node: &'static str,
     ae: &lct_model::Autoencoder,
 ) -> Result<(Arc<ColorConfig>, ColorSpace), NodeError> {

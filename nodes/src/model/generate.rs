@@ -6,10 +6,11 @@
 //! cached instead, which is exact for context-causal models.
 
 use super::{engine_error, model_input, tensor_error};
+use crate::color::{names, to_u8};
 use crate::model_values::{CacheSettings, KvCacheValue, LatentValue, ModelValue, ShotLatent};
 use crate::node::{
-    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
-    WidgetSpec,
+    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, Preview,
+    WidgetDescriptor, WidgetSpec,
 };
 use crate::value::{Scene, StableHasher, Value, ValueKind};
 use candle_core::Tensor;
@@ -90,6 +91,17 @@ const CONTEXT_CFG: WidgetDescriptor = WidgetDescriptor {
         step: 0.1,
     },
 };
+const PREVIEW_EVERY: WidgetDescriptor = WidgetDescriptor {
+    name: "preview_every",
+    tooltip: "Every this many steps (and at the last), a host that takes previews gets the \
+              shots' current estimate, decoded and rendered for the sRGB display; 0: never",
+    spec: WidgetSpec::Int {
+        default: 5,
+        min: 0,
+        max: 500,
+        step: 1,
+    },
+};
 const FRAMES: WidgetDescriptor = WidgetDescriptor {
     name: "frames",
     tooltip: "Frames per generated shot",
@@ -104,6 +116,7 @@ const FRAMES: WidgetDescriptor = WidgetDescriptor {
 struct Settings {
     sampler: SamplerConfig,
     frames: usize,
+    preview_every: usize,
 }
 
 fn settings(params: &Params) -> Result<Settings, NodeError> {
@@ -118,6 +131,7 @@ fn settings(params: &Params) -> Result<Settings, NodeError> {
             ..SamplerConfig::default()
         },
         frames: params.int("frames")? as usize,
+        preview_every: params.int("preview_every")? as usize,
     })
 }
 
@@ -171,6 +185,8 @@ struct Context<'a> {
     node: &'static str,
     model: &'a ModelValue,
     sampler: SamplerConfig,
+    /// Steps between previews (0: none).
+    preview_every: usize,
 }
 
 impl Context<'_> {
@@ -297,6 +313,57 @@ impl Context<'_> {
         Ok(())
     }
 
+    fn preview_due(&self, ctx: &ExecContext<'_>, step: usize, steps: usize) -> bool {
+        self.preview_every > 0
+            && ctx.wants_preview()
+            && (step.is_multiple_of(self.preview_every) || step == steps)
+    }
+
+    /// The middle frame of each shot's current clean estimate, decoded and rendered for the
+    /// sRGB display.
+    fn preview(&self, denoised: &[Tensor]) -> Result<Preview, NodeError> {
+        let node = self.node;
+        let ae = self
+            .model
+            .pipeline
+            .autoencoder()
+            .map_err(engine_error(node))?;
+        let (config, working) = super::frames::working_space(node, ae)?;
+        let (mut width, mut height) = (0, 0);
+        let mut samples = Vec::new();
+        for latent in denoised {
+            let frames = ae.decode(latent).map_err(engine_error(node))?;
+            let (t, _, h, w) = frames.dims4().map_err(tensor_error(node))?;
+            (width, height) = (w as u32, h as u32);
+            // [3, H, W] -> interleaved [H, W, 3].
+            let middle = frames
+                .get(t / 2)
+                .and_then(|f| f.permute((1, 2, 0)))
+                .and_then(|f| f.flatten_all())
+                .and_then(|f| f.to_vec1::<f32>())
+                .map_err(tensor_error(node))?;
+            samples.extend(middle);
+        }
+        config
+            .to_display(
+                &mut samples,
+                3,
+                &working,
+                names::SRGB_DISPLAY,
+                names::UNTONEMAPPED_VIEW,
+            )
+            .map_err(|e| NodeError::Failed {
+                node,
+                message: format!("rendering the preview: {e}"),
+            })?;
+        Ok(Preview {
+            width,
+            height,
+            frame_count: denoised.len() as u32,
+            rgb: samples.into_iter().map(to_u8).collect(),
+        })
+    }
+
     /// Generates `targets` (prompt, scene index) after `history`, jointly or one by one.
     #[allow(clippy::too_many_arguments)]
     fn generate(
@@ -356,18 +423,29 @@ impl Context<'_> {
                 global_text: global.clone(),
                 shots,
             };
-            // The host's abort arrives through progress; keep its error to return as is.
+            // The host's abort arrives through progress or a preview, and a preview can fail:
+            // keep the error to return as is.
             let mut cancelled = None;
             let result = sample(
                 transformer,
                 &request,
                 &self.sampler,
                 past.as_ref(),
-                |info| match ctx.progress(done_steps + info.step as u32, total) {
-                    Ok(()) => StepControl::Continue,
-                    Err(e) => {
-                        cancelled = Some(e);
-                        StepControl::Abort
+                |info| {
+                    let step = done_steps + info.step as u32;
+                    let previewed = |ctx: &mut ExecContext<'_>| {
+                        if !self.preview_due(ctx, info.step, info.total) {
+                            return Ok(());
+                        }
+                        let preview = self.preview(info.denoised)?;
+                        ctx.preview(step, total, &preview)
+                    };
+                    match ctx.progress(step, total).and_then(|()| previewed(ctx)) {
+                        Ok(()) => StepControl::Continue,
+                        Err(e) => {
+                            cancelled = Some(e);
+                            StepControl::Abort
+                        }
                     }
                 },
             );
@@ -448,6 +526,7 @@ static GENERATE: NodeDescriptor = NodeDescriptor {
         FRAMES,
         SEED,
         STEPS,
+        PREVIEW_EVERY,
         CFG,
         CONTEXT_CFG,
         SHIFT,
@@ -513,6 +592,7 @@ impl Node for ShotGenerate {
             node: GENERATE.id,
             model,
             sampler: settings.sampler,
+            preview_every: settings.preview_every,
         };
         let autoregressive = params.text("mode")? == "autoregressive";
         let new = context.generate(
@@ -585,6 +665,7 @@ static EXTEND: NodeDescriptor = NodeDescriptor {
         FRAMES,
         SEED,
         STEPS,
+        PREVIEW_EVERY,
         CFG,
         CONTEXT_CFG,
         SHIFT,
@@ -631,6 +712,7 @@ impl Node for ShotExtend {
             node: EXTEND.id,
             model,
             sampler: settings.sampler,
+            preview_every: settings.preview_every,
         };
         let new = context.generate(
             ctx,
@@ -703,6 +785,7 @@ impl Node for KvCacheNode {
             node,
             model,
             sampler: sampler.clone(),
+            preview_every: 0,
         };
         let shots = history_shots(latent);
         let hashes: Vec<u64> = shots.iter().map(|s| s.hash).collect();

@@ -1,5 +1,5 @@
 /*
- * lct_plugin.h: the C interface of an lct plugin (ABI version 2).
+ * lct_plugin.h: the C interface of an lct plugin (ABI version 3).
  *
  * GENERATED from plugin/abi/src/lib.rs by lct-abi; do not edit.
  * Regenerate with: LCT_BLESS=1 cargo test -p lct-abi
@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 /** Version of the boundary's layout; fields are only ever appended. */
-#define LCT_ABI_VERSION 2u
+#define LCT_ABI_VERSION 3u
 /** The oldest abi_version a host built with this header loads. */
 #define LCT_OLDEST_ABI_VERSION 1u
 /** Name of the exported entry symbol. */
@@ -288,32 +288,6 @@ typedef struct LctParam {
     const char* text_value;
 } LctParam;
 
-/**
- * Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
- * fields are only ever appended. The plugin reads the fields inside `struct_size` and takes
- * zero for the rest, so a host built against an older header passes its smaller struct.
- */
-typedef struct LctExecuteOptions {
-    /** sizeof(LctExecuteOptions) as the host knows it; at least 4 (this field). */
-    uint32_t struct_size;
-    /* Newer fields: read as zero when the declared size does not cover them. */
-    /** Echoed to `progress` so one callback can serve a whole graph. */
-    uint32_t node_index;
-    /** Called at every step of long nodes; may be null. */
-    LctProgressFn progress;
-    /** Passed back to `progress` untouched. */
-    void* user_data;
-    /** Base directory for relative output paths (SaveFrames); null means the current directory. */
-    const char* output_directory;
-    /**
-     * Bytes from one element of `node_execute`'s `params` to the next (ABI 2); 0 means the
-     * ABI 1 size of LctParam.
-     */
-    uint32_t param_size;
-    /** Zero. Ends the struct at a field, not padding (see LctNodeDesc.reserved). */
-    uint32_t reserved;
-} LctExecuteOptions;
-
 /** Dimensions of a FRAMES value. */
 typedef struct LctFramesInfo {
     /** Number of frames. */
@@ -356,6 +330,46 @@ typedef struct LctFrameBuffer {
     /** Colour space of the samples in `data`. */
     LctColorSpace color_space;
 } LctFrameBuffer;
+
+/**
+ * Host preview callback: sampling nodes call it every `preview_every` steps (a
+ * widget) with the shots' current estimate, one frame per shot, 8-bit sRGB RGB
+ * (LCT_SAMPLE_U8, LCT_COLOR_SPACE_SRGB). `preview` and its pixels are valid only
+ * during the call: copy what you keep. Return 0 to continue, non-zero to abort
+ * (as LctProgressFn).
+ */
+typedef int32_t (*LctPreviewFn)(void* user_data, uint32_t node_index, uint32_t step, uint32_t total_steps, const LctFrameBuffer* preview);
+
+/**
+ * Optional settings of one `node_execute` call. Set `struct_size` to `sizeof(LctExecuteOptions)`;
+ * fields are only ever appended. The plugin reads the fields inside `struct_size` and takes
+ * zero for the rest, so a host built against an older header passes its smaller struct.
+ */
+typedef struct LctExecuteOptions {
+    /** sizeof(LctExecuteOptions) as the host knows it; at least 4 (this field). */
+    uint32_t struct_size;
+    /* Newer fields: read as zero when the declared size does not cover them. */
+    /** Echoed to `progress` and `preview` so one callback can serve a whole graph. */
+    uint32_t node_index;
+    /** Called at every step of long nodes; may be null. */
+    LctProgressFn progress;
+    /** Passed back to `progress` and `preview` untouched. */
+    void* user_data;
+    /** Base directory for relative output paths (SaveFrames); null means the current directory. */
+    const char* output_directory;
+    /**
+     * Bytes from one element of `node_execute`'s `params` to the next (ABI 2); 0 means the
+     * ABI 1 size of LctParam.
+     */
+    uint32_t param_size;
+    /** Zero. Ends the struct at a field, not padding (see LctNodeDesc.reserved). */
+    uint32_t reserved;
+    /**
+     * Called with a decoded look at the result every `preview_every` steps of sampling
+     * nodes (ABI 3); may be null, and then no preview is made.
+     */
+    LctPreviewFn preview;
+} LctExecuteOptions;
 
 /**
  * The plugin's root function table, returned by `lct_plugin_entry`.

@@ -6,8 +6,8 @@
 use crate::{
     CItem, LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo, LctHandle, LctNodeDesc,
     LctNodeFlags, LctParam, LctPluginApi, LctPortDesc, LctPortFlags, LctSampleFormat, LctStatus,
-    LctValueKind, LctWidgetDesc, LctWidgetFlags, ProgressFnTypedef, LCT_ABI_VERSION,
-    LCT_ENTRY_SYMBOL, LCT_OLDEST_ABI_VERSION,
+    LctValueKind, LctWidgetDesc, LctWidgetFlags, PreviewFnTypedef, ProgressFnTypedef,
+    LCT_ABI_VERSION, LCT_ENTRY_SYMBOL, LCT_OLDEST_ABI_VERSION,
 };
 
 /// The complete C header, byte for byte what `plugin/abi/include/lct_plugin.h` must contain.
@@ -69,9 +69,10 @@ extern \"C\" {{
     LctWidgetDesc::c_definition(&mut out);
     LctNodeDesc::c_definition(&mut out);
     LctParam::c_definition(&mut out);
-    LctExecuteOptions::c_definition(&mut out);
     LctFramesInfo::c_definition(&mut out);
     LctFrameBuffer::c_definition(&mut out);
+    PreviewFnTypedef::c_definition(&mut out);
+    LctExecuteOptions::c_definition(&mut out);
     LctPluginApi::c_definition(&mut out);
     out.push_str(&format!(
         "/** Type of the entry point: returns the plugin's static table, or NULL. */

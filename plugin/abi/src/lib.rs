@@ -47,7 +47,8 @@ pub use size::{
 /// - 2: sizes that let structs grow: [`LctNodeDesc::struct_size`], `port_desc_size`,
 ///   `widget_desc_size`, [`LctExecuteOptions::param_size`]; [`LctPluginApi::value_retain`];
 ///   [`LctStatus::UNSUPPORTED`].
-pub const LCT_ABI_VERSION: u32 = 2;
+/// - 3: [`LctExecuteOptions::preview`], previews of long nodes' results as they run.
+pub const LCT_ABI_VERSION: u32 = 3;
 
 /// The oldest `abi_version` a host of this version still loads: everything since is appended.
 pub const LCT_OLDEST_ABI_VERSION: u32 = 1;
@@ -69,6 +70,19 @@ pub type LctProgressFn = unsafe extern "C" fn(
     node_index: u32,
     step: u32,
     total_steps: u32,
+) -> i32;
+
+/// Host preview callback: sampling nodes call it every `preview_every` steps (a widget) with
+/// the shots' current estimate, one frame per shot, 8-bit sRGB RGB
+/// ([`LctSampleFormat::U8`], [`LctColorSpace::SRGB`]). `preview` and its pixels are valid only
+/// during the call: copy what you keep. Return 0 to continue; any other value asks the node to
+/// stop, as [`LctProgressFn`] does.
+pub type LctPreviewFn = unsafe extern "C" fn(
+    user_data: *mut c_void,
+    node_index: u32,
+    step: u32,
+    total_steps: u32,
+    preview: *const LctFrameBuffer,
 ) -> i32;
 
 /// Rust types that have a spelling in the generated C header.
@@ -114,6 +128,12 @@ impl<T: CType> CType for *mut T {
 impl CType for Option<LctProgressFn> {
     fn c_type() -> String {
         "LctProgressFn".to_owned()
+    }
+}
+
+impl CType for Option<LctPreviewFn> {
+    fn c_type() -> String {
+        "LctPreviewFn".to_owned()
     }
 }
 
@@ -577,6 +597,29 @@ impl CItem for LctHandle {
     }
 }
 
+/// The preview callback typedef in C (after LctFrameBuffer, which it points to).
+pub struct PreviewFnTypedef;
+
+impl CItem for PreviewFnTypedef {
+    fn c_definition(out: &mut String) {
+        push_doc(
+            out,
+            "",
+            &[
+                " Host preview callback: sampling nodes call it every `preview_every` steps (a",
+                " widget) with the shots' current estimate, one frame per shot, 8-bit sRGB RGB",
+                " (LCT_SAMPLE_U8, LCT_COLOR_SPACE_SRGB). `preview` and its pixels are valid only",
+                " during the call: copy what you keep. Return 0 to continue, non-zero to abort",
+                " (as LctProgressFn).",
+            ],
+        );
+        out.push_str(
+            "typedef int32_t (*LctPreviewFn)(void* user_data, uint32_t node_index, uint32_t step, \
+             uint32_t total_steps, const LctFrameBuffer* preview);\n\n",
+        );
+    }
+}
+
 /// The progress callback typedef in C.
 pub struct ProgressFnTypedef;
 
@@ -763,11 +806,11 @@ c_struct! {
         /// sizeof(LctExecuteOptions) as the host knows it; at least 4 (this field).
         pub struct_size: u32,
         optional:
-        /// Echoed to `progress` so one callback can serve a whole graph.
+        /// Echoed to `progress` and `preview` so one callback can serve a whole graph.
         pub node_index: u32,
         /// Called at every step of long nodes; may be null.
         pub progress: Option<LctProgressFn>,
-        /// Passed back to `progress` untouched.
+        /// Passed back to `progress` and `preview` untouched.
         pub user_data: *mut c_void,
         /// Base directory for relative output paths (SaveFrames); null means the current directory.
         pub output_directory: *const c_char,
@@ -776,6 +819,9 @@ c_struct! {
         pub param_size: u32,
         /// Zero. Ends the struct at a field, not padding (see LctNodeDesc.reserved).
         pub reserved: u32,
+        /// Called with a decoded look at the result every `preview_every` steps of sampling
+        /// nodes (ABI 3); may be null, and then no preview is made.
+        pub preview: Option<LctPreviewFn>,
     }
 }
 
