@@ -72,7 +72,7 @@ def frames_to_image(plugin, handle):
     pixels = np.frombuffer(data, dtype=np.float32).reshape(count, height, width, channels)
     if channels == 1:
         pixels = np.repeat(pixels, 3, axis=3)
-    pixels = np.ascontiguousarray(pixels[..., :3])
+    pixels = np.array(pixels[..., :3], copy=True)  # writable and contiguous, as torch wants
     try:
         import torch
     except ImportError:

@@ -10,127 +10,19 @@ than the layout below: structs are read by the sizes the plugin declares (read_p
 
     python3 tests/python/run_graph.py target/debug/liblct_plugin.so OUT_DIR
 
-A model for compositor and node-editor integrations: copy the structures below.
+A model for compositor and node-editor integrations: the structures are those of
+plugin/comfyui/lct_ctypes.py (standard library only), the calls are the raw C table's.
 """
 import ctypes as C
+import os
 import sys
 
-LCT_ABI_VERSION, LCT_OLDEST_ABI_VERSION = 3, 1
-STATUS_OK, STATUS_BAD_HANDLE = 0, 2
-KIND_INT, KIND_STRING = 1, 4
-NODE_OUTPUT = 1
-SAMPLE_U8, COLOR_SPACE_SRGB = 1, 1
-
-Status = C.c_int32
-Kind = C.c_uint32
-Handle = C.c_uint64
-ProgressFn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.c_uint32, C.c_uint32, C.c_uint32)
-
-
-class PortDesc(C.Structure):
-    _fields_ = [("name", C.c_char_p), ("kind_name", C.c_char_p), ("kind", Kind),
-                ("flags", C.c_uint32), ("tooltip", C.c_char_p)]
-
-
-class WidgetDesc(C.Structure):
-    _fields_ = [("name", C.c_char_p), ("kind", Kind), ("flags", C.c_uint32), ("tooltip", C.c_char_p),
-                ("int_default", C.c_int64), ("int_min", C.c_int64), ("int_max", C.c_int64),
-                ("int_step", C.c_int64), ("float_default", C.c_double), ("float_min", C.c_double),
-                ("float_max", C.c_double), ("float_step", C.c_double), ("text_default", C.c_char_p),
-                ("choices", C.POINTER(C.c_char_p)), ("choice_count", C.c_size_t)]
-
-
-class NodeDesc(C.Structure):
-    _fields_ = [("id", C.c_char_p), ("version", C.c_uint32), ("flags", C.c_uint32),
-                ("display_name", C.c_char_p), ("category", C.c_char_p), ("description", C.c_char_p),
-                ("inputs", C.POINTER(PortDesc)), ("input_count", C.c_size_t),
-                ("outputs", C.POINTER(PortDesc)), ("output_count", C.c_size_t),
-                ("widgets", C.POINTER(WidgetDesc)), ("widget_count", C.c_size_t),
-                # ABI 2
-                ("struct_size", C.c_uint32), ("port_desc_size", C.c_uint32),
-                ("widget_desc_size", C.c_uint32), ("reserved", C.c_uint32)]
-
-
-class Param(C.Structure):
-    _fields_ = [("name", C.c_char_p), ("kind", Kind), ("int_value", C.c_int64),
-                ("float_value", C.c_double), ("text_value", C.c_char_p)]
-
-
-class FramesInfo(C.Structure):
-    _fields_ = [("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
-                ("channels", C.c_uint32), ("color_space", C.c_uint32)]
-
-
-class FrameBuffer(C.Structure):
-    _fields_ = [("data", C.c_void_p), ("capacity_bytes", C.c_size_t), ("first_frame", C.c_uint32),
-                ("frame_count", C.c_uint32), ("width", C.c_uint32), ("height", C.c_uint32),
-                ("channels", C.c_uint32), ("sample_format", C.c_uint32), ("color_space", C.c_uint32)]
-
-
-# Previews (ABI 3): the buffer and its pixels are valid only during the call.
-PreviewFn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.c_uint32, C.c_uint32, C.c_uint32, C.POINTER(FrameBuffer))
-
-
-class ExecuteOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("node_index", C.c_uint32), ("progress", ProgressFn),
-                ("user_data", C.c_void_p), ("output_directory", C.c_char_p),
-                # ABI 2
-                ("param_size", C.c_uint32), ("reserved", C.c_uint32),
-                # ABI 3
-                ("preview", PreviewFn)]
-
-
-def fn(restype, *args):
-    return C.CFUNCTYPE(restype, *args)
-
-
-class PluginApi(C.Structure):
-    _fields_ = [
-        ("struct_size", C.c_uint32), ("abi_version", C.c_uint32),
-        ("plugin_name", C.c_char_p), ("plugin_version", C.c_char_p),
-        ("initialize", fn(Status)),
-        ("last_error", fn(C.c_size_t, C.c_char_p, C.c_size_t)),
-        ("node_count", fn(C.c_uint32)),
-        ("node_describe", fn(Status, C.c_uint32, C.POINTER(C.POINTER(NodeDesc)))),
-        ("node_find", fn(Status, C.c_char_p, C.POINTER(C.c_uint32))),
-        ("node_execute", fn(Status, C.c_uint32, C.POINTER(Param), C.c_size_t, C.POINTER(Handle), C.c_size_t,
-                            C.POINTER(ExecuteOptions), C.POINTER(Handle), C.c_size_t)),
-        ("node_input_signature", fn(Status, C.c_uint32, C.POINTER(Param), C.c_size_t, C.c_uint32, Handle,
-                                    C.POINTER(C.c_uint64))),
-        ("value_kind", fn(Status, Handle, C.POINTER(Kind))),
-        ("value_shape", fn(Status, Handle, C.POINTER(C.c_uint64), C.c_size_t, C.POINTER(C.c_size_t))),
-        ("value_hash", fn(Status, Handle, C.POINTER(C.c_uint64))),
-        ("value_read_int", fn(Status, Handle, C.POINTER(C.c_int64))),
-        ("value_read_float", fn(Status, Handle, C.POINTER(C.c_double))),
-        ("value_read_string", fn(Status, Handle, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t))),
-        ("value_release", fn(Status, Handle)),
-        ("frames_info", fn(Status, Handle, C.POINTER(FramesInfo))),
-        ("frames_copy", fn(Status, Handle, C.POINTER(FrameBuffer))),
-        ("frames_import", fn(Status, C.POINTER(FrameBuffer), C.POINTER(Handle))),
-        ("live_handle_count", fn(C.c_uint64)),
-        # Appended in ABI 2: absent from older plugins.
-        ("value_retain", fn(Status, Handle, C.POINTER(Handle))),
-    ]
-
-
-def field_end(cls, name):
-    field = getattr(cls, name)
-    return field.offset + field.size
-
-
-def read_prefix(cls, address, declared):
-    """The struct at `address` as its writer declared it, `declared` bytes: the fields wholly
-    inside, zero for the rest (the rule of lct-abi's read_prefix)."""
-    value = cls()
-    covered = max([field_end(cls, f[0]) for f in cls._fields_ if field_end(cls, f[0]) <= declared],
-                  default=0)
-    C.memmove(C.addressof(value), address, covered)
-    return value
-
-
-def read_array(cls, pointer, count, stride):
-    address = C.cast(pointer, C.c_void_p).value
-    return [read_prefix(cls, address + i * stride, stride) for i in range(count)]
+# The structures of the header, read by declared sizes: the binding the ComfyUI pack uses.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugin", "comfyui"))
+from lct_ctypes import (  # noqa: E402
+    COLOR_SPACE_SRGB, KIND_INT, KIND_STRING, LCT_OLDEST_ABI_VERSION, NODE_OUTPUT, SAMPLE_U8, STATUS_BAD_HANDLE,
+    STATUS_OK, ExecuteOptions, FrameBuffer, FramesInfo, Handle, NodeDesc, Param, PluginApi, PortDesc, PreviewFn,
+    ProgressFn, field_end, read_array, read_prefix)
 
 
 def main(plugin_path, out_dir):

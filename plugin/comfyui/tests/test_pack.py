@@ -175,7 +175,7 @@ def main(plugin_path, out_dir):
     (unknown,) = scene_node.run(global_prompt="Environment: plaid sky.", characters="", shots="[SHOT 1] wide shot.")
     message = expect_error(lambda: generate().run(model=model, scene=unknown, **sampler), "LctError", "plaid")
     print(f"error: {message}")
-    del unknown
+    unknown = None  # released with its last reference
     Recorder.updates.clear()
     (latent,) = generate().run(model=model, scene=scene, **sampler)
     steps = [u[0] for u in Recorder.updates if u[2] is None]
@@ -210,7 +210,7 @@ def main(plugin_path, out_dir):
 
     # 5. Handles go when ComfyUI drops its outputs.
     assert plugin.live_handle_count() > baseline
-    del model, scene, latent
+    model = scene = latent = None
     gc.collect()
     assert plugin.live_handle_count() == baseline, (plugin.live_handle_count(), baseline)
     print(f"handles: back to {baseline} after the outputs are dropped")
