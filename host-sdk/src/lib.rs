@@ -32,7 +32,7 @@ pub use plugin::{
     LoadError, NodeType, Plugin, PluginError, Port, Preview, PreviewFn, Widget, WidgetLimits,
 };
 pub use validate::{GraphError, GraphErrorKind, ValidatedGraph};
-pub use value::{FramesData, Value};
+pub use value::{FloatFrames, FramesData, Value};
 
 use std::path::PathBuf;
 

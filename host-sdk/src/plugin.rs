@@ -744,6 +744,28 @@ impl Plugin {
         outputs.into_iter().map(|h| Value::adopt(self, h)).collect()
     }
 
+    /// A new FRAMES value from the host's pixels (a plate, a reference image); the plugin
+    /// checks that `frames.pixels` holds exactly the frames the dimensions say.
+    pub fn import_frames(&self, frames: &crate::FloatFrames) -> Result<Value, PluginError> {
+        let buffer = lct_abi::LctFrameBuffer {
+            data: frames.pixels.as_ptr() as *mut std::ffi::c_void,
+            capacity_bytes: std::mem::size_of_val(frames.pixels.as_slice()),
+            first_frame: 0,
+            frame_count: frames.frame_count,
+            width: frames.width,
+            height: frames.height,
+            channels: frames.channels,
+            sample_format: lct_abi::LctSampleFormat::F32,
+            color_space: frames.color_space,
+        };
+        let mut handle = LctHandle::NULL;
+        // SAFETY: the buffer describes `frames.pixels`, which outlives the call; the plugin
+        // only reads it.
+        let status = unsafe { call!(self.0.api, frames_import(&buffer, &mut handle)) };
+        self.check(status)?;
+        Value::adopt(self, handle)
+    }
+
     /// What `node` with `params` depends on in `value` on input `port` (see the ABI's
     /// `node_input_signature`).
     pub fn input_signature(

@@ -34,6 +34,18 @@ impl fmt::Debug for Value {
     }
 }
 
+/// Frames as 32-bit float samples, frame-major, rows top to bottom, channels interleaved:
+/// copied out of the plugin, or to import into it ([`Plugin::import_frames`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatFrames {
+    pub frame_count: u32,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub color_space: LctColorSpace,
+    pub pixels: Vec<f32>,
+}
+
 /// Frames copied out of the plugin.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FramesData {
@@ -161,6 +173,45 @@ impl Value {
 
     /// Copies every frame out as 8-bit samples in `color_space` (`UNSPECIFIED`: as stored).
     pub fn read_frames(&self, color_space: LctColorSpace) -> Result<FramesData, PluginError> {
+        let (info, pixels) = self.copy_frames::<u8>(0, 0, LctSampleFormat::U8, color_space)?;
+        Ok(FramesData {
+            frame_count: info.frame_count,
+            width: info.width,
+            height: info.height,
+            channels: info.channels,
+            color_space: info.color_space,
+            pixels,
+        })
+    }
+
+    /// Copies `frame_count` frames from `first_frame` (0: all from there) as 32-bit float
+    /// samples in `color_space` (`UNSPECIFIED`: as stored), for hosts that keep scene-linear
+    /// values (compositors).
+    pub fn read_frames_f32(
+        &self,
+        first_frame: u32,
+        frame_count: u32,
+        color_space: LctColorSpace,
+    ) -> Result<FloatFrames, PluginError> {
+        let (info, pixels) =
+            self.copy_frames::<f32>(first_frame, frame_count, LctSampleFormat::F32, color_space)?;
+        Ok(FloatFrames {
+            frame_count: info.frame_count,
+            width: info.width,
+            height: info.height,
+            channels: info.channels,
+            color_space: info.color_space,
+            pixels,
+        })
+    }
+
+    fn copy_frames<T: Copy + Default>(
+        &self,
+        first_frame: u32,
+        frame_count: u32,
+        sample_format: LctSampleFormat,
+        color_space: LctColorSpace,
+    ) -> Result<(LctFramesInfo, Vec<T>), PluginError> {
         let api = self.plugin().0.api_ref();
         let mut info = LctFramesInfo {
             frame_count: 0,
@@ -171,31 +222,30 @@ impl Value {
         };
         let status = unsafe { call!(api, frames_info(self.0.handle, &mut info)) };
         self.plugin().check(status)?;
-        let size = info.frame_count as usize
-            * info.width as usize
-            * info.height as usize
-            * info.channels as usize;
-        let mut pixels = vec![0u8; size];
+        let available = info.frame_count.saturating_sub(first_frame);
+        let count = if frame_count == 0 {
+            available
+        } else {
+            frame_count.min(available)
+        };
+        let size =
+            count as usize * info.width as usize * info.height as usize * info.channels as usize;
+        let mut pixels = vec![T::default(); size];
         let mut buffer = LctFrameBuffer {
             data: pixels.as_mut_ptr().cast(),
-            capacity_bytes: pixels.len(),
-            first_frame: 0,
-            frame_count: 0,
+            capacity_bytes: std::mem::size_of_val(pixels.as_slice()),
+            first_frame,
+            frame_count: count,
             width: 0,
             height: 0,
             channels: 0,
-            sample_format: LctSampleFormat::U8,
+            sample_format,
             color_space,
         };
         let status = unsafe { call!(api, frames_copy(self.0.handle, &mut buffer)) };
         self.plugin().check(status)?;
-        Ok(FramesData {
-            frame_count: buffer.frame_count,
-            width: buffer.width,
-            height: buffer.height,
-            channels: buffer.channels,
-            color_space: buffer.color_space,
-            pixels,
-        })
+        info.frame_count = buffer.frame_count;
+        info.color_space = buffer.color_space;
+        Ok((info, pixels))
     }
 }

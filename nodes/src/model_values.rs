@@ -21,6 +21,16 @@ impl ModelValue {
     pub fn parameter_count(&self) -> usize {
         self.parameters
     }
+
+    /// `[parameters, frame height, frame width]`: what a host needs to size its images
+    /// before anything is generated (just `[parameters]` for a model without an autoencoder).
+    pub fn shape(&self) -> Vec<u64> {
+        let mut shape = vec![self.parameters as u64];
+        if let Ok(autoencoder) = self.pipeline.autoencoder() {
+            shape.extend(autoencoder.config().frame_size.map(|s| s as u64));
+        }
+        shape
+    }
 }
 
 impl fmt::Debug for ModelValue {

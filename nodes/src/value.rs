@@ -91,7 +91,7 @@ impl Value {
                 frames.width() as u64,
                 frames.channels() as u64,
             ],
-            Self::Model(model) => vec![model.parameter_count() as u64],
+            Self::Model(model) => model.shape(),
             Self::Latent(latent) => vec![latent.shots.len() as u64],
             Self::KvCache(cache) => vec![cache.view.len() as u64, cache.view.tokens() as u64],
         }

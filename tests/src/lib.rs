@@ -2,7 +2,7 @@
 //! C sources, locate tools.
 //!
 //! How the plugin is found: `$LCT_PLUGIN` if set; otherwise the test runs
-//! `cargo build -p lct-plugin -p lct-host --features lct-plugin/test-nodes` into the same target
+//! `cargo build -p lct-plugin -p lct-host -p lct-ofx --features lct-plugin/test-nodes` into the same target
 //! directory and profile as the running test binary (derived from its own path,
 //! `<target>/<profile>/deps/<test>`), once per process, and uses
 //! `<target>/<profile>/liblct_plugin.so`. So `cargo test -p lct-integration-tests` (or
@@ -60,6 +60,8 @@ pub fn plugin_path() -> &'static Path {
                 "lct-plugin",
                 "-p",
                 "lct-host",
+                "-p",
+                "lct-ofx",
                 "--features",
                 "lct-plugin/test-nodes",
                 "--profile",
@@ -75,6 +77,29 @@ pub fn plugin_path() -> &'static Path {
         assert!(path.is_file(), "{} was not built", path.display());
         path
     })
+}
+
+/// The OpenFX bundle (`lct.ofx` and the plugin it runs), assembled under `dir` by
+/// `plugin/ofx/make_bundle.sh` from the build beside the plugin; `None` when `$LCT_PLUGIN` is
+/// set (no OFX binary was built beside it).
+pub fn ofx_bundle(dir: &Path) -> Option<PathBuf> {
+    plugin_path();
+    if std::env::var_os("LCT_PLUGIN").is_some() {
+        return None;
+    }
+    let bundle = dir.join("lct.ofx.bundle");
+    let output = Command::new("bash")
+        .arg(workspace_root().join("plugin/ofx/make_bundle.sh"))
+        .arg(profile_dir())
+        .arg(&bundle)
+        .output()
+        .expect("run make_bundle.sh");
+    assert!(
+        output.status.success(),
+        "make_bundle.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(bundle)
 }
 
 /// The `lct` command line built beside the plugin, if it was (not when `$LCT_PLUGIN` is set).

@@ -42,7 +42,10 @@ fn the_comfyui_pack_maps_runs_and_interrupts_the_real_plugin() {
         "{stdout}"
     );
     assert!(stdout.contains("IMAGE round trip: max error"), "{stdout}");
-    assert!(stdout.contains("no_such_image.png: no such file"), "{stdout}");
+    assert!(
+        stdout.contains("no_such_image.png: no such file"),
+        "{stdout}"
+    );
     assert!(stdout.contains("truncated.png: unreadable"), "{stdout}");
     if has_embedded_model() {
         assert!(stdout.contains("unknown word 'plaid'"), "{stdout}");
@@ -50,7 +53,10 @@ fn the_comfyui_pack_maps_runs_and_interrupts_the_real_plugin() {
             stdout.contains("generation: progress [1, 2, 3, 4], previews at [2, 4] of (128, 64)"),
             "{stdout}"
         );
-        assert!(stdout.contains("interrupt: stopped at step 1 of 4"), "{stdout}");
+        assert!(
+            stdout.contains("interrupt: stopped at step 1 of 4"),
+            "{stdout}"
+        );
         assert!(
             stdout.contains("handles: back to 0 after the outputs are dropped"),
             "{stdout}"

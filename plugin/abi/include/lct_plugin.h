@@ -425,9 +425,10 @@ typedef struct LctPluginApi {
     /** Kind of a value. */
     LctStatus (*value_kind)(LctHandle handle, LctValueKind* out_kind);
     /**
-     * Shape of a value: FRAMES [frames, height, width, channels], SCENE [shots], STRING and
-     * ENUM [bytes], scalars rank 0. Writes the rank to `out_rank` and up to `capacity` dims;
-     * LCT_STATUS_BUFFER_TOO_SMALL (rank still written) when `capacity` is less than the rank.
+     * Shape of a value: FRAMES [frames, height, width, channels], MODEL [parameters, frame
+     * height, frame width], SCENE [shots], STRING and ENUM [bytes], scalars rank 0. Writes
+     * the rank to `out_rank` and up to `capacity` dims; LCT_STATUS_BUFFER_TOO_SMALL (rank
+     * still written) when `capacity` is less than the rank.
      */
     LctStatus (*value_shape)(LctHandle handle, uint64_t* out_dims, size_t capacity, size_t* out_rank);
     /** Content hash of a value, stable for a given plugin build. */

@@ -940,9 +940,10 @@ c_function_table! {
         ) -> LctStatus;
         /// Kind of a value.
         fn value_kind(handle: LctHandle, out_kind: *mut LctValueKind) -> LctStatus;
-        /// Shape of a value: FRAMES [frames, height, width, channels], SCENE [shots], STRING and
-        /// ENUM [bytes], scalars rank 0. Writes the rank to `out_rank` and up to `capacity` dims;
-        /// LCT_STATUS_BUFFER_TOO_SMALL (rank still written) when `capacity` is less than the rank.
+        /// Shape of a value: FRAMES [frames, height, width, channels], MODEL [parameters, frame
+        /// height, frame width], SCENE [shots], STRING and ENUM [bytes], scalars rank 0. Writes
+        /// the rank to `out_rank` and up to `capacity` dims; LCT_STATUS_BUFFER_TOO_SMALL (rank
+        /// still written) when `capacity` is less than the rank.
         fn value_shape(handle: LctHandle, out_dims: *mut u64, capacity: usize, out_rank: *mut usize) -> LctStatus;
         /// Content hash of a value, stable for a given plugin build.
         fn value_hash(handle: LctHandle, out_hash: *mut u64) -> LctStatus;
