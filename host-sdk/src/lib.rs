@@ -32,7 +32,7 @@ pub use plugin::{
     LoadError, NodeType, Plugin, PluginError, Port, Preview, PreviewFn, Widget, WidgetLimits,
 };
 pub use validate::{GraphError, GraphErrorKind, ValidatedGraph};
-pub use value::{FloatFrames, FramesData, Value};
+pub use value::{FloatFrames, Frames, FramesData, Value};
 
 use std::path::PathBuf;
 

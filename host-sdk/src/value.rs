@@ -34,29 +34,22 @@ impl fmt::Debug for Value {
     }
 }
 
-/// Frames as 32-bit float samples, frame-major, rows top to bottom, channels interleaved:
-/// copied out of the plugin, or to import into it ([`Plugin::import_frames`]).
+/// Frames copied out of the plugin, or to import into it ([`Plugin::import_frames`]):
+/// frame-major, rows top to bottom, channels interleaved.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FloatFrames {
+pub struct Frames<T> {
     pub frame_count: u32,
     pub width: u32,
     pub height: u32,
     pub channels: u32,
     pub color_space: LctColorSpace,
-    pub pixels: Vec<f32>,
+    pub pixels: Vec<T>,
 }
 
-/// Frames copied out of the plugin.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FramesData {
-    pub frame_count: u32,
-    pub width: u32,
-    pub height: u32,
-    pub channels: u32,
-    pub color_space: LctColorSpace,
-    /// 8-bit samples, frame-major, rows top to bottom, channels interleaved.
-    pub pixels: Vec<u8>,
-}
+/// 8-bit frames.
+pub type FramesData = Frames<u8>;
+/// 32-bit float frames, for hosts that keep scene-linear values (compositors).
+pub type FloatFrames = Frames<f32>;
 
 impl Value {
     /// Takes ownership of a handle the plugin just returned.
@@ -173,36 +166,18 @@ impl Value {
 
     /// Copies every frame out as 8-bit samples in `color_space` (`UNSPECIFIED`: as stored).
     pub fn read_frames(&self, color_space: LctColorSpace) -> Result<FramesData, PluginError> {
-        let (info, pixels) = self.copy_frames::<u8>(0, 0, LctSampleFormat::U8, color_space)?;
-        Ok(FramesData {
-            frame_count: info.frame_count,
-            width: info.width,
-            height: info.height,
-            channels: info.channels,
-            color_space: info.color_space,
-            pixels,
-        })
+        self.copy_frames(0, 0, LctSampleFormat::U8, color_space)
     }
 
     /// Copies `frame_count` frames from `first_frame` (0: all from there) as 32-bit float
-    /// samples in `color_space` (`UNSPECIFIED`: as stored), for hosts that keep scene-linear
-    /// values (compositors).
+    /// samples in `color_space` (`UNSPECIFIED`: as stored).
     pub fn read_frames_f32(
         &self,
         first_frame: u32,
         frame_count: u32,
         color_space: LctColorSpace,
     ) -> Result<FloatFrames, PluginError> {
-        let (info, pixels) =
-            self.copy_frames::<f32>(first_frame, frame_count, LctSampleFormat::F32, color_space)?;
-        Ok(FloatFrames {
-            frame_count: info.frame_count,
-            width: info.width,
-            height: info.height,
-            channels: info.channels,
-            color_space: info.color_space,
-            pixels,
-        })
+        self.copy_frames(first_frame, frame_count, LctSampleFormat::F32, color_space)
     }
 
     fn copy_frames<T: Copy + Default>(
@@ -211,7 +186,7 @@ impl Value {
         frame_count: u32,
         sample_format: LctSampleFormat,
         color_space: LctColorSpace,
-    ) -> Result<(LctFramesInfo, Vec<T>), PluginError> {
+    ) -> Result<Frames<T>, PluginError> {
         let api = self.plugin().0.api_ref();
         let mut info = LctFramesInfo {
             frame_count: 0,
@@ -244,8 +219,13 @@ impl Value {
         };
         let status = unsafe { call!(api, frames_copy(self.0.handle, &mut buffer)) };
         self.plugin().check(status)?;
-        info.frame_count = buffer.frame_count;
-        info.color_space = buffer.color_space;
-        Ok((info, pixels))
+        Ok(Frames {
+            frame_count: buffer.frame_count,
+            width: info.width,
+            height: info.height,
+            channels: info.channels,
+            color_space: buffer.color_space,
+            pixels,
+        })
     }
 }
