@@ -25,6 +25,7 @@ pub mod sampler;
 pub mod text_encoder;
 pub mod train;
 pub mod transformer;
+pub mod wan;
 pub mod weights;
 
 pub use attention::{attention, MaskSpec};

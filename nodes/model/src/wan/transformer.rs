@@ -1,0 +1,397 @@
+//! The Wan DiT (Wan 2.1 / 2.2 text-to-video): patch embedding, 3D RoPE split over
+//! frame / height / width, self-attention with RMS q/k norm across heads, cross-attention to
+//! the text, and adaLN modulation from the timestep, per sample or per token (Wan 2.2 TI2V's
+//! path, and what LCT needs for one timestep per shot). Tensor names are diffusers'.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use super::config::WanTransformerConfig;
+use crate::{Error, Result};
+
+/// The diffusion timestep: one per sample `[batch]`, or one per token `[batch, tokens]`.
+pub enum WanTimestep<'a> {
+    PerSample(&'a Tensor),
+    PerToken(&'a Tensor),
+}
+
+struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+    heads: usize,
+    eps: f64,
+}
+
+impl Attention {
+    fn new(cfg: &WanTransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let dim = cfg.inner_dim();
+        Ok(Self {
+            to_q: linear(dim, dim, vb.pp("to_q"))?,
+            to_k: linear(dim, dim, vb.pp("to_k"))?,
+            to_v: linear(dim, dim, vb.pp("to_v"))?,
+            to_out: linear(dim, dim, vb.pp("to_out.0"))?,
+            norm_q: vb.get(dim, "norm_q.weight")?,
+            norm_k: vb.get(dim, "norm_k.weight")?,
+            heads: cfg.num_attention_heads,
+            eps: cfg.eps,
+        })
+    }
+
+    /// `x` attends to `context` (itself when `None`); RoPE only in self-attention.
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>, rope: Option<&Rope>) -> Result<Tensor> {
+        let source = context.unwrap_or(x);
+        let q = rms_norm(&self.to_q.forward(x)?, &self.norm_q, self.eps)?;
+        let k = rms_norm(&self.to_k.forward(source)?, &self.norm_k, self.eps)?;
+        let v = self.to_v.forward(source)?;
+        let (batch, tokens, dim) = q.dims3()?;
+        let head_dim = dim / self.heads;
+        let split = |t: &Tensor| -> Result<Tensor> {
+            let n = t.dim(1)?;
+            Ok(t.reshape((batch, n, self.heads, head_dim))?)
+        };
+        let (mut q, mut k, v) = (split(&q)?, split(&k)?, split(&v)?);
+        if let Some(rope) = rope {
+            q = rope.apply(&q)?;
+            k = rope.apply(&k)?;
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, tokens, dim))?;
+        Ok(self.to_out.forward(&out)?)
+    }
+}
+
+struct Block {
+    self_attention: Attention,
+    cross_attention: Attention,
+    cross_norm: Option<(Tensor, Tensor)>,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    /// `[1, 6, dim]`: shift, scale, gate of self-attention, then of the feed-forward.
+    scale_shift_table: Tensor,
+    eps: f64,
+}
+
+impl Block {
+    fn new(cfg: &WanTransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let dim = cfg.inner_dim();
+        let cross_norm = if cfg.cross_attn_norm {
+            Some((vb.get(dim, "norm2.weight")?, vb.get(dim, "norm2.bias")?))
+        } else {
+            None
+        };
+        Ok(Self {
+            self_attention: Attention::new(cfg, vb.pp("attn1"))?,
+            cross_attention: Attention::new(cfg, vb.pp("attn2"))?,
+            cross_norm,
+            ffn_in: linear(dim, cfg.ffn_dim, vb.pp("ffn.net.0.proj"))?,
+            ffn_out: linear(cfg.ffn_dim, dim, vb.pp("ffn.net.2"))?,
+            scale_shift_table: vb.get((1, 6, dim), "scale_shift_table")?,
+            eps: cfg.eps,
+        })
+    }
+
+    /// `modulation`: `[batch, 1 or tokens, 6, dim]` from the timestep projection.
+    fn forward(
+        &self,
+        x: &Tensor,
+        text: &Tensor,
+        modulation: &Tensor,
+        rope: &Rope,
+    ) -> Result<Tensor> {
+        let m = modulation.broadcast_add(&self.scale_shift_table.unsqueeze(0)?)?;
+        let part = |i: usize| -> Result<Tensor> { Ok(m.i((.., .., i))?) };
+        let (shift, scale, gate) = (part(0)?, part(1)?, part(2)?);
+        let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
+
+        let normed = modulate(&layer_norm(x, None, self.eps)?, &shift, &scale)?;
+        let attended = self.self_attention.forward(&normed, None, Some(rope))?;
+        let x = (x + attended.broadcast_mul(&gate)?)?;
+
+        let normed = match &self.cross_norm {
+            Some((weight, bias)) => layer_norm(&x, Some((weight, bias)), self.eps)?,
+            None => x.clone(),
+        };
+        let x = (&x + self.cross_attention.forward(&normed, Some(text), None)?)?;
+
+        let normed = modulate(&layer_norm(&x, None, self.eps)?, &c_shift, &c_scale)?;
+        let hidden = self.ffn_in.forward(&normed)?.gelu()?; // tanh approximation, as Wan's
+        let x = (&x + self.ffn_out.forward(&hidden)?.broadcast_mul(&c_gate)?)?;
+        Ok(x)
+    }
+}
+
+/// Rotary position embedding of each token: `cos`, `sin` of shape `[tokens, head_dim / 2]`.
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// Positions `(frame, row, column)` of each token; the channels of each head are split
+    /// over the three axes as `rope_split` says, each pair rotated by `position * theta^(-2i/d)`.
+    pub fn new(
+        cfg: &WanTransformerConfig,
+        positions: &[[usize; 3]],
+        device: &Device,
+    ) -> Result<Self> {
+        let split = cfg.rope_split();
+        let half: usize = split.iter().sum::<usize>() / 2;
+        let mut angles = Vec::with_capacity(positions.len() * half);
+        for position in positions {
+            for (axis, &dim) in split.iter().enumerate() {
+                if position[axis] >= cfg.rope_max_seq_len {
+                    return Err(Error::Shape(format!(
+                        "position {} on RoPE axis {axis} is past rope_max_seq_len {}",
+                        position[axis], cfg.rope_max_seq_len
+                    )));
+                }
+                for i in 0..dim / 2 {
+                    let frequency = 1.0 / 10000f64.powf((2 * i) as f64 / dim as f64);
+                    angles.push(position[axis] as f64 * frequency);
+                }
+            }
+        }
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+        let shape = (positions.len(), half);
+        Ok(Self {
+            cos: Tensor::from_vec(cos, shape, device)?,
+            sin: Tensor::from_vec(sin, shape, device)?,
+        })
+    }
+
+    /// The positions of a `frames x rows x columns` grid of tokens, frame-major.
+    pub fn grid(frames: usize, rows: usize, columns: usize) -> Vec<[usize; 3]> {
+        let mut positions = Vec::with_capacity(frames * rows * columns);
+        for f in 0..frames {
+            for r in 0..rows {
+                for c in 0..columns {
+                    positions.push([f, r, c]);
+                }
+            }
+        }
+        positions
+    }
+
+    /// Rotates `x` `[batch, tokens, heads, head_dim]` pair by pair (channels 2i, 2i+1).
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, tokens, heads, head_dim) = x.dims4()?;
+        let pairs = x.reshape((batch, tokens, heads, head_dim / 2, 2))?;
+        let x1 = pairs.i((.., .., .., .., 0))?;
+        let x2 = pairs.i((.., .., .., .., 1))?;
+        let cos = self
+            .cos
+            .reshape((1, tokens, 1, head_dim / 2))?
+            .to_dtype(x.dtype())?;
+        let sin = self
+            .sin
+            .reshape((1, tokens, 1, head_dim / 2))?
+            .to_dtype(x.dtype())?;
+        let even = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let odd = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+        Ok(Tensor::stack(&[even, odd], D::Minus1)?.reshape((batch, tokens, heads, head_dim))?)
+    }
+}
+
+/// The Wan transformer, as `WanTransformer3DModel` in diffusers.
+pub struct WanTransformer {
+    cfg: WanTransformerConfig,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    time_linear_1: Linear,
+    time_linear_2: Linear,
+    time_projection: Linear,
+    text_linear_1: Linear,
+    text_linear_2: Linear,
+    blocks: Vec<Block>,
+    proj_out: Linear,
+    /// `[1, 2, dim]`: shift and scale of the output norm.
+    scale_shift_table: Tensor,
+}
+
+impl WanTransformer {
+    pub fn new(cfg: &WanTransformerConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(Error::Config)?;
+        let dim = cfg.inner_dim();
+        let [pt, ph, pw] = cfg.patch_size;
+        let embedder = vb.pp("condition_embedder");
+        Ok(Self {
+            patch_weight: vb.get((dim, cfg.in_channels, pt, ph, pw), "patch_embedding.weight")?,
+            patch_bias: vb.get(dim, "patch_embedding.bias")?,
+            time_linear_1: linear(cfg.freq_dim, dim, embedder.pp("time_embedder.linear_1"))?,
+            time_linear_2: linear(dim, dim, embedder.pp("time_embedder.linear_2"))?,
+            time_projection: linear(dim, 6 * dim, embedder.pp("time_proj"))?,
+            text_linear_1: linear(cfg.text_dim, dim, embedder.pp("text_embedder.linear_1"))?,
+            text_linear_2: linear(dim, dim, embedder.pp("text_embedder.linear_2"))?,
+            blocks: (0..cfg.num_layers)
+                .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
+                .collect::<Result<_>>()?,
+            proj_out: linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
+            scale_shift_table: vb.get((1, 2, dim), "scale_shift_table")?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &WanTransformerConfig {
+        &self.cfg
+    }
+
+    /// Latent video `[batch, channels, frames, height, width]` to patch tokens
+    /// `[batch, tokens, dim]`, frame-major (the patch embedding is a strided 3D convolution).
+    pub fn embed_patches(&self, latents: &Tensor) -> Result<Tensor> {
+        let (batch, channels, frames, height, width) = latents.dims5()?;
+        let [pt, ph, pw] = self.cfg.patch_size;
+        if channels != self.cfg.in_channels
+            || frames % pt != 0
+            || height % ph != 0
+            || width % pw != 0
+        {
+            return Err(Error::Shape(format!(
+                "latents {:?}: expected {} channels and frames, height, width divisible by patch {:?}",
+                latents.dims(),
+                self.cfg.in_channels,
+                self.cfg.patch_size
+            )));
+        }
+        let (f, h, w) = (frames / pt, height / ph, width / pw);
+        // [B, C, f, pt, h, ph, w, pw] -> [B, f, h, w, C, pt, ph, pw]: a patch's values in the
+        // order of the convolution weight's (in, kt, kh, kw).
+        let patches = latents
+            .reshape(vec![batch, channels, f, pt, h, ph, w, pw])?
+            .permute(vec![0, 2, 4, 6, 1, 3, 5, 7])?
+            .reshape((batch, f * h * w, channels * pt * ph * pw))?;
+        let dim = self.cfg.inner_dim();
+        let weight = self.patch_weight.reshape((dim, channels * pt * ph * pw))?;
+        Ok(patches
+            .broadcast_matmul(&weight.t()?)?
+            .broadcast_add(&self.patch_bias)?)
+    }
+
+    /// Sinusoidal embedding of timesteps `[n]` (cos first), then the time MLP: `[n, dim]`.
+    fn time_embedding(&self, timesteps: &Tensor) -> Result<Tensor> {
+        let half = self.cfg.freq_dim / 2;
+        let device = timesteps.device();
+        let exponents: Vec<f32> = (0..half)
+            .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+            .collect();
+        let frequencies = Tensor::from_vec(exponents, (1, half), device)?;
+        let arguments = timesteps
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&frequencies)?;
+        let sinusoid = Tensor::cat(&[arguments.cos()?, arguments.sin()?], 1)?;
+        let hidden = self.time_linear_1.forward(&sinusoid)?.silu()?;
+        Ok(self.time_linear_2.forward(&hidden)?)
+    }
+
+    /// The denoiser's output (the flow velocity) for `latents` at `timestep` given `text`
+    /// embeddings `[batch, text_tokens, text_dim]` (umT5 output): same shape as `latents`
+    /// with `out_channels`.
+    pub fn forward(
+        &self,
+        latents: &Tensor,
+        timestep: WanTimestep,
+        text: &Tensor,
+    ) -> Result<Tensor> {
+        let (batch, _, frames, height, width) = latents.dims5()?;
+        let [pt, ph, pw] = self.cfg.patch_size;
+        let (f, h, w) = (frames / pt, height / ph, width / pw);
+        let rope = Rope::new(&self.cfg, &Rope::grid(f, h, w), latents.device())?;
+        let tokens = self.forward_tokens(&self.embed_patches(latents)?, timestep, text, &rope)?;
+        self.unpatchify(&tokens, batch, [f, h, w])
+    }
+
+    /// The transformer on tokens `[batch, tokens, dim]` with their RoPE: `[batch, tokens,
+    /// out_channels * patch volume]` (for scenes, whose tokens and positions lct packs).
+    pub fn forward_tokens(
+        &self,
+        tokens: &Tensor,
+        timestep: WanTimestep,
+        text: &Tensor,
+        rope: &Rope,
+    ) -> Result<Tensor> {
+        let (batch, count, dim) = tokens.dims3()?;
+        // temb: [batch, 1 or tokens, dim]
+        let temb = match timestep {
+            WanTimestep::PerSample(t) => self.time_embedding(t)?.reshape((batch, 1, dim))?,
+            WanTimestep::PerToken(t) => {
+                if t.dims() != [batch, count] {
+                    return Err(Error::Shape(format!(
+                        "per-token timesteps {:?}: expected [{batch}, {count}]",
+                        t.dims()
+                    )));
+                }
+                self.time_embedding(&t.flatten_all()?)?
+                    .reshape((batch, count, dim))?
+            }
+        };
+        let steps = temb.dim(1)?;
+        let modulation = self
+            .time_projection
+            .forward(&temb.silu()?)?
+            .reshape((batch, steps, 6, dim))?;
+        let text = self
+            .text_linear_2
+            .forward(&self.text_linear_1.forward(text)?.gelu()?)?;
+        let mut x = tokens.clone();
+        for block in &self.blocks {
+            x = block.forward(&x, &text, &modulation, rope)?;
+        }
+        let out = self
+            .scale_shift_table
+            .unsqueeze(0)?
+            .broadcast_add(&temb.unsqueeze(2)?)?;
+        let (shift, scale) = (out.i((.., .., 0))?, out.i((.., .., 1))?);
+        let x = modulate(&layer_norm(&x, None, self.cfg.eps)?, &shift, &scale)?;
+        Ok(self.proj_out.forward(&x)?)
+    }
+
+    /// Output tokens back to `[batch, channels, frames, height, width]`.
+    pub fn unpatchify(
+        &self,
+        tokens: &Tensor,
+        batch: usize,
+        [f, h, w]: [usize; 3],
+    ) -> Result<Tensor> {
+        let [pt, ph, pw] = self.cfg.patch_size;
+        let channels = self.cfg.out_channels();
+        Ok(tokens
+            .reshape(vec![batch, f, h, w, pt, ph, pw, channels])?
+            .permute(vec![0, 7, 1, 4, 2, 5, 3, 6])?
+            .reshape((batch, channels, f * pt, h * ph, w * pw))?)
+    }
+}
+
+/// `x * (1 + scale) + shift`, broadcast over tokens.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+}
+
+/// Layer norm over the last dimension, with an optional affine `(weight, bias)`.
+fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(variance + eps)?.sqrt()?)?;
+    Ok(match affine {
+        Some((weight, bias)) => normed.broadcast_mul(weight)?.broadcast_add(bias)?,
+        None => normed,
+    })
+}
+
+/// RMS norm over the last dimension (all heads together) with a weight.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    Ok(x.broadcast_div(&rms)?.broadcast_mul(weight)?)
+}
