@@ -52,6 +52,25 @@ fn the_wan_transformer_matches_diffusers_with_one_timestep_and_per_token_timeste
 }
 
 #[test]
+fn skyreels_v2_diffusion_forcing_matches_diffusers_per_frame_and_block_causal() {
+    let folder = fixture().join("skyreels_df");
+    let model = load_transformer(&folder, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.config().num_frame_per_block, 2);
+    let tensors =
+        candle_core::safetensors::load(folder.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let output = model
+        .forward(
+            &tensors["latents"],
+            WanTimestep::PerFrame(&tensors["per_frame_timestep"]),
+            &tensors["text"],
+        )
+        .unwrap();
+    let error = relative_error(&output, &tensors["output"]);
+    eprintln!("SkyReels-V2 diffusion forcing: relative error {error:.2e}");
+    assert!(error < 1e-4, "diffusion forcing: relative error {error}");
+}
+
+#[test]
 fn wan_loading_errors_name_the_file_and_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let transformer = dir.path().join("transformer");

@@ -1,4 +1,5 @@
-//! The Wan transformer's `config.json` as diffusers publishes it (`WanTransformer3DModel`).
+//! The Wan transformer's `config.json` as diffusers publishes it (`WanTransformer3DModel`, and
+//! `SkyReelsV2Transformer3DModel`, the same architecture with block-causal attention).
 
 use std::path::Path;
 
@@ -28,6 +29,10 @@ pub struct WanTransformerConfig {
     pub added_kv_proj_dim: Option<usize>,
     pub rope_max_seq_len: usize,
     pub pos_embed_seq_len: Option<usize>,
+    /// SkyReels-V2: frames per causal block (1: full attention, as Wan).
+    pub num_frame_per_block: usize,
+    /// SkyReels-V2's fps embedding: not covered yet, refused by name.
+    pub inject_sample_info: bool,
 }
 
 impl Default for WanTransformerConfig {
@@ -50,6 +55,8 @@ impl Default for WanTransformerConfig {
             added_kv_proj_dim: None,
             rope_max_seq_len: 1024,
             pos_embed_seq_len: None,
+            num_frame_per_block: 1,
+            inject_sample_info: false,
         }
     }
 }
@@ -89,6 +96,14 @@ impl WanTransformerConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.image_dim.is_some() || self.added_kv_proj_dim.is_some() {
             return Err("image conditioning (image_dim / added_kv_proj_dim, the I2V models) is not supported yet".into());
+        }
+        if self.inject_sample_info {
+            return Err(
+                "inject_sample_info (SkyReels-V2's fps embedding) is not supported yet".into(),
+            );
+        }
+        if self.num_frame_per_block == 0 {
+            return Err("num_frame_per_block must be positive".into());
         }
         if self.pos_embed_seq_len.is_some() {
             return Err(

@@ -9,4 +9,4 @@ pub mod transformer;
 
 pub use config::WanTransformerConfig;
 pub use load::load_transformer;
-pub use transformer::{Rope as WanRope, WanTimestep, WanTransformer};
+pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};

@@ -9,9 +9,11 @@ use candle_nn::{linear, Linear, VarBuilder};
 use super::config::WanTransformerConfig;
 use crate::{Error, Result};
 
-/// The diffusion timestep: one per sample `[batch]`, or one per token `[batch, tokens]`.
+/// The diffusion timestep: one per sample `[batch]`, one per latent frame `[batch, frames]`
+/// (SkyReels-V2's diffusion forcing), or one per token `[batch, tokens]`.
 pub enum WanTimestep<'a> {
     PerSample(&'a Tensor),
+    PerFrame(&'a Tensor),
     PerToken(&'a Tensor),
 }
 
@@ -41,8 +43,15 @@ impl Attention {
         })
     }
 
-    /// `x` attends to `context` (itself when `None`); RoPE only in self-attention.
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>, rope: Option<&Rope>) -> Result<Tensor> {
+    /// `x` attends to `context` (itself when `None`); RoPE only in self-attention. `mask`:
+    /// additive `[queries, keys]` (0 or -inf), broadcast over batch and heads.
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        rope: Option<&Rope>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let source = context.unwrap_or(x);
         let q = rms_norm(&self.to_q.forward(x)?, &self.norm_q, self.eps)?;
         let k = rms_norm(&self.to_k.forward(source)?, &self.norm_k, self.eps)?;
@@ -61,7 +70,10 @@ impl Attention {
         let q = q.transpose(1, 2)?.contiguous()?;
         let k = k.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = weights
             .matmul(&v)?
@@ -108,6 +120,7 @@ impl Block {
         text: &Tensor,
         modulation: &Tensor,
         rope: &Rope,
+        masks: &Masks,
     ) -> Result<Tensor> {
         let m = modulation.broadcast_add(&self.scale_shift_table.unsqueeze(0)?)?;
         let part = |i: usize| -> Result<Tensor> { Ok(m.i((.., .., i))?) };
@@ -115,20 +128,53 @@ impl Block {
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
 
         let normed = modulate(&layer_norm(x, None, self.eps)?, &shift, &scale)?;
-        let attended = self.self_attention.forward(&normed, None, Some(rope))?;
+        let attended =
+            self.self_attention
+                .forward(&normed, None, Some(rope), masks.self_attention)?;
         let x = (x + attended.broadcast_mul(&gate)?)?;
 
         let normed = match &self.cross_norm {
             Some((weight, bias)) => layer_norm(&x, Some((weight, bias)), self.eps)?,
             None => x.clone(),
         };
-        let x = (&x + self.cross_attention.forward(&normed, Some(text), None)?)?;
+        let crossed =
+            self.cross_attention
+                .forward(&normed, Some(text), None, masks.cross_attention)?;
+        let x = (&x + crossed)?;
 
         let normed = modulate(&layer_norm(&x, None, self.eps)?, &c_shift, &c_scale)?;
         let hidden = self.ffn_in.forward(&normed)?.gelu()?; // tanh approximation, as Wan's
         let x = (&x + self.ffn_out.forward(&hidden)?.broadcast_mul(&c_gate)?)?;
         Ok(x)
     }
+}
+
+/// Attention masks of a forward pass, additive (0 or -inf): self-attention `[tokens,
+/// tokens]`, cross-attention `[tokens, text tokens]`; `None` attends to everything.
+#[derive(Clone, Copy, Default)]
+pub struct Masks<'a> {
+    pub self_attention: Option<&'a Tensor>,
+    pub cross_attention: Option<&'a Tensor>,
+}
+
+/// An additive mask `[queries, keys]` from `allowed(query, key)`.
+pub fn additive_mask(
+    queries: usize,
+    keys: usize,
+    device: &Device,
+    allowed: impl Fn(usize, usize) -> bool,
+) -> Result<Tensor> {
+    let values: Vec<f32> = (0..queries)
+        .flat_map(|q| (0..keys).map(move |k| (q, k)))
+        .map(|(q, k)| {
+            if allowed(q, k) {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    Ok(Tensor::from_vec(values, (queries, keys), device)?)
 }
 
 /// Rotary position embedding of each token: `cos`, `sin` of shape `[tokens, head_dim / 2]`.
@@ -307,35 +353,76 @@ impl WanTransformer {
         let (batch, _, frames, height, width) = latents.dims5()?;
         let [pt, ph, pw] = self.cfg.patch_size;
         let (f, h, w) = (frames / pt, height / ph, width / pw);
-        let rope = Rope::new(&self.cfg, &Rope::grid(f, h, w), latents.device())?;
-        let tokens = self.forward_tokens(&self.embed_patches(latents)?, timestep, text, &rope)?;
+        let device = latents.device();
+        let rope = Rope::new(&self.cfg, &Rope::grid(f, h, w), device)?;
+        let per_frame;
+        let timestep = match timestep {
+            WanTimestep::PerFrame(t) => {
+                if t.dims() != [batch, f] {
+                    return Err(Error::Shape(format!(
+                        "per-frame timesteps {:?}: expected [{batch}, {f}]",
+                        t.dims()
+                    )));
+                }
+                // Each latent frame's timestep on each of its h x w tokens.
+                per_frame = t
+                    .unsqueeze(2)?
+                    .repeat((1, 1, h * w))?
+                    .reshape((batch, f * h * w))?;
+                WanTimestep::PerToken(&per_frame)
+            }
+            other => other,
+        };
+        // SkyReels-V2: a token sees the tokens of its own frame block and of earlier blocks.
+        let block = self.cfg.num_frame_per_block;
+        let causal = (block > 1)
+            .then(|| {
+                let frame_block = |token: usize| token / (h * w) / block;
+                additive_mask(f * h * w, f * h * w, device, |q, k| {
+                    frame_block(k) <= frame_block(q)
+                })
+            })
+            .transpose()?;
+        let masks = Masks {
+            self_attention: causal.as_ref(),
+            cross_attention: None,
+        };
+        let tokens =
+            self.forward_tokens(&self.embed_patches(latents)?, timestep, text, &rope, &masks)?;
         self.unpatchify(&tokens, batch, [f, h, w])
     }
 
-    /// The transformer on tokens `[batch, tokens, dim]` with their RoPE: `[batch, tokens,
-    /// out_channels * patch volume]` (for scenes, whose tokens and positions lct packs).
+    /// The transformer on tokens `[batch, tokens, dim]` with their RoPE and masks: `[batch,
+    /// tokens, out_channels * patch volume]` (for scenes, whose tokens, positions and masks
+    /// lct packs). Timesteps per sample or per token.
     pub fn forward_tokens(
         &self,
         tokens: &Tensor,
         timestep: WanTimestep,
         text: &Tensor,
         rope: &Rope,
+        masks: &Masks,
     ) -> Result<Tensor> {
         let (batch, count, dim) = tokens.dims3()?;
         // temb: [batch, 1 or tokens, dim]
-        let temb = match timestep {
-            WanTimestep::PerSample(t) => self.time_embedding(t)?.reshape((batch, 1, dim))?,
-            WanTimestep::PerToken(t) => {
-                if t.dims() != [batch, count] {
-                    return Err(Error::Shape(format!(
-                        "per-token timesteps {:?}: expected [{batch}, {count}]",
-                        t.dims()
-                    )));
+        let temb =
+            match timestep {
+                WanTimestep::PerSample(t) => self.time_embedding(t)?.reshape((batch, 1, dim))?,
+                WanTimestep::PerToken(t) => {
+                    if t.dims() != [batch, count] {
+                        return Err(Error::Shape(format!(
+                            "per-token timesteps {:?}: expected [{batch}, {count}]",
+                            t.dims()
+                        )));
+                    }
+                    self.time_embedding(&t.flatten_all()?)?
+                        .reshape((batch, count, dim))?
                 }
-                self.time_embedding(&t.flatten_all()?)?
-                    .reshape((batch, count, dim))?
-            }
-        };
+                WanTimestep::PerFrame(_) => return Err(Error::Shape(
+                    "per-frame timesteps need the latent grid: use forward, or per-token timesteps"
+                        .into(),
+                )),
+            };
         let steps = temb.dim(1)?;
         let modulation = self
             .time_projection
@@ -346,7 +433,7 @@ impl WanTransformer {
             .forward(&self.text_linear_1.forward(text)?.gelu()?)?;
         let mut x = tokens.clone();
         for block in &self.blocks {
-            x = block.forward(&x, &text, &modulation, rope)?;
+            x = block.forward(&x, &text, &modulation, rope, masks)?;
         }
         let out = self
             .scale_shift_table
