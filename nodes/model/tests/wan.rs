@@ -137,3 +137,156 @@ fn wan_loading_errors_name_the_file_and_the_field() {
         "{error}"
     );
 }
+
+mod scene {
+    use super::*;
+    use lct_model::wan::{WanShot, WanTransformer};
+    use lct_model::AttentionMask;
+
+    struct Inputs {
+        global: Tensor,
+        prompts: Vec<Tensor>,
+        latents: Vec<Tensor>,
+    }
+
+    /// Three shots of 3, 2 and 2 latent frames and four prompt windows, from the fixture's
+    /// tensors (deterministic, and not all alike).
+    fn inputs() -> Inputs {
+        let tensors = reference();
+        let (latents, text) = (&tensors["latents"], &tensors["text"]);
+        Inputs {
+            global: text.narrow(1, 0, 2).unwrap(),
+            prompts: vec![
+                text.narrow(1, 2, 3).unwrap(),
+                text.narrow(1, 5, 2).unwrap(),
+                (text.narrow(1, 1, 4).unwrap() * -1.0).unwrap(),
+            ],
+            latents: vec![
+                latents.clone(),
+                (latents.narrow(2, 0, 2).unwrap() * -0.5).unwrap(),
+                (latents.narrow(2, 1, 2).unwrap() + 0.25).unwrap(),
+            ],
+        }
+    }
+
+    fn shots<'a>(inputs: &'a Inputs, timesteps: &[f64]) -> Vec<WanShot<'a>> {
+        timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &timestep)| WanShot {
+                latents: &inputs.latents[i],
+                timestep,
+                prompt: &inputs.prompts[i],
+            })
+            .collect()
+    }
+
+    fn model() -> WanTransformer {
+        load_transformer(&fixture(), DType::F32, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_one_shot_scene_is_the_single_shot_model() {
+        let (model, inputs) = (model(), inputs());
+        let (out, _) = model
+            .scene_forward(
+                &inputs.global,
+                &shots(&inputs, &[637.0]),
+                AttentionMask::Bidirectional,
+                None,
+            )
+            .unwrap();
+        let text = Tensor::cat(&[&inputs.global, &inputs.prompts[0]], 1).unwrap();
+        let timestep = Tensor::new(&[637f32], &Device::Cpu).unwrap();
+        let single = model
+            .forward(&inputs.latents[0], WanTimestep::PerSample(&timestep), &text)
+            .unwrap();
+        let error = relative_error(&out[0], &single);
+        assert!(
+            error < 1e-5,
+            "one-shot scene against the plain model: {error}"
+        );
+    }
+
+    #[test]
+    fn shots_see_each_other_as_the_mask_says_and_their_own_prompt_only() {
+        let (model, mut inputs) = (model(), inputs());
+        let run = |inputs: &Inputs, mask| {
+            model
+                .scene_forward(&inputs.global, &shots(inputs, &[800.0, 500.0]), mask, None)
+                .unwrap()
+                .0
+        };
+        let joint = run(&inputs, AttentionMask::Bidirectional);
+        let causal = run(&inputs, AttentionMask::ContextCausal);
+        // Shot 1 alone (a one-shot scene) for the context-causal comparison.
+        let (alone, _) = model
+            .scene_forward(
+                &inputs.global,
+                &shots(&inputs, &[800.0]),
+                AttentionMask::ContextCausal,
+                None,
+            )
+            .unwrap();
+        assert!(
+            relative_error(&causal[0], &alone[0]) < 1e-5,
+            "causal shot 1 saw shot 2"
+        );
+        assert!(
+            relative_error(&joint[0], &alone[0]) > 1e-3,
+            "joint shot 1 did not see shot 2"
+        );
+
+        // Change shot 2's prompt: shot 1 (causal) is untouched, shot 2 changes.
+        inputs.prompts[1] = (&inputs.prompts[1] * 3.0).unwrap();
+        let changed = run(&inputs, AttentionMask::ContextCausal);
+        assert!(relative_error(&changed[0], &causal[0]) < 1e-6);
+        assert!(relative_error(&changed[1], &causal[1]) > 1e-3);
+    }
+
+    #[test]
+    fn the_kv_cache_equals_recomputing_the_history() {
+        let (model, inputs) = (model(), inputs());
+        let mask = AttentionMask::ContextCausal;
+        // Recompute: history shots 1 and 2 at t_c = 300 with shot 3 at 800, in one pass.
+        let (full, _) = model
+            .scene_forward(
+                &inputs.global,
+                &shots(&inputs, &[300.0, 300.0, 800.0]),
+                mask,
+                None,
+            )
+            .unwrap();
+        // Cache: the history once, then shot 3 (at later steps too) against it.
+        let history_shots = shots(&inputs, &[300.0, 300.0]);
+        let (_, cache) = model
+            .scene_forward(&inputs.global, &history_shots, mask, None)
+            .unwrap();
+        assert_eq!((cache.frames, cache.shots), (5, 2));
+        let all = shots(&inputs, &[300.0, 300.0, 800.0]);
+        let (cached, extended) = model
+            .scene_forward(&inputs.global, &all[2..], mask, Some(&cache))
+            .unwrap();
+        let error = relative_error(&cached[0], &full[2]);
+        eprintln!("KV cache against recompute, shot 3: relative error {error:.2e}");
+        assert!(
+            error < 1e-4,
+            "cached shot 3 differs from recomputed: {error}"
+        );
+        assert_eq!((extended.frames, extended.shots), (7, 3));
+        assert_eq!(extended.tokens(), 7 * 4 * 5);
+
+        // The bidirectional mask cannot use a cache: refused by name.
+        let error = model
+            .scene_forward(
+                &inputs.global,
+                &all[2..],
+                AttentionMask::Bidirectional,
+                Some(&cache),
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("context-causal"), "{error}");
+    }
+}

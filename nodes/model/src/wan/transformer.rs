@@ -43,15 +43,19 @@ impl Attention {
         })
     }
 
-    /// `x` attends to `context` (itself when `None`); RoPE only in self-attention. `mask`:
-    /// additive `[queries, keys]` (0 or -inf), broadcast over batch and heads.
+    /// `x` attends to `context` (itself when `None`), and after `past` (cached keys and
+    /// values `[batch, heads, n, head_dim]` of earlier tokens) when given; RoPE only in
+    /// self-attention. `mask`: additive `[queries, keys]` (0 or -inf, keys counting `past`
+    /// first), broadcast over batch and heads. Returns the output and this call's own keys and
+    /// values (for a cache).
     fn forward(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
         rope: Option<&Rope>,
         mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+        past: Option<&(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
         let source = context.unwrap_or(x);
         let q = rms_norm(&self.to_q.forward(x)?, &self.norm_q, self.eps)?;
         let k = rms_norm(&self.to_k.forward(source)?, &self.norm_k, self.eps)?;
@@ -68,8 +72,17 @@ impl Attention {
             k = rope.apply(&k)?;
         }
         let q = q.transpose(1, 2)?.contiguous()?;
-        let k = k.transpose(1, 2)?.contiguous()?;
-        let v = v.transpose(1, 2)?.contiguous()?;
+        let own = (
+            k.transpose(1, 2)?.contiguous()?,
+            v.transpose(1, 2)?.contiguous()?,
+        );
+        let (k, v) = match past {
+            Some((past_k, past_v)) => (
+                Tensor::cat(&[past_k, &own.0], 2)?,
+                Tensor::cat(&[past_v, &own.1], 2)?,
+            ),
+            None => own.clone(),
+        };
         let mut scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
@@ -79,7 +92,7 @@ impl Attention {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, tokens, dim))?;
-        Ok(self.to_out.forward(&out)?)
+        Ok((self.to_out.forward(&out)?, own))
     }
 }
 
@@ -121,31 +134,32 @@ impl Block {
         modulation: &Tensor,
         rope: &Rope,
         masks: &Masks,
-    ) -> Result<Tensor> {
+        past: Option<&(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
         let m = modulation.broadcast_add(&self.scale_shift_table.unsqueeze(0)?)?;
         let part = |i: usize| -> Result<Tensor> { Ok(m.i((.., .., i))?) };
         let (shift, scale, gate) = (part(0)?, part(1)?, part(2)?);
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
 
         let normed = modulate(&layer_norm(x, None, self.eps)?, &shift, &scale)?;
-        let attended =
+        let (attended, own_kv) =
             self.self_attention
-                .forward(&normed, None, Some(rope), masks.self_attention)?;
+                .forward(&normed, None, Some(rope), masks.self_attention, past)?;
         let x = (x + attended.broadcast_mul(&gate)?)?;
 
         let normed = match &self.cross_norm {
             Some((weight, bias)) => layer_norm(&x, Some((weight, bias)), self.eps)?,
             None => x.clone(),
         };
-        let crossed =
+        let (crossed, _) =
             self.cross_attention
-                .forward(&normed, Some(text), None, masks.cross_attention)?;
+                .forward(&normed, Some(text), None, masks.cross_attention, None)?;
         let x = (&x + crossed)?;
 
         let normed = modulate(&layer_norm(&x, None, self.eps)?, &c_shift, &c_scale)?;
         let hidden = self.ffn_in.forward(&normed)?.gelu()?; // tanh approximation, as Wan's
         let x = (&x + self.ffn_out.forward(&hidden)?.broadcast_mul(&c_gate)?)?;
-        Ok(x)
+        Ok((x, own_kv))
     }
 }
 
@@ -403,6 +417,32 @@ impl WanTransformer {
         rope: &Rope,
         masks: &Masks,
     ) -> Result<Tensor> {
+        Ok(self
+            .forward_tokens_cached(tokens, timestep, text, rope, masks, None)?
+            .0)
+    }
+
+    /// [`Self::forward_tokens`] after the cached self-attention keys and values of earlier
+    /// tokens (`past`, one entry per block; the self-attention mask then spans past and new
+    /// keys); also returns the new tokens' own keys and values, per block.
+    pub fn forward_tokens_cached(
+        &self,
+        tokens: &Tensor,
+        timestep: WanTimestep,
+        text: &Tensor,
+        rope: &Rope,
+        masks: &Masks,
+        past: Option<&[(Tensor, Tensor)]>,
+    ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        if let Some(past) = past {
+            if past.len() != self.blocks.len() {
+                return Err(Error::KvCache(format!(
+                    "{} cached layers for a transformer of {} blocks",
+                    past.len(),
+                    self.blocks.len()
+                )));
+            }
+        }
         let (batch, count, dim) = tokens.dims3()?;
         // temb: [batch, 1 or tokens, dim]
         let temb =
@@ -432,8 +472,12 @@ impl WanTransformer {
             .text_linear_2
             .forward(&self.text_linear_1.forward(text)?.gelu()?)?;
         let mut x = tokens.clone();
-        for block in &self.blocks {
-            x = block.forward(&x, &text, &modulation, rope, masks)?;
+        let mut own = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (next, kv) =
+                block.forward(&x, &text, &modulation, rope, masks, past.map(|p| &p[i]))?;
+            x = next;
+            own.push(kv);
         }
         let out = self
             .scale_shift_table
@@ -441,7 +485,7 @@ impl WanTransformer {
             .broadcast_add(&temb.unsqueeze(2)?)?;
         let (shift, scale) = (out.i((.., .., 0))?, out.i((.., .., 1))?);
         let x = modulate(&layer_norm(&x, None, self.cfg.eps)?, &shift, &scale)?;
-        Ok(self.proj_out.forward(&x)?)
+        Ok((self.proj_out.forward(&x)?, own))
     }
 
     /// Output tokens back to `[batch, channels, frames, height, width]`.
