@@ -1,4 +1,4 @@
-//! Wan step benchmark: one denoiser pass of a small Wan transformer (width 768, 4 blocks, 1296
+//! Wan step benchmark: one denoiser pass of a small Wan transformer (width 768, 8 blocks, 1296
 //! video tokens) in lct, as a plain 9-frame video and as an LCT scene of three 3-frame shots
 //! (per-shot timesteps and prompt windows, joint attention), beside diffusers' forward of the
 //! same weights and inputs when a Python with diffusers is named, all in this one run.
@@ -26,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HEADS: usize = 12;
 const HEAD_DIM: usize = 64;
-const LAYERS: usize = 4;
+const LAYERS: usize = 8;
 const FFN: usize = 3072;
 const CHANNELS: usize = 16;
 const FRAMES: usize = 9;
