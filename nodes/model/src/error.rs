@@ -29,6 +29,13 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    #[error("checkpoint {path}: tensor '{name}' is stored as {found}; weights must be floating point (F32, F16 or BF16)")]
+    TensorDType {
+        path: PathBuf,
+        name: String,
+        found: String,
+    },
+
     #[error("checkpoint {path}: {count} tensor(s) are not used by the config (first: '{first}'); the config disagrees with the weights")]
     UnusedTensors {
         path: PathBuf,

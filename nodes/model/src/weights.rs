@@ -31,11 +31,76 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
     })
 }
 
-/// A `VarBuilder` backend over loaded tensors that records what was asked for and reports
-/// mismatches in our own words.
+/// Where checked tensors come from: tensors already in memory, or memory-mapped safetensors
+/// files (one checkpoint or its shards), each tensor remembered with its file.
+enum TensorSource {
+    Loaded {
+        path: PathBuf,
+        tensors: HashMap<String, Tensor>,
+    },
+    Mapped {
+        files: Vec<(PathBuf, candle_core::safetensors::MmapedSafetensors)>,
+        file_of: HashMap<String, usize>,
+    },
+}
+
+impl TensorSource {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Loaded { tensors, .. } => tensors.keys().cloned().collect(),
+            Self::Mapped { file_of, .. } => file_of.keys().cloned().collect(),
+        }
+    }
+
+    /// The file a tensor is in (or would be, for a missing one: the first).
+    fn path(&self, name: &str) -> PathBuf {
+        match self {
+            Self::Loaded { path, .. } => path.clone(),
+            Self::Mapped { files, file_of } => {
+                let index = file_of.get(name).copied().unwrap_or(0);
+                files.get(index).map(|(p, _)| p.clone()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Shape and stored dtype name, without reading the data.
+    fn info(&self, name: &str) -> Option<(Vec<usize>, String, bool)> {
+        match self {
+            Self::Loaded { tensors, .. } => tensors.get(name).map(|t| {
+                let dtype = t.dtype();
+                (t.dims().to_vec(), format!("{dtype:?}"), dtype.is_float())
+            }),
+            Self::Mapped { files, file_of } => {
+                let (_, file) = &files[*file_of.get(name)?];
+                let view = file.get(name).ok()?;
+                use safetensors::Dtype;
+                let float = matches!(
+                    view.dtype(),
+                    Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
+                );
+                Some((view.shape().to_vec(), format!("{:?}", view.dtype()), float))
+            }
+        }
+    }
+
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Loaded { tensors, .. } => tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("no tensor '{name}'"))),
+            Self::Mapped { files, file_of } => match file_of.get(name) {
+                Some(&index) => files[index].1.load(name, device),
+                None => Err(candle_core::Error::Msg(format!("no tensor '{name}'"))),
+            },
+        }
+    }
+}
+
+/// A `VarBuilder` backend that records what was asked for and reports mismatches (missing,
+/// mis-shaped, not floating point) in our own words, naming the tensor and its file.
 struct CheckedTensors {
-    path: PathBuf,
-    tensors: HashMap<String, Tensor>,
+    source: TensorSource,
     used: Mutex<BTreeSet<String>>,
     // The first problem found; candle's error type would lose our structured variant.
     problem: Mutex<Option<Error>>,
@@ -48,6 +113,17 @@ impl CheckedTensors {
         problem.get_or_insert(error);
         candle_core::Error::Msg(message)
     }
+
+    fn load_used(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned());
+        self.source
+            .load(name, device)?
+            .to_dtype(dtype)?
+            .to_device(device)
+    }
 }
 
 impl SimpleBackend for CheckedTensors {
@@ -59,26 +135,29 @@ impl SimpleBackend for CheckedTensors {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let Some(tensor) = self.tensors.get(name) else {
+        let Some((found, stored, float)) = self.source.info(name) else {
             return Err(self.fail(Error::MissingTensor {
-                path: self.path.clone(),
+                path: self.source.path(name),
                 name: name.to_owned(),
                 expected: shape.dims().to_vec(),
             }));
         };
-        if tensor.shape() != &shape {
+        if found != shape.dims() {
             return Err(self.fail(Error::TensorShape {
-                path: self.path.clone(),
+                path: self.source.path(name),
                 name: name.to_owned(),
                 expected: shape.dims().to_vec(),
-                found: tensor.dims().to_vec(),
+                found,
             }));
         }
-        self.used
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_owned());
-        tensor.to_dtype(dtype)?.to_device(device)
+        if !float {
+            return Err(self.fail(Error::TensorDType {
+                path: self.source.path(name),
+                name: name.to_owned(),
+                found: stored,
+            }));
+        }
+        self.load_used(name, dtype, device)
     }
 
     fn get_unchecked(
@@ -87,20 +166,11 @@ impl SimpleBackend for CheckedTensors {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        match self.tensors.get(name) {
-            Some(t) => {
-                self.used
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(name.to_owned());
-                t.to_dtype(dtype)?.to_device(device)
-            }
-            None => Err(candle_core::Error::Msg(format!("no tensor '{name}'"))),
-        }
+        self.load_used(name, dtype, device)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.source.info(name).is_some()
     }
 }
 
@@ -113,9 +183,52 @@ pub fn build_checked<T>(
     device: &Device,
     build: impl FnOnce(VarBuilder) -> Result<T>,
 ) -> Result<T> {
-    let backend = std::sync::Arc::new(CheckedTensors {
+    let source = TensorSource::Loaded {
         path: origin.to_owned(),
         tensors,
+    };
+    build_from_source(source, dtype, device, build)
+}
+
+/// [`build_checked`] over memory-mapped safetensors files (a checkpoint or its shards): only
+/// the tensors `build` asks for are read, converted to `dtype` as they load.
+pub fn build_checked_mmap<T>(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let mut mapped = Vec::with_capacity(files.len());
+    let mut file_of = HashMap::new();
+    for (index, path) in files.iter().enumerate() {
+        // SAFETY: mapped read-only; lct never writes a checkpoint it has loaded.
+        let file =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+                Error::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                }
+            })?;
+        for (name, _) in file.tensors() {
+            file_of.insert(name, index);
+        }
+        mapped.push((path.clone(), file));
+    }
+    let source = TensorSource::Mapped {
+        files: mapped,
+        file_of,
+    };
+    build_from_source(source, dtype, device, build)
+}
+
+fn build_from_source<T>(
+    source: TensorSource,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let backend = std::sync::Arc::new(CheckedTensors {
+        source,
         used: Mutex::default(),
         problem: Mutex::default(),
     });
@@ -126,16 +239,18 @@ pub fn build_checked<T>(
     }
     let built = built?;
     let used = backend.used.lock().expect("not poisoned");
-    let unused: Vec<&String> = backend
-        .tensors
-        .keys()
-        .filter(|name| !used.contains(*name))
+    let mut unused: Vec<String> = backend
+        .source
+        .names()
+        .into_iter()
+        .filter(|name| !used.contains(name))
         .collect();
-    if let Some(first) = unused.iter().min() {
+    unused.sort();
+    if let Some(first) = unused.first() {
         return Err(Error::UnusedTensors {
-            path: origin.to_owned(),
+            path: backend.source.path(first),
             count: unused.len(),
-            first: (*first).clone(),
+            first: first.clone(),
         });
     }
     Ok(built)

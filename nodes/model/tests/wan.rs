@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use lct_model::wan::{load_transformer, WanTimestep};
+use lct_model::wan::{load_transformer, load_vae, WanTimestep};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wan_tiny")
@@ -68,6 +68,32 @@ fn skyreels_v2_diffusion_forcing_matches_diffusers_per_frame_and_block_causal() 
     let error = relative_error(&output, &tensors["output"]);
     eprintln!("SkyReels-V2 diffusion forcing: relative error {error:.2e}");
     assert!(error < 1e-4, "diffusion forcing: relative error {error}");
+}
+
+#[test]
+fn the_wan_vaes_encode_and_decode_as_diffusers_does() {
+    let tensors =
+        candle_core::safetensors::load(fixture().join("vae_reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    // Wan 2.1's VAE, and Wan 2.2 TI2V's (patchified, residual blocks with shortcuts).
+    for name in ["vae", "vae22"] {
+        let vae = load_vae(&fixture().join(name), DType::F32, &Device::Cpu).unwrap();
+        let encoded = vae.encode(&tensors[&format!("{name}.video")]).unwrap();
+        let error = relative_error(&encoded, &tensors[&format!("{name}.encoded")]);
+        eprintln!("{name} encode: relative error {error:.2e}");
+        assert!(error < 1e-4, "{name} encode: relative error {error}");
+        let decoded = vae.decode(&tensors[&format!("{name}.latents")]).unwrap();
+        let error = relative_error(&decoded, &tensors[&format!("{name}.decoded")]);
+        eprintln!("{name} decode: relative error {error:.2e}");
+        assert!(error < 1e-4, "{name} decode: relative error {error}");
+        // Normalising is the inverse of denormalising.
+        let back = vae.denormalize(&vae.normalize(&encoded).unwrap()).unwrap();
+        assert!(relative_error(&back, &encoded) < 1e-6);
+    }
+    let vae = load_vae(&fixture().join("vae"), DType::F32, &Device::Cpu).unwrap();
+    let eight = Tensor::zeros((1, 3, 8, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    let message = vae.encode(&eight).unwrap_err().to_string();
+    assert!(message.contains("8 is not (use 5 or 9)"), "{message}");
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 
-use super::{WanTransformer, WanTransformerConfig};
+use super::{WanTransformer, WanTransformerConfig, WanVae, WanVaeConfig};
+use crate::weights::build_checked_mmap;
 use crate::{Error, Result};
 
 const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -62,17 +62,29 @@ pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
+/// A component folder of a checkpoint (`folder/<name>/`), or `folder` itself when it is the
+/// component (it has the config but no such subfolder).
+fn component(folder: &Path, name: &str) -> PathBuf {
+    if folder.join(name).is_dir() {
+        folder.join(name)
+    } else {
+        folder.to_path_buf()
+    }
+}
+
 /// The transformer of a Wan checkpoint folder (`folder/transformer/`, or the component
 /// folder itself), in `dtype` on `device`.
 pub fn load_transformer(folder: &Path, dtype: DType, device: &Device) -> Result<WanTransformer> {
-    let component = if folder.join("transformer").is_dir() {
-        folder.join("transformer")
-    } else {
-        folder.to_path_buf()
-    };
+    let component = component(folder, "transformer");
     let cfg = WanTransformerConfig::load(&component.join("config.json"))?;
     let files = weight_files(&component)?;
-    // SAFETY: the files are memory-mapped read-only; lct does not write them while loaded.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-    WanTransformer::new(&cfg, vb)
+    build_checked_mmap(&files, dtype, device, |vb| WanTransformer::new(&cfg, vb))
+}
+
+/// The video autoencoder of a Wan checkpoint folder (`folder/vae/`, or the component folder).
+pub fn load_vae(folder: &Path, dtype: DType, device: &Device) -> Result<WanVae> {
+    let component = component(folder, "vae");
+    let cfg = WanVaeConfig::load(&component.join("config.json"))?;
+    let files = weight_files(&component)?;
+    build_checked_mmap(&files, dtype, device, |vb| WanVae::new(&cfg, vb))
 }

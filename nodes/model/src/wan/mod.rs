@@ -1,5 +1,5 @@
 //! The Wan 2.1 / 2.2 model family, one file per role as candle's families are laid out:
-//! [`config`] (the published `config.json`), [`transformer`] (the DiT), [`scene`] (LCT: a
+//! [`config`] (the published `config.json`), [`transformer`] (the DiT), [`vae`] (the video autoencoder), [`scene`] (LCT: a
 //! scene's shots in one sequence, with the KV cache) and [`load`] (a checkpoint folder in the
 //! diffusers layout). Checked against diffusers at tiny random
 //! configs (`tests/wan.rs`, fixtures from `tests/fixtures/wan_reference.py`).
@@ -8,8 +8,10 @@ pub mod config;
 pub mod load;
 pub mod scene;
 pub mod transformer;
+pub mod vae;
 
 pub use config::WanTransformerConfig;
-pub use load::load_transformer;
+pub use load::{load_transformer, load_vae};
 pub use scene::{WanSceneCache, WanShot};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};
+pub use vae::{WanVae, WanVaeConfig};
