@@ -316,3 +316,43 @@ mod scene {
         assert!(error.contains("context-causal"), "{error}");
     }
 }
+
+#[test]
+fn umt5_and_its_tokenizer_match_transformers_and_wan_pipeline_prompt_encoding() {
+    use lct_model::wan::{load_text_encoder, WAN_TEXT_TOKENS};
+    let text = load_text_encoder(&fixture(), DType::F32, &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(fixture().join("text_reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("prompts.json")).unwrap())
+            .unwrap();
+    let ids_of = |name: &str| -> Vec<u32> {
+        tensors[name]
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|id| id as u32)
+            .collect()
+    };
+    for (i, prompt) in prompts["prompts"].as_array().unwrap().iter().enumerate() {
+        let prompt = prompt.as_str().unwrap();
+        assert_eq!(
+            text.tokenizer.encode(prompt).unwrap(),
+            ids_of(&format!("prompt{i}.ids")),
+            "token ids of {prompt:?}"
+        );
+        let embeds = text.encode(prompt).unwrap();
+        assert_eq!(embeds.dims(), &[WAN_TEXT_TOKENS, 16]);
+        let error = relative_error(&embeds, &tensors[&format!("prompt{i}.embeds")]);
+        eprintln!("prompt {i}: relative error {error:.2e}");
+        assert!(error < 1e-4, "prompt {prompt:?}: relative error {error}");
+    }
+    // Truncated to 512 tokens with the end-of-sequence token kept last.
+    let long = text
+        .tokenizer
+        .encode(prompts["long"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(long, ids_of("long.ids"));
+    assert_eq!(long.len(), WAN_TEXT_TOKENS);
+}

@@ -1,5 +1,5 @@
 //! The Wan 2.1 / 2.2 model family, one file per role as candle's families are laid out:
-//! [`config`] (the published `config.json`), [`transformer`] (the DiT), [`vae`] (the video autoencoder), [`scene`] (LCT: a
+//! [`config`] (the published `config.json`), [`transformer`] (the DiT), [`vae`] (the video autoencoder), [`umt5`] (the text encoder and tokenizer), [`scene`] (LCT: a
 //! scene's shots in one sequence, with the KV cache) and [`load`] (a checkpoint folder in the
 //! diffusers layout). Checked against diffusers at tiny random
 //! configs (`tests/wan.rs`, fixtures from `tests/fixtures/wan_reference.py`).
@@ -8,10 +8,12 @@ pub mod config;
 pub mod load;
 pub mod scene;
 pub mod transformer;
+pub mod umt5;
 pub mod vae;
 
 pub use config::WanTransformerConfig;
-pub use load::{load_transformer, load_vae};
+pub use load::{load_text_encoder, load_transformer, load_vae, WAN_TEXT_TOKENS};
 pub use scene::{WanSceneCache, WanShot};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};
+pub use umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
 pub use vae::{WanVae, WanVaeConfig};
