@@ -149,7 +149,7 @@ pub enum StepControl {
 }
 
 /// Noise stream ids: one per shot for generation, another for re-noising given latents.
-fn generation_stream(scene_index: usize) -> u64 {
+pub(crate) fn generation_stream(scene_index: usize) -> u64 {
     2 * scene_index as u64
 }
 fn renoise_stream(scene_index: usize) -> u64 {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod load;
+pub mod sample;
 pub mod scene;
 pub mod transformer;
 pub mod umt5;
@@ -13,6 +14,7 @@ pub mod vae;
 
 pub use config::WanTransformerConfig;
 pub use load::{load_text_encoder, load_transformer, load_vae, WAN_TEXT_TOKENS};
+pub use sample::{wan_cache_history, wan_generate_autoregressive, wan_sample, WanHistory};
 pub use scene::{WanSceneCache, WanShot};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};
 pub use umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
