@@ -1,18 +1,19 @@
 //! The model-backed values: a loaded MODEL, a scene's shot LATENTs, and a KV_CACHE of history.
 //! All immutable and shared by `Arc`; each carries a content hash for the graph cache.
 
+use crate::model::{Backend, KvState};
 use crate::value::StableHasher;
 use candle_core::Tensor;
-use lct_model::{KvView, Pipeline};
 use std::fmt;
 use std::sync::Arc;
 
-/// A loaded checkpoint (transformer, text encoder, autoencoder).
+/// A loaded checkpoint (transformer, text encoder, autoencoder) of either family.
 pub struct ModelValue {
-    pub pipeline: Arc<Pipeline>,
+    pub backend: Arc<Backend>,
     /// Where it came from ("embedded" or a directory), for messages.
     pub source: String,
-    /// Hash of the config and weight bytes.
+    /// Hash of the config and weight bytes (Wan: of the configs and the weight files' headers,
+    /// sizes and modification times; hashing tens of gigabytes would take minutes).
     pub hash: u64,
     pub parameters: usize,
 }
@@ -26,8 +27,8 @@ impl ModelValue {
     /// before anything is generated (just `[parameters]` for a model without an autoencoder).
     pub fn shape(&self) -> Vec<u64> {
         let mut shape = vec![self.parameters as u64];
-        if let Ok(autoencoder) = self.pipeline.autoencoder() {
-            shape.extend(autoencoder.config().frame_size.map(|s| s as u64));
+        if let Ok(size) = self.backend.frame_size() {
+            shape.extend(size.map(|s| s as u64));
         }
         shape
     }
@@ -37,9 +38,10 @@ impl fmt::Debug for ModelValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Model({}, {:?} mask)",
+            "Model({}, {}, {:?} mask)",
             self.source,
-            self.pipeline.config().attention
+            self.backend.family(),
+            self.backend.attention()
         )
     }
 }
@@ -124,7 +126,7 @@ pub struct CacheSettings {
 
 /// K/V of the global prompt, references and history shots, for context-causal models.
 pub struct KvCacheValue {
-    pub view: KvView,
+    pub state: KvState,
     pub settings: CacheSettings,
     pub model_hash: u64,
     /// What the cache holds, to check it against the history it is used with.
@@ -138,9 +140,9 @@ impl fmt::Debug for KvCacheValue {
         write!(
             f,
             "KvCache({} segments, {} shots, {} tokens)",
-            self.view.len(),
+            self.state.len(),
             self.shot_hashes.len(),
-            self.view.tokens()
+            self.state.tokens()
         )
     }
 }

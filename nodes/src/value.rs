@@ -93,7 +93,7 @@ impl Value {
             ],
             Self::Model(model) => model.shape(),
             Self::Latent(latent) => vec![latent.shots.len() as u64],
-            Self::KvCache(cache) => vec![cache.view.len() as u64, cache.view.tokens() as u64],
+            Self::KvCache(cache) => vec![cache.state.len() as u64, cache.state.tokens() as u64],
         }
     }
 

@@ -255,11 +255,10 @@ impl Node for LoadImage {
         let fit = params.text("fit")?;
         let target = match inputs.get("model")? {
             Some(Value::Model(model)) => {
-                let ae = model
-                    .pipeline
-                    .autoencoder()
+                let [h, w] = model
+                    .backend
+                    .frame_size()
                     .map_err(crate::model::engine_error(node))?;
-                let [h, w] = ae.config().frame_size;
                 Some((w as u32, h as u32))
             }
             _ => match (params.int("width")?, params.int("height")?) {

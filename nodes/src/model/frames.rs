@@ -2,6 +2,7 @@
 //! LATENT (what the model works on). Frames are converted to the autoencoder's working colour
 //! space (declared by the checkpoint) when encoded, and decoded frames are tagged with it.
 
+use super::Backend;
 use super::{engine_error, model_input, tensor_error};
 use crate::color::{ColorConfig, ColorSpace};
 use crate::model_values::{LatentValue, ShotLatent};
@@ -11,19 +12,17 @@ use crate::node::{
 };
 use crate::value::{Frames, Value, ValueKind};
 use candle_core::{Device, Tensor};
-use lct_model::Pipeline;
 use std::sync::Arc;
 
 /// Splits `frames` into shots of `per_shot` frames (0: one shot) and encodes each:
 /// `[1, C, T, h, w]` latents.
 pub(crate) fn encode(
     node: &'static str,
-    pipeline: &Pipeline,
+    backend: &Backend,
     frames: &Frames,
     per_shot: usize,
 ) -> Result<Vec<Tensor>, NodeError> {
-    let ae = pipeline.autoencoder().map_err(engine_error(node))?;
-    let [height, width] = ae.config().frame_size;
+    let [height, width] = backend.frame_size().map_err(engine_error(node))?;
     if (frames.height() as usize, frames.width() as usize) != (height, width) {
         return Err(NodeError::Failed {
             node,
@@ -43,7 +42,7 @@ pub(crate) fn encode(
         });
     }
     let channels = frames.channels() as usize;
-    let (config, working) = working_space(node, ae)?;
+    let (config, working) = working_space(node, backend)?;
     let mut out = Vec::with_capacity(count / per_shot);
     for shot in 0..count / per_shot {
         // [T, H, W, channels] interleaved -> [T, 3, H, W] sRGB-encoded.
@@ -63,23 +62,22 @@ pub(crate) fn encode(
         }
         let tensor = Tensor::from_vec(planar, (per_shot, 3, height, width), &Device::Cpu)
             .map_err(tensor_error(node))?;
-        out.push(ae.encode(&tensor).map_err(engine_error(node))?);
+        out.push(backend.encode_frames(&tensor).map_err(engine_error(node))?);
     }
     Ok(out)
 }
 
-/// The autoencoder's working colour space, resolved in the built-in config.
+/// The model's working colour space, resolved in the built-in config.
 pub(super) fn working_space(
     node: &'static str,
-    ae: &lct_model::Autoencoder,
+    backend: &Backend,
 ) -> Result<(Arc<ColorConfig>, ColorSpace), NodeError> {
     let config = ColorConfig::default_config();
-    let space = config
-        .color_space(&ae.config().color_space)
-        .map_err(|e| NodeError::Failed {
-            node,
-            message: format!("the checkpoint's working colour space: {e}"),
-        })?;
+    let name = backend.working_space().map_err(engine_error(node))?;
+    let space = config.color_space(&name).map_err(|e| NodeError::Failed {
+        node,
+        message: format!("the checkpoint's working colour space: {e}"),
+    })?;
     Ok((config, space))
 }
 
@@ -148,7 +146,7 @@ impl Node for EncodeFrames {
         let frames = inputs.frames("frames")?;
         let per_shot = params.int("frames_per_shot")? as usize;
         let prompt = params.text("prompt")?.to_owned();
-        let latents = encode(ENCODE.id, &model.pipeline, frames, per_shot)?;
+        let latents = encode(ENCODE.id, &model.backend, frames, per_shot)?;
         let shots = latents
             .into_iter()
             .enumerate()
@@ -205,12 +203,12 @@ impl Node for DecodeFrames {
                 message: "bug: LATENT port without a latent".into(),
             });
         };
-        let ae = model.pipeline.autoencoder().map_err(engine_error(node))?;
+        let backend = &model.backend;
         let mut samples = Vec::new();
         let (mut width, mut height) = (0, 0);
         let total = latent.shots.len() as u32;
         for (i, shot) in latent.shots.iter().enumerate() {
-            let frames = ae.decode(&shot.latent).map_err(engine_error(node))?;
+            let frames = backend.decode(&shot.latent).map_err(engine_error(node))?;
             let (t, _, h, w) = frames.dims4().map_err(tensor_error(node))?;
             (width, height) = (w, h);
             // [T, 3, H, W] -> interleaved [T, H, W, 3].
@@ -223,7 +221,7 @@ impl Node for DecodeFrames {
             samples.extend(interleaved);
             ctx.progress(i as u32 + 1, total)?;
         }
-        let (_, working) = working_space(node, ae)?;
+        let (_, working) = working_space(node, backend)?;
         let frames =
             Frames::new(width as u32, height as u32, 3, working, samples).map_err(|e| {
                 NodeError::Failed {

@@ -5,6 +5,7 @@
 //! the shots to generate. With a KV_CACHE the global prompt, references and history come
 //! cached instead, which is exact for context-causal models.
 
+use super::KvState;
 use super::{engine_error, model_input, tensor_error};
 use crate::color::{names, to_u8};
 use crate::model_values::{CacheSettings, KvCacheValue, LatentValue, ModelValue, ShotLatent};
@@ -14,10 +15,7 @@ use crate::node::{
 };
 use crate::value::{Scene, StableHasher, Value, ValueKind};
 use candle_core::Tensor;
-use lct_model::{
-    cache_history, sample, AttentionMask, KvView, SamplerConfig, SceneRequest, ShotInput, ShotRole,
-    StepControl,
-};
+use lct_model::{AttentionMask, SamplerConfig, SceneRequest, ShotInput, ShotRole, StepControl};
 use std::sync::Arc;
 
 /// Scene indices of reference images: far from shot indices so their noise streams differ.
@@ -63,10 +61,11 @@ const CFG: WidgetDescriptor = WidgetDescriptor {
 };
 const SHIFT: WidgetDescriptor = WidgetDescriptor {
     name: "shift",
-    tooltip: "Timestep shift: above 1 spends more steps at high noise",
+    tooltip: "Timestep shift: above 1 spends more steps at high noise; 0: the model's own \
+              (a Wan checkpoint's scheduler shift; none for LCT checkpoints)",
     spec: WidgetSpec::Float {
-        default: SamplerConfig::DEFAULT.shift as f64,
-        min: 0.1,
+        default: 0.0,
+        min: 0.0,
         max: 20.0,
         step: 0.1,
     },
@@ -83,7 +82,7 @@ const HISTORY_TC: WidgetDescriptor = WidgetDescriptor {
 };
 const CONTEXT_CFG: WidgetDescriptor = WidgetDescriptor {
     name: "context_cfg",
-    tooltip: "Context guidance: how strongly each shot follows its scene (global prompt, references, history, the shots generated with it) against itself alone; 1 = off",
+    tooltip: "Context guidance: how strongly each shot follows its scene (global prompt, references, history, the shots generated with it) against itself alone; 1 = off. LCT checkpoints only: Wan checkpoints run without it",
     spec: WidgetSpec::Float {
         default: SamplerConfig::DEFAULT.context_guidance as f64,
         min: 0.0,
@@ -104,11 +103,11 @@ const PREVIEW_EVERY: WidgetDescriptor = WidgetDescriptor {
 };
 const FRAMES: WidgetDescriptor = WidgetDescriptor {
     name: "frames",
-    tooltip: "Frames per generated shot",
+    tooltip: "Frames per generated shot (Wan: 1 + 4k, e.g. 81)",
     spec: WidgetSpec::Int {
         default: 4,
         min: 1,
-        max: 64,
+        max: 257,
         step: 1,
     },
 };
@@ -191,28 +190,23 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn global_text(&self, scene: &Scene) -> Result<Option<Tensor>, NodeError> {
-        let text = global_prompt(scene);
-        if text.is_empty() {
-            return Ok(None);
-        }
         self.model
-            .pipeline
-            .encode_global_prompt(&text)
-            .map(Some)
+            .backend
+            .encode_global(&global_prompt(scene))
             .map_err(engine_error(self.node))
     }
 
     fn shot_text(&self, prompt: &str) -> Result<Tensor, NodeError> {
         self.model
-            .pipeline
-            .encode_shot_prompt(prompt)
+            .backend
+            .encode_shot(prompt)
             .map_err(engine_error(self.node))
     }
 
     /// Reference images become 1-frame condition shots, captioned as the model's training
     /// captioned its identity and environment images (other references: no caption).
     fn references(&self, scene: &Scene) -> Result<Vec<ShotInput>, NodeError> {
-        let prompts = self.model.pipeline.config().reference_prompts.as_ref();
+        let prompts = self.model.backend.reference_prompts();
         let groups = [
             (&scene.identity, prompts.map(|p| p.identity.as_str())),
             (&scene.environment, prompts.map(|p| p.environment.as_str())),
@@ -222,7 +216,7 @@ impl Context<'_> {
         for (frames, prompt) in groups {
             let Some(frames) = frames else { continue };
             let text = self.shot_text(prompt.unwrap_or(""))?;
-            for latent in super::frames::encode(self.node, &self.model.pipeline, frames, 1)? {
+            for latent in super::frames::encode(self.node, &self.model.backend, frames, 1)? {
                 let dims = latent.dims();
                 shots.push(ShotInput {
                     text: text.clone(),
@@ -262,7 +256,7 @@ impl Context<'_> {
             text: self.shot_text(prompt)?,
             latent_dims: self
                 .model
-                .pipeline
+                .backend
                 .shot_latent_dims(frames)
                 .map_err(engine_error(self.node))?,
             role: ShotRole::Generate,
@@ -323,16 +317,12 @@ impl Context<'_> {
     /// sRGB display.
     fn preview(&self, denoised: &[Tensor]) -> Result<Preview, NodeError> {
         let node = self.node;
-        let ae = self
-            .model
-            .pipeline
-            .autoencoder()
-            .map_err(engine_error(node))?;
-        let (config, working) = super::frames::working_space(node, ae)?;
+        let backend = &self.model.backend;
+        let (config, working) = super::frames::working_space(node, backend)?;
         let (mut width, mut height) = (0, 0);
         let mut samples = Vec::new();
         for latent in denoised {
-            let frames = ae.decode(latent).map_err(engine_error(node))?;
+            let frames = backend.decode(latent).map_err(engine_error(node))?;
             let (t, _, h, w) = frames.dims4().map_err(tensor_error(node))?;
             (width, height) = (w as u32, h as u32);
             // [3, H, W] -> interleaved [H, W, 3].
@@ -378,7 +368,7 @@ impl Context<'_> {
     ) -> Result<Vec<ShotLatent>, NodeError> {
         let node = self.node;
         if let Some(cache) = cache {
-            if self.model.pipeline.config().attention != AttentionMask::ContextCausal {
+            if self.model.backend.attention() != AttentionMask::ContextCausal {
                 return Err(NodeError::Failed {
                     node,
                     message: "a KV_CACHE needs a context-causal model; this one is bidirectional"
@@ -387,12 +377,12 @@ impl Context<'_> {
             }
             self.check_cache(cache, scene, history)?;
         }
-        let transformer = &self.model.pipeline.transformer;
+        let backend = &self.model.backend;
         let rounds = if autoregressive { targets.len() } else { 1 };
         let total = (rounds * self.sampler.steps) as u32;
         let mut done_steps = 0u32;
         let mut generated: Vec<ShotLatent> = Vec::new();
-        let mut past: Option<KvView> = cache.map(|c| c.view.clone());
+        let mut past: Option<KvState> = cache.map(|c| c.state.clone());
         let context_shots = if cache.is_some() {
             Vec::new()
         } else {
@@ -426,29 +416,23 @@ impl Context<'_> {
             // The host's abort arrives through progress or a preview, and a preview can fail:
             // keep the error to return as is.
             let mut cancelled = None;
-            let result = sample(
-                transformer,
-                &request,
-                &self.sampler,
-                past.as_ref(),
-                |info| {
-                    let step = done_steps + info.step as u32;
-                    let previewed = |ctx: &mut ExecContext<'_>| {
-                        if !self.preview_due(ctx, info.step, info.total) {
-                            return Ok(());
-                        }
-                        let preview = self.preview(info.denoised)?;
-                        ctx.preview(step, total, &preview)
-                    };
-                    match ctx.progress(step, total).and_then(|()| previewed(ctx)) {
-                        Ok(()) => StepControl::Continue,
-                        Err(e) => {
-                            cancelled = Some(e);
-                            StepControl::Abort
-                        }
+            let result = backend.sample(&request, &self.sampler, past.as_ref(), |info| {
+                let step = done_steps + info.step as u32;
+                let previewed = |ctx: &mut ExecContext<'_>| {
+                    if !self.preview_due(ctx, info.step, info.total) {
+                        return Ok(());
                     }
-                },
-            );
+                    let preview = self.preview(info.denoised)?;
+                    ctx.preview(step, total, &preview)
+                };
+                match ctx.progress(step, total).and_then(|()| previewed(ctx)) {
+                    Ok(()) => StepControl::Continue,
+                    Err(e) => {
+                        cancelled = Some(e);
+                        StepControl::Abort
+                    }
+                }
+            });
             let latents = match (result, cancelled) {
                 (_, Some(cancel)) => return Err(cancel),
                 (result, None) => result.map_err(engine_error(node))?,
@@ -461,14 +445,15 @@ impl Context<'_> {
                         .map_err(tensor_error(node))?,
                 );
             }
-            if let Some(view) = &past {
+            if let Some(state) = &past {
                 if autoregressive {
                     let as_history = SceneRequest {
                         global_text: None,
                         shots: self.history(&new_shots)?,
                     };
                     past = Some(
-                        cache_history(transformer, &as_history, &self.sampler, view)
+                        backend
+                            .cache_history(&as_history, &self.sampler, Some(state))
                             .map_err(engine_error(node))?,
                     );
                 }
@@ -766,7 +751,7 @@ impl Node for KvCacheNode {
         let scene = inputs.scene("scene")?;
         let latent = latent_input(inputs, "latent")?;
         let previous = kv_input(inputs, "previous")?;
-        if model.pipeline.config().attention != AttentionMask::ContextCausal {
+        if model.backend.attention() != AttentionMask::ContextCausal {
             return Err(NodeError::Failed {
                 node,
                 message: format!(
@@ -797,25 +782,27 @@ impl Node for KvCacheNode {
                 && p.scene_prefix_hash == context_hash(scene)
                 && hashes.starts_with(&p.shot_hashes)
         });
-        let transformer = &model.pipeline.transformer;
-        let (view, cached) = match reusable {
-            Some(p) => (p.view.clone(), p.shot_hashes.len()),
+        let backend = &model.backend;
+        let (state, cached) = match reusable {
+            Some(p) => (p.state.clone(), p.shot_hashes.len()),
             None => {
                 let request = SceneRequest {
                     global_text: context.global_text(scene)?,
                     shots: context.references(scene)?,
                 };
-                let view = cache_history(transformer, &request, &sampler, &KvView::empty())
+                let state = backend
+                    .cache_history(&request, &sampler, None)
                     .map_err(engine_error(node))?;
-                (view, 0)
+                (state, 0)
             }
         };
         let rest = SceneRequest {
             global_text: None,
             shots: context.history(&shots[cached..])?,
         };
-        let view =
-            cache_history(transformer, &rest, &sampler, &view).map_err(engine_error(node))?;
+        let state = backend
+            .cache_history(&rest, &sampler, Some(&state))
+            .map_err(engine_error(node))?;
         let mut hasher = StableHasher::new();
         hasher.write_u64(model.hash);
         hasher.write_u64(context_hash(scene));
@@ -826,7 +813,7 @@ impl Node for KvCacheNode {
         hasher.write_u64(sampler.history_timestep.to_bits() as u64);
         hasher.write_u64(u64::from(sampler.guidance != 1.0));
         Ok(vec![Value::KvCache(Arc::new(KvCacheValue {
-            view,
+            state,
             settings: cache_settings(&sampler),
             model_hash: model.hash,
             scene_prefix_hash: context_hash(scene),

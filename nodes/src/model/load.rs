@@ -1,6 +1,7 @@
-//! LoadModel: a checkpoint directory (config.json + model.safetensors) or the embedded default.
+//! LoadModel: a checkpoint directory (ours: config.json + model.safetensors; or a Wan 2.1 /
+//! 2.2 checkpoint in the diffusers layout) or the embedded default.
 
-use super::engine_error;
+use super::{engine_error, Backend, WanBackend, WAN_DEFAULT_FRAME};
 use crate::model_values::ModelValue;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
@@ -20,29 +21,56 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     display_name: "Load Model",
     category: "lct/model",
     description:
-        "Loads an LCT checkpoint: a directory holding config.json and model.safetensors \
-                  (transformer, text encoder, autoencoder). Empty path: the embedded default model.",
+        "Loads a checkpoint: an LCT directory holding config.json and model.safetensors \
+                  (transformer, text encoder, autoencoder), or a Wan 2.1 / 2.2 checkpoint folder in \
+                  the diffusers layout (model_index.json, transformer/, vae/, text_encoder/, \
+                  tokenizer/). Empty path: the embedded default model.",
     inputs: &[],
     outputs: &[PortDescriptor::required(
         "model",
         ValueKind::Model,
         "The loaded model, shared by every node and graph that loads the same files",
     )],
-    widgets: &[WidgetDescriptor {
-        name: "path",
-        tooltip: "Checkpoint directory; empty for the embedded default model",
-        spec: WidgetSpec::String {
-            default: "",
-            multiline: false,
+    widgets: &[
+        WidgetDescriptor {
+            name: "path",
+            tooltip: "Checkpoint directory; empty for the embedded default model",
+            spec: WidgetSpec::String {
+                default: "",
+                multiline: false,
+            },
         },
-    }],
+        WidgetDescriptor {
+            name: "width",
+            tooltip: "Frame width for models without a fixed frame size (Wan); 0: 832. \
+                      Models with a fixed size (LCT checkpoints) take only 0 or their own",
+            spec: WidgetSpec::Int {
+                default: 0,
+                min: 0,
+                max: 4096,
+                step: 8,
+            },
+        },
+        WidgetDescriptor {
+            name: "height",
+            tooltip: "Frame height for models without a fixed frame size (Wan); 0: 480. \
+                      Models with a fixed size (LCT checkpoints) take only 0 or their own",
+            spec: WidgetSpec::Int {
+                default: 0,
+                min: 0,
+                max: 4096,
+                step: 8,
+            },
+        },
+    ],
     is_output: false,
     not_idempotent: false,
 };
 
-/// Loaded models by (directory, weights size, weights modification time): every graph that
-/// loads the same files shares one copy while any of them holds it.
-type Registry = Mutex<HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Weak<ModelValue>>>;
+/// Loaded models by (directory, weights size, weights modification time, frame size): every
+/// graph that loads the same files shares one copy while any of them holds it.
+type RegistryKey = (PathBuf, u64, Option<std::time::SystemTime>, [usize; 2]);
+type Registry = Mutex<HashMap<RegistryKey, Weak<ModelValue>>>;
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -57,12 +85,23 @@ fn io_error(path: &Path, source: std::io::Error) -> NodeError {
     }
 }
 
-/// Loads (or shares) the model in `dir`.
-pub fn load_model_value(dir: &Path) -> Result<Arc<ModelValue>, NodeError> {
+fn failed(message: String) -> NodeError {
+    NodeError::Failed {
+        node: DESCRIPTOR.id,
+        message,
+    }
+}
+
+/// Loads (or shares) the model in `dir`; `frame_size` `[height, width]` (0: the model's
+/// own) for models that take any.
+pub fn load_model_value(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelValue>, NodeError> {
     let dir = dir.canonicalize().map_err(|e| io_error(dir, e))?;
+    if lct_model::wan::is_wan_checkpoint(&dir) {
+        return load_wan(&dir, frame_size);
+    }
     let weights = dir.join(lct_model::weights::WEIGHTS_FILE);
     let meta = std::fs::metadata(&weights).map_err(|e| io_error(&weights, e))?;
-    let key = (dir.clone(), meta.len(), meta.modified().ok());
+    let key = (dir.clone(), meta.len(), meta.modified().ok(), frame_size);
     let mut registry = registry().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = registry.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
@@ -80,7 +119,147 @@ pub fn load_model_value(dir: &Path) -> Result<Arc<ModelValue>, NodeError> {
         .map(|t| t.elem_count())
         .sum();
     let model = Arc::new(ModelValue {
-        pipeline: Arc::new(pipeline),
+        backend: Arc::new(Backend::Lct(pipeline)),
+        source: dir.display().to_string(),
+        hash: hasher.finish(),
+        parameters,
+    });
+    check_fixed_frame_size(&model, frame_size)?;
+    registry.retain(|_, weak| weak.strong_count() > 0);
+    registry.insert(key, Arc::downgrade(&model));
+    Ok(model)
+}
+
+/// A model with a fixed frame size takes 0 (its own) or exactly that size.
+fn check_fixed_frame_size(model: &ModelValue, asked: [usize; 2]) -> Result<(), NodeError> {
+    let own = model
+        .backend
+        .frame_size()
+        .map_err(engine_error(DESCRIPTOR.id))?;
+    match asked {
+        [0, 0] => Ok(()),
+        size if size == own => Ok(()),
+        [height, width] => Err(failed(format!(
+            "{} works on {}x{} frames only; `width` x `height` is {width}x{height} (set both to 0)",
+            model.source, own[1], own[0]
+        ))),
+    }
+}
+
+/// A safetensors file's header (the JSON before the data): its tensor names, dtypes, shapes
+/// and offsets, without reading the weights.
+fn safetensors_header(path: &Path) -> Result<Vec<u8>, NodeError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|e| io_error(path, e))?;
+    let length = u64::from_le_bytes(length);
+    if length > 100 << 20 {
+        return Err(failed(format!(
+            "{}: a safetensors header of {length} bytes; the file is not safetensors",
+            path.display()
+        )));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| io_error(path, e))?;
+    Ok(header)
+}
+
+/// Elements of every tensor a safetensors header lists.
+fn header_parameters(path: &Path, header: &[u8]) -> Result<usize, NodeError> {
+    let json: serde_json::Value = serde_json::from_slice(header)
+        .map_err(|e| failed(format!("{}: safetensors header: {e}", path.display())))?;
+    Ok(json
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, info)| info.get("shape")?.as_array().cloned())
+        .map(|shape| shape.iter().filter_map(|d| d.as_u64()).product::<u64>() as usize)
+        .sum())
+}
+
+/// A Wan checkpoint folder (diffusers layout), at `frame_size` (0: 832x480).
+fn load_wan(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelValue>, NodeError> {
+    let frame_size = match frame_size {
+        [0, 0] => WAN_DEFAULT_FRAME,
+        [height, width] if height > 0 && width > 0 => [height, width],
+        [height, width] => {
+            return Err(failed(format!(
+                "`width` and `height` must both be set or both 0, got {width}x{height}"
+            )))
+        }
+    };
+    // What identifies the weights: every config and every weight file's header, size and
+    // modification time.
+    let mut hasher = StableHasher::new();
+    let mut parameters = 0;
+    let (mut bytes, mut newest) = (0u64, None);
+    for component in [
+        "transformer",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    ] {
+        let folder = dir.join(component);
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            let meta = std::fs::metadata(&file).map_err(|e| io_error(&file, e))?;
+            hasher.write_str(&file.to_string_lossy());
+            hasher.write_u64(meta.len());
+            bytes += meta.len();
+            newest = newest.max(meta.modified().ok());
+            if file.extension().is_some_and(|e| e == "safetensors") {
+                let header = safetensors_header(&file)?;
+                hasher.write_bytes(&header);
+                parameters += header_parameters(&file, &header)?;
+            } else if meta.len() < 64 << 20 {
+                hasher.write_bytes(&std::fs::read(&file).map_err(|e| io_error(&file, e))?);
+            }
+        }
+    }
+    for marker in ["model_index.json", lct_model::wan::LCT_MARKER] {
+        if let Ok(text) = std::fs::read(dir.join(marker)) {
+            hasher.write_bytes(&text);
+        }
+    }
+    if let Some(time) = newest {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.write_u64(since.as_nanos() as u64);
+    }
+    hasher.write_u64(frame_size[0] as u64);
+    hasher.write_u64(frame_size[1] as u64);
+    let key = (dir.to_path_buf(), bytes, newest, frame_size);
+    let mut registry = registry().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(model) = registry.get(&key).and_then(Weak::upgrade) {
+        return Ok(model);
+    }
+    let pipeline = lct_model::wan::WanPipeline::load(dir, DType::F32, &Device::Cpu)
+        .map_err(engine_error(DESCRIPTOR.id))?;
+    // The frame size must suit the VAE and the patches; checked once here, not per shot.
+    pipeline
+        .latent_dims(1, frame_size[0], frame_size[1])
+        .map_err(engine_error(DESCRIPTOR.id))?;
+    let null_text = pipeline
+        .text
+        .encode("")
+        .and_then(|t| Ok(t.unsqueeze(0)?))
+        .map_err(engine_error(DESCRIPTOR.id))?;
+    let model = Arc::new(ModelValue {
+        backend: Arc::new(Backend::Wan(WanBackend {
+            pipeline,
+            null_text,
+            frame_size,
+        })),
         source: dir.display().to_string(),
         hash: hasher.finish(),
         parameters,
@@ -114,7 +293,7 @@ fn embedded_model() -> Result<Arc<ModelValue>, NodeError> {
                 .map(|t| t.values().map(|t| t.elem_count()).sum())
                 .map_err(|e| e.to_string())?;
             Ok(Arc::new(ModelValue {
-                pipeline: Arc::new(pipeline),
+                backend: Arc::new(Backend::Lct(pipeline)),
                 source: "embedded default model".into(),
                 hash: hasher.finish(),
                 parameters,
@@ -150,10 +329,19 @@ impl Node for LoadModel {
         _inputs: &Inputs<'_>,
     ) -> Result<Vec<Value>, NodeError> {
         let path = params.text("path")?.trim();
+        let frame_size = [
+            params.int("height")? as usize,
+            params.int("width")? as usize,
+        ];
         if path.is_empty() {
-            return Ok(vec![Value::Model(embedded_model()?)]);
+            let model = embedded_model()?;
+            check_fixed_frame_size(&model, frame_size)?;
+            return Ok(vec![Value::Model(model)]);
         }
-        Ok(vec![Value::Model(load_model_value(Path::new(path))?)])
+        Ok(vec![Value::Model(load_model_value(
+            Path::new(path),
+            frame_size,
+        )?)])
     }
 }
 
@@ -188,18 +376,18 @@ mod tests {
             tooltip_example("global_prompt")
         );
         model
-            .pipeline
-            .encode_global_prompt(&global)
+            .backend
+            .encode_global(&global)
             .unwrap_or_else(|e| panic!("the tooltips' global prompt {global:?}: {e}"));
         let shot = tooltip_example("shots");
         model
-            .pipeline
-            .encode_shot_prompt(&shot)
+            .backend
+            .encode_shot(&shot)
             .unwrap_or_else(|e| panic!("the tooltip's shot prompt {shot:?}: {e}"));
         // The check can fail: a word outside the world's vocabulary is refused.
         assert!(model
-            .pipeline
-            .encode_shot_prompt("[SHOT 1] wide shot of Mara in a red coat.")
+            .backend
+            .encode_shot("[SHOT 1] wide shot of Mara in a red coat.")
             .is_err());
     }
 }

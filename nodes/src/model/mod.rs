@@ -1,10 +1,13 @@
 //! The model-backed nodes: LoadModel, ShotGenerate, ShotExtend, KVCache, EncodeFrames and
-//! DecodeFrames. They turn graph values into engine requests (`lct_model::sampler`) and back.
+//! DecodeFrames. They turn graph values into engine requests (`lct_model::sampler`, or
+//! `lct_model::wan` for Wan checkpoints, through [`Backend`]) and back.
 
+mod backend;
 mod frames;
 mod generate;
 mod load;
 
+pub use backend::{Backend, KvState, WanBackend, WAN_DEFAULT_FRAME};
 pub use frames::{DecodeFrames, EncodeFrames};
 pub use generate::{KvCacheNode, ShotExtend, ShotGenerate};
 pub use load::LoadModel;

@@ -118,3 +118,140 @@ pub fn load_text_encoder(folder: &Path, dtype: DType, device: &Device) -> Result
     )?;
     Ok(WanTextEncoder { tokenizer, encoder })
 }
+
+/// A whole Wan checkpoint: transformer, VAE, text encoder and tokenizer, with the scheduler's
+/// timestep shift and the attention mask LCT runs its scenes with.
+pub struct WanPipeline {
+    pub transformer: WanTransformer,
+    pub vae: WanVae,
+    pub text: WanTextEncoder,
+    /// `scheduler/scheduler_config.json`'s `shift` (or `flow_shift`), else 1.
+    pub shift: f32,
+    /// `lct.json`'s `"attention"` (written by `lct-train` after LCT tuning): bidirectional for
+    /// a checkpoint as published, context-causal after the context-causal fine-tune.
+    pub attention: crate::AttentionMask,
+    pub folder: PathBuf,
+}
+
+/// The file that marks a Wan checkpoint tuned by lct, beside `model_index.json`.
+pub const LCT_MARKER: &str = "lct.json";
+
+/// Whether `folder` is a Wan checkpoint in the diffusers layout (`model_index.json` naming a
+/// Wan pipeline, or a `transformer/config.json` of a Wan transformer).
+pub fn is_wan_checkpoint(folder: &Path) -> bool {
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    read(folder.join("model_index.json")).contains("\"Wan")
+        || read(folder.join("model_index.json")).contains("\"SkyReelsV2")
+        || read(folder.join("transformer").join("config.json")).contains("Transformer3DModel")
+}
+
+impl WanPipeline {
+    pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let index = folder.join("model_index.json");
+        if !index.is_file() && !folder.join("transformer").is_dir() {
+            return Err(Error::Io {
+                path: index,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not a Wan checkpoint folder in the diffusers layout (no model_index.json, no transformer/)",
+                ),
+            });
+        }
+        let transformer = load_transformer(folder, dtype, device)?;
+        let vae = load_vae(folder, dtype, device)?;
+        let text = load_text_encoder(folder, dtype, device)?;
+        if vae.config().z_dim != transformer.config().in_channels {
+            return Err(Error::Config(format!(
+                "{}: the VAE's z_dim {} is not the transformer's in_channels {}",
+                folder.display(),
+                vae.config().z_dim,
+                transformer.config().in_channels
+            )));
+        }
+        if text.encoder.config().d_model != transformer.config().text_dim {
+            return Err(Error::Config(format!(
+                "{}: the text encoder's d_model {} is not the transformer's text_dim {}",
+                folder.display(),
+                text.encoder.config().d_model,
+                transformer.config().text_dim
+            )));
+        }
+        Ok(Self {
+            transformer,
+            vae,
+            text,
+            shift: read_shift(folder)?,
+            attention: read_attention(folder)?,
+            folder: folder.to_path_buf(),
+        })
+    }
+
+    /// Latent `[channels, frames, height, width]` of a shot of `frames` video frames at
+    /// `height` x `width` pixels.
+    pub fn latent_dims(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 4]> {
+        let cell = self.vae.config().scale_factor_spatial;
+        let [_, ph, pw] = self.transformer.config().patch_size;
+        if !height.is_multiple_of(cell * ph) || !width.is_multiple_of(cell * pw) {
+            return Err(Error::Shape(format!(
+                "Wan frames are a multiple of {} pixels wide and {} high; {width}x{height} is not",
+                cell * pw,
+                cell * ph
+            )));
+        }
+        Ok([
+            self.vae.config().z_dim,
+            self.vae.latent_frames(frames)?,
+            height / cell,
+            width / cell,
+        ])
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| Error::Json {
+            path: path.into(),
+            source,
+        })
+}
+
+fn read_shift(folder: &Path) -> Result<f32> {
+    let path = folder.join("scheduler").join("scheduler_config.json");
+    let Some(config) = read_json(&path)? else {
+        return Ok(1.0);
+    };
+    let shift = ["flow_shift", "shift"]
+        .iter()
+        .find_map(|key| config.get(*key).and_then(|v| v.as_f64()))
+        .unwrap_or(1.0);
+    if !(shift.is_finite() && shift > 0.0) {
+        return Err(Error::Config(format!(
+            "{}: shift {shift} must be positive",
+            path.display()
+        )));
+    }
+    Ok(shift as f32)
+}
+
+fn read_attention(folder: &Path) -> Result<crate::AttentionMask> {
+    let path = folder.join(LCT_MARKER);
+    let Some(marker) = read_json(&path)? else {
+        return Ok(crate::AttentionMask::Bidirectional);
+    };
+    match marker.get("attention").and_then(|v| v.as_str()) {
+        None | Some("bidirectional") => Ok(crate::AttentionMask::Bidirectional),
+        Some("context_causal") => Ok(crate::AttentionMask::ContextCausal),
+        Some(other) => Err(Error::Config(format!(
+            "{}: attention \"{other}\" is neither \"bidirectional\" nor \"context_causal\"",
+            path.display()
+        ))),
+    }
+}

@@ -13,7 +13,10 @@ pub mod umt5;
 pub mod vae;
 
 pub use config::WanTransformerConfig;
-pub use load::{load_text_encoder, load_transformer, load_vae, WAN_TEXT_TOKENS};
+pub use load::{
+    is_wan_checkpoint, load_text_encoder, load_transformer, load_vae, WanPipeline, LCT_MARKER,
+    WAN_TEXT_TOKENS,
+};
 pub use sample::{wan_cache_history, wan_generate_autoregressive, wan_sample, WanHistory};
 pub use scene::{WanSceneCache, WanShot};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};

@@ -1,0 +1,319 @@
+//! A Wan checkpoint through the real plugin: the tiny random Wan 2.1 pipeline of
+//! `nodes/model/tests/fixtures/wan_tiny` (saved by diffusers' `WanPipeline.save_pretrained`)
+//! goes LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveVideo, joint and
+//! auto-regressive with a KV cache; and its loading errors arrive named through the C boundary.
+
+use std::path::{Path, PathBuf};
+
+use lct_host::{ColorSpace, EvalOptions, Evaluator, Graph, Plugin};
+use lct_integration_tests::{plugin, workspace_root};
+
+const SHOTS: [&str; 3] = [
+    "wide shot of a red cat in the park.",
+    "close up of the cat.",
+    "the cat runs at night.",
+];
+
+/// A copy of the tiny Wan checkpoint (only what a published checkpoint has), marked as
+/// LCT-tuned context-causal when asked (the marker `lct-train` writes).
+fn wan_checkpoint(context_causal: bool) -> tempfile::TempDir {
+    let source = workspace_root().join("nodes/model/tests/fixtures/wan_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        source.join("model_index.json"),
+        dir.path().join("model_index.json"),
+    )
+    .unwrap();
+    for component in [
+        "transformer",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    ] {
+        let to = dir.path().join(component);
+        std::fs::create_dir(&to).unwrap();
+        for entry in std::fs::read_dir(source.join(component)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    if context_causal {
+        std::fs::write(
+            dir.path().join("lct.json"),
+            r#"{"attention": "context_causal"}"#,
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn base_graph(checkpoint: &Path, shots: &[&str]) -> Graph {
+    let mut graph = Graph::new();
+    graph
+        .add("model", "LoadModel")
+        .param("path", checkpoint.display().to_string())
+        .param("width", 16)
+        .param("height", 16);
+    graph
+        .add("scene", "SceneContext")
+        .param("global_prompt", "a city park at night.")
+        .param("shots", shots.join("\n"));
+    graph
+}
+
+fn sampler(graph: &mut Graph, label: &str) {
+    graph
+        .node_mut(label)
+        .unwrap()
+        .param("steps", 3)
+        .param("seed", 7)
+        .param("cfg", 3.0)
+        .param("frames", 5);
+}
+
+fn decoded(plugin: &Plugin, graph: &Graph, node: &str) -> Vec<f32> {
+    let graph = plugin.validate(graph).unwrap();
+    let options = EvalOptions {
+        targets: Some(vec![node.to_owned()]),
+        ..EvalOptions::default()
+    };
+    let evaluation = Evaluator::new(plugin).evaluate(&graph, &options).unwrap();
+    let frames = evaluation
+        .output(node, "frames")
+        .unwrap()
+        .read_frames_f32(0, 0, ColorSpace::SRGB)
+        .unwrap();
+    assert_eq!((frames.width, frames.height), (16, 16));
+    frames.pixels
+}
+
+fn error_of(plugin: &Plugin, graph: &Graph) -> String {
+    let graph = plugin.validate(graph).unwrap();
+    let message = Evaluator::new(plugin)
+        .evaluate(&graph, &EvalOptions::default())
+        .unwrap_err()
+        .to_string();
+    eprintln!("error: {message}");
+    message
+}
+
+#[test]
+fn a_wan_checkpoint_generates_a_joint_scene_and_saves_the_video() {
+    let plugin = plugin();
+    let checkpoint = wan_checkpoint(false);
+    let out = tempfile::tempdir().unwrap();
+    let mut graph = base_graph(checkpoint.path(), &SHOTS);
+    graph
+        .add("generate", "ShotGenerate")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "generate");
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph
+        .add("save", "SaveVideo")
+        .param("directory", out.path().display().to_string())
+        .input("frames", "decode", "frames");
+    graph.output("save");
+    let validated = plugin.validate(&graph).unwrap();
+    let evaluator = Evaluator::new(&plugin);
+    let evaluation = evaluator
+        .evaluate(
+            &validated,
+            &EvalOptions {
+                output_directory: Some(out.path().to_owned()),
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+    let video = PathBuf::from(evaluation.outputs["save"][0].1.read_string().unwrap());
+    let bytes = std::fs::read(&video).unwrap();
+    assert_eq!(&bytes[4..8], b"ftyp", "{} is an MP4", video.display());
+    // The model reports Wan's frame size, and the scene decodes to 3 shots of 5 frames.
+    let model = Evaluator::new(&plugin)
+        .evaluate(
+            &validated,
+            &EvalOptions {
+                targets: Some(vec!["model".into()]),
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+    let shape = model.output("model", "model").unwrap().shape().unwrap();
+    assert_eq!(&shape[1..], &[16, 16]);
+    assert!(shape[0] > 10_000, "parameters: {}", shape[0]);
+    let pixels = decoded(&plugin, &graph, "decode");
+    assert_eq!(pixels.len(), 3 * 5 * 16 * 16 * 3);
+    // Deterministic, and the shots differ from each other (per-shot prompts and noise).
+    assert_eq!(pixels, decoded(&plugin, &graph, "decode"));
+    let shot = 5 * 16 * 16 * 3;
+    assert!(pixels[..shot] != pixels[shot..2 * shot]);
+}
+
+/// Shots 1-2 auto-regressively, then shot 3 by ShotExtend, after a KVCache of shots 1-2 or
+/// recomputing them.
+fn extend_graph(checkpoint: &Path, with_cache: bool) -> Graph {
+    let mut graph = base_graph(checkpoint, &SHOTS);
+    graph
+        .add("first", "ShotGenerate")
+        .param("mode", "autoregressive")
+        .param("last_shot", 2)
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "first");
+    graph
+        .add("extend", "ShotExtend")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene")
+        .input("latent", "first", "latent");
+    sampler(&mut graph, "extend");
+    if with_cache {
+        graph
+            .add("cache", "KVCache")
+            .param("seed", 7)
+            .param("cfg", 3.0)
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene")
+            .input("latent", "first", "latent");
+        graph
+            .node_mut("extend")
+            .unwrap()
+            .input("kv_cache", "cache", "kv_cache");
+    }
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "extend", "latent");
+    graph.output("decode");
+    graph
+}
+
+#[test]
+fn wan_shot_extension_with_a_kv_cache_equals_recomputing_the_history() {
+    let plugin = plugin();
+    let checkpoint = wan_checkpoint(true);
+    let cached = decoded(&plugin, &extend_graph(checkpoint.path(), true), "decode");
+    let recomputed = decoded(&plugin, &extend_graph(checkpoint.path(), false), "decode");
+    assert_eq!(cached.len(), 3 * 5 * 16 * 16 * 3);
+    let scale = recomputed.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let difference = cached
+        .iter()
+        .zip(&recomputed)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        difference / scale < 1e-4,
+        "cached differs from recomputed by {difference} (scale {scale})"
+    );
+    // A checkpoint as published is bidirectional: its history cannot be cached.
+    let published = wan_checkpoint(false);
+    let message = error_of(&plugin, &extend_graph(published.path(), true));
+    assert!(message.contains("bidirectional"), "{message}");
+}
+
+#[test]
+fn wan_loading_and_shape_errors_are_named_through_the_plugin() {
+    let plugin = plugin();
+    let decode_graph = |checkpoint: &Path| {
+        let mut graph = base_graph(checkpoint, &SHOTS[..1]);
+        graph
+            .add("generate", "ShotGenerate")
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene");
+        sampler(&mut graph, "generate");
+        graph.output("generate");
+        graph
+    };
+
+    // Shards: the transformer split in two with an index, then one shard missing.
+    let checkpoint = wan_checkpoint(false);
+    let transformer = checkpoint.path().join("transformer");
+    let single = transformer.join("diffusion_pytorch_model.safetensors");
+    let tensors = candle_core::safetensors::load(&single, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    for (part, chunk) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!(
+            "diffusion_pytorch_model-0000{}-of-00002.safetensors",
+            part + 1
+        );
+        let shard: std::collections::HashMap<String, candle_core::Tensor> = chunk
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&shard, transformer.join(&file)).unwrap();
+        for n in chunk {
+            map.insert((*n).clone(), file.clone().into());
+        }
+    }
+    std::fs::remove_file(&single).unwrap();
+    std::fs::write(
+        transformer.join("diffusion_pytorch_model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    // The sharded checkpoint loads and runs.
+    let graph = plugin.validate(&decode_graph(checkpoint.path())).unwrap();
+    Evaluator::new(&plugin)
+        .evaluate(&graph, &EvalOptions::default())
+        .unwrap();
+    let second = transformer.join("diffusion_pytorch_model-00002-of-00002.safetensors");
+    std::fs::remove_file(&second).unwrap();
+    let message = error_of(&plugin, &decode_graph(checkpoint.path()));
+    assert!(
+        message.contains("00002-of-00002") && message.contains("missing"),
+        "{message}"
+    );
+
+    // A weight stored as integers is named with its file and dtype.
+    let checkpoint = wan_checkpoint(false);
+    let path = checkpoint
+        .path()
+        .join("vae/diffusion_pytorch_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let bad = "decoder.conv_in.bias";
+    let as_int = tensors[bad].to_dtype(candle_core::DType::I64).unwrap();
+    tensors.insert(bad.into(), as_int);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let message = error_of(&plugin, &decode_graph(checkpoint.path()));
+    assert!(
+        message.contains(bad) && message.contains("I64") && message.contains("vae"),
+        "{message}"
+    );
+
+    // A config that disagrees with the weights.
+    let checkpoint = wan_checkpoint(false);
+    let config = checkpoint.path().join("transformer/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replace("\"num_layers\": 2", "\"num_layers\": 1");
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).unwrap();
+    let message = error_of(&plugin, &decode_graph(checkpoint.path()));
+    assert!(
+        message.contains("not used by the config") && message.contains("blocks.1."),
+        "{message}"
+    );
+    let checkpoint = wan_checkpoint(false);
+    let config = checkpoint.path().join("text_encoder/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"d_model\": 16", "\"d_model\": 8")).unwrap();
+    let message = error_of(&plugin, &decode_graph(checkpoint.path()));
+    assert!(message.contains("text_encoder"), "{message}");
+
+    // Frame counts Wan cannot take, and frame sizes its VAE cannot.
+    let checkpoint = wan_checkpoint(false);
+    let mut graph = decode_graph(checkpoint.path());
+    graph.node_mut("generate").unwrap().param("frames", 4);
+    let message = error_of(&plugin, &graph);
+    assert!(message.contains("use 1 or 5"), "{message}");
+    let mut graph = decode_graph(checkpoint.path());
+    graph.node_mut("model").unwrap().param("width", 20);
+    let message = error_of(&plugin, &graph);
+    assert!(
+        message.contains("multiple of 8 pixels wide") && message.contains("20x16"),
+        "{message}"
+    );
+}
