@@ -54,8 +54,9 @@ enum Command {
         scene: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// Checkpoint directory (config.json + model.safetensors); overrides the scene's
-        /// `model`. Without either, the embedded default model.
+        /// Checkpoint directory (config.json + model.safetensors, or a Wan checkpoint in the
+        /// diffusers layout); overrides the scene's `model`. Without either, the embedded
+        /// default model.
         #[arg(long)]
         model: Option<PathBuf>,
         /// An image of the character alone (PNG, JPEG, EXR); overrides the scene's `identity`.

@@ -35,6 +35,15 @@ pub struct SceneSpec {
     /// Frames per shot.
     #[serde(default = "default_frames")]
     pub frames: i64,
+    /// Frame width and height for models without a fixed frame size (Wan checkpoints);
+    /// LoadModel's default (832x480 for Wan) when absent.
+    #[serde(default)]
+    pub width: Option<i64>,
+    #[serde(default)]
+    pub height: Option<i64>,
+    /// Timestep shift (ShotGenerate's `shift`); the model's own when absent.
+    #[serde(default)]
+    pub shift: Option<f64>,
     /// Context guidance scale (ShotGenerate's `context_cfg`); the node's default when absent.
     #[serde(default)]
     pub context_cfg: Option<f64>,
@@ -67,6 +76,12 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
     let model = graph.add("model", "LoadModel");
     if let Some(path) = &scene.model {
         model.param("path", path.as_str());
+    }
+    if let Some(width) = scene.width {
+        model.param("width", width);
+    }
+    if let Some(height) = scene.height {
+        model.param("height", height);
     }
     let context = graph
         .add("scene", "SceneContext")
@@ -104,6 +119,9 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
         .input("scene", "scene", "scene");
     if let Some(context_cfg) = scene.context_cfg {
         generate.param("context_cfg", context_cfg);
+    }
+    if let Some(shift) = scene.shift {
+        generate.param("shift", shift);
     }
     graph
         .add("decode", "DecodeFrames")

@@ -82,6 +82,9 @@ fn joint_generation_of_three_shots_writes_frames() {
         cfg: 2.0,
         frames: 2,
         context_cfg: None,
+        width: None,
+        height: None,
+        shift: None,
         identity: None,
         environment: None,
     };

@@ -10,7 +10,7 @@
 use candle_core::{Tensor, D};
 
 use super::transformer::{additive_mask, Masks, Rope, WanTimestep, WanTransformer};
-use crate::{AttentionMask, Error, Result};
+use crate::{AttentionMask, Error, MaskSpec, Result};
 
 /// One shot of a scene: its latents `[1, channels, frames, height, width]`, its diffusion
 /// timestep (Wan's scale, 0..1000) and its prompt embeddings `[1, text_tokens, text_dim]`.
@@ -24,6 +24,8 @@ pub struct WanShot<'a> {
 /// frames and shots they hold (the next shot starts after them in time and rank).
 pub struct WanSceneCache {
     layers: Vec<(Tensor, Tensor)>,
+    /// The shot index of every cached token (its segment rank in self-attention).
+    ranks: Vec<u32>,
     pub frames: usize,
     pub shots: usize,
 }
@@ -117,18 +119,12 @@ impl WanTransformer {
 
         // Self-attention over the cached keys (earlier shots: always visible to later ones)
         // and the new ones, by the project's mask rule with shots as ranks.
-        let cached = history.map_or(0, WanSceneCache::tokens);
-        let restricted = mask == AttentionMask::ContextCausal && shots.len() > 1;
-        let own = restricted
-            .then(|| {
-                additive_mask(count, cached + count, device, |q, k| {
-                    k < cached
-                        || mask.allows(shot_of_token[q] as u32, shot_of_token[k - cached] as u32)
-                })
-            })
-            .transpose()?;
+        let ranks: Vec<u32> = shot_of_token.iter().map(|&s| s as u32).collect();
+        let cached_ranks = history.map_or(&[][..], |h| h.ranks.as_slice());
+        let key_ranks: Vec<u32> = cached_ranks.iter().chain(&ranks).copied().collect();
+        let own = MaskSpec::new(mask, ranks.clone(), key_ranks.clone())?;
         let masks = Masks {
-            self_attention: own.as_ref(),
+            self_attention: Some(&own),
             cross_attention: cross.as_ref(),
         };
         let past = history.map(|h| h.layers.as_slice());
@@ -166,6 +162,7 @@ impl WanTransformer {
             outputs,
             WanSceneCache {
                 layers,
+                ranks: key_ranks,
                 frames: frame,
                 shots: first_shot + shots.len(),
             },

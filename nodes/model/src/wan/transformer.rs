@@ -4,10 +4,11 @@
 //! path, and what LCT needs for one timestep per shot). Tensor names are diffusers'.
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::config::WanTransformerConfig;
-use crate::{Error, Result};
+use crate::fused::linear;
+use crate::{AttentionMask, Error, MaskSpec, Result};
 
 /// The diffusion timestep: one per sample `[batch]`, one per latent frame `[batch, frames]`
 /// (SkyReels-V2's diffusion forcing), or one per token `[batch, tokens]`.
@@ -32,10 +33,10 @@ impl Attention {
     fn new(cfg: &WanTransformerConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.inner_dim();
         Ok(Self {
-            to_q: linear(dim, dim, vb.pp("to_q"))?,
-            to_k: linear(dim, dim, vb.pp("to_k"))?,
-            to_v: linear(dim, dim, vb.pp("to_v"))?,
-            to_out: linear(dim, dim, vb.pp("to_out.0"))?,
+            to_q: candle_nn::linear(dim, dim, vb.pp("to_q"))?,
+            to_k: candle_nn::linear(dim, dim, vb.pp("to_k"))?,
+            to_v: candle_nn::linear(dim, dim, vb.pp("to_v"))?,
+            to_out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
             norm_q: vb.get(dim, "norm_q.weight")?,
             norm_k: vb.get(dim, "norm_k.weight")?,
             heads: cfg.num_attention_heads,
@@ -45,21 +46,22 @@ impl Attention {
 
     /// `x` attends to `context` (itself when `None`), and after `past` (cached keys and
     /// values `[batch, heads, n, head_dim]` of earlier tokens) when given; RoPE only in
-    /// self-attention. `mask`: additive `[queries, keys]` (0 or -inf, keys counting `past`
-    /// first), broadcast over batch and heads. Returns the output and this call's own keys and
+    /// self-attention. Self-attention runs the project's blocked attention under `ranks` (keys
+    /// counting `past` first); cross-attention takes an additive `[queries, keys]` mask (0 or
+    /// -inf), broadcast over batch and heads. Returns the output and this call's own keys and
     /// values (for a cache).
     fn forward(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
         rope: Option<&Rope>,
-        mask: Option<&Tensor>,
+        mask: AttentionKind,
         past: Option<&(Tensor, Tensor)>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let source = context.unwrap_or(x);
-        let q = rms_norm(&self.to_q.forward(x)?, &self.norm_q, self.eps)?;
-        let k = rms_norm(&self.to_k.forward(source)?, &self.norm_k, self.eps)?;
-        let v = self.to_v.forward(source)?;
+        let q = rms_norm(&linear(&self.to_q, x)?, &self.norm_q, self.eps)?;
+        let k = rms_norm(&linear(&self.to_k, source)?, &self.norm_k, self.eps)?;
+        let v = linear(&self.to_v, source)?;
         let (batch, tokens, dim) = q.dims3()?;
         let head_dim = dim / self.heads;
         let split = |t: &Tensor| -> Result<Tensor> {
@@ -83,16 +85,26 @@ impl Attention {
             ),
             None => own.clone(),
         };
-        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, tokens, dim))?;
-        Ok((self.to_out.forward(&out)?, own))
+        let out = match mask {
+            AttentionKind::Ranked(spec) => crate::attention::attention(&q, &k, &v, spec)?,
+            AttentionKind::Additive(mask) => {
+                let mut scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+                if let Some(mask) = mask {
+                    scores = scores.broadcast_add(mask)?;
+                }
+                // The fused softmax has no backward pass.
+                let weights = if scores.track_op() {
+                    candle_nn::ops::softmax(&scores, D::Minus1)?
+                } else {
+                    candle_nn::ops::softmax_last_dim(&scores)?
+                };
+                weights
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((batch, tokens, dim))?
+            }
+        };
+        Ok((linear(&self.to_out, &out)?, own))
     }
 }
 
@@ -119,8 +131,8 @@ impl Block {
             self_attention: Attention::new(cfg, vb.pp("attn1"))?,
             cross_attention: Attention::new(cfg, vb.pp("attn2"))?,
             cross_norm,
-            ffn_in: linear(dim, cfg.ffn_dim, vb.pp("ffn.net.0.proj"))?,
-            ffn_out: linear(cfg.ffn_dim, dim, vb.pp("ffn.net.2"))?,
+            ffn_in: candle_nn::linear(dim, cfg.ffn_dim, vb.pp("ffn.net.0.proj"))?,
+            ffn_out: candle_nn::linear(cfg.ffn_dim, dim, vb.pp("ffn.net.2"))?,
             scale_shift_table: vb.get((1, 6, dim), "scale_shift_table")?,
             eps: cfg.eps,
         })
@@ -141,34 +153,62 @@ impl Block {
         let (shift, scale, gate) = (part(0)?, part(1)?, part(2)?);
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
 
-        let normed = modulate(&layer_norm(x, None, self.eps)?, &shift, &scale)?;
-        let (attended, own_kv) =
-            self.self_attention
-                .forward(&normed, None, Some(rope), masks.self_attention, past)?;
+        let normed = norm_modulate(x, &shift, &scale, self.eps)?;
+        let full;
+        let ranks = match masks.self_attention {
+            Some(spec) => spec,
+            None => {
+                let keys = x.dim(1)? + past.map_or(Ok(0), |(k, _)| k.dim(2))?;
+                full = MaskSpec::new(
+                    AttentionMask::Bidirectional,
+                    vec![0; x.dim(1)?],
+                    vec![0; keys],
+                )?;
+                &full
+            }
+        };
+        let (attended, own_kv) = self.self_attention.forward(
+            &normed,
+            None,
+            Some(rope),
+            AttentionKind::Ranked(ranks),
+            past,
+        )?;
         let x = (x + attended.broadcast_mul(&gate)?)?;
 
         let normed = match &self.cross_norm {
             Some((weight, bias)) => layer_norm(&x, Some((weight, bias)), self.eps)?,
             None => x.clone(),
         };
-        let (crossed, _) =
-            self.cross_attention
-                .forward(&normed, Some(text), None, masks.cross_attention, None)?;
+        let (crossed, _) = self.cross_attention.forward(
+            &normed,
+            Some(text),
+            None,
+            AttentionKind::Additive(masks.cross_attention),
+            None,
+        )?;
         let x = (&x + crossed)?;
 
-        let normed = modulate(&layer_norm(&x, None, self.eps)?, &c_shift, &c_scale)?;
-        let hidden = self.ffn_in.forward(&normed)?.gelu()?; // tanh approximation, as Wan's
-        let x = (&x + self.ffn_out.forward(&hidden)?.broadcast_mul(&c_gate)?)?;
+        let normed = norm_modulate(&x, &c_shift, &c_scale, self.eps)?;
+        let hidden = linear(&self.ffn_in, &normed)?.gelu()?; // tanh approximation, as Wan's
+        let x = (&x + linear(&self.ffn_out, &hidden)?.broadcast_mul(&c_gate)?)?;
         Ok((x, own_kv))
     }
 }
 
-/// Attention masks of a forward pass, additive (0 or -inf): self-attention `[tokens,
-/// tokens]`, cross-attention `[tokens, text tokens]`; `None` attends to everything.
+/// Attention masks of a forward pass: self-attention by segment ranks and the project's
+/// mask rule (keys counting cached ones first), cross-attention additive (0 or -inf)
+/// `[tokens, text tokens]`; `None` attends to everything.
 #[derive(Clone, Copy, Default)]
 pub struct Masks<'a> {
-    pub self_attention: Option<&'a Tensor>,
+    pub self_attention: Option<&'a MaskSpec>,
     pub cross_attention: Option<&'a Tensor>,
+}
+
+#[derive(Clone, Copy)]
+enum AttentionKind<'a> {
+    Ranked(&'a MaskSpec),
+    Additive(Option<&'a Tensor>),
 }
 
 /// An additive mask `[queries, keys]` from `allowed(query, key)`.
@@ -289,15 +329,23 @@ impl WanTransformer {
         Ok(Self {
             patch_weight: vb.get((dim, cfg.in_channels, pt, ph, pw), "patch_embedding.weight")?,
             patch_bias: vb.get(dim, "patch_embedding.bias")?,
-            time_linear_1: linear(cfg.freq_dim, dim, embedder.pp("time_embedder.linear_1"))?,
-            time_linear_2: linear(dim, dim, embedder.pp("time_embedder.linear_2"))?,
-            time_projection: linear(dim, 6 * dim, embedder.pp("time_proj"))?,
-            text_linear_1: linear(cfg.text_dim, dim, embedder.pp("text_embedder.linear_1"))?,
-            text_linear_2: linear(dim, dim, embedder.pp("text_embedder.linear_2"))?,
+            time_linear_1: candle_nn::linear(
+                cfg.freq_dim,
+                dim,
+                embedder.pp("time_embedder.linear_1"),
+            )?,
+            time_linear_2: candle_nn::linear(dim, dim, embedder.pp("time_embedder.linear_2"))?,
+            time_projection: candle_nn::linear(dim, 6 * dim, embedder.pp("time_proj"))?,
+            text_linear_1: candle_nn::linear(
+                cfg.text_dim,
+                dim,
+                embedder.pp("text_embedder.linear_1"),
+            )?,
+            text_linear_2: candle_nn::linear(dim, dim, embedder.pp("text_embedder.linear_2"))?,
             blocks: (0..cfg.num_layers)
                 .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
-            proj_out: linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
+            proj_out: candle_nn::linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
             scale_shift_table: vb.get((1, 2, dim), "scale_shift_table")?,
             cfg: cfg.clone(),
         })
@@ -351,8 +399,8 @@ impl WanTransformer {
             .unsqueeze(1)?
             .broadcast_mul(&frequencies)?;
         let sinusoid = Tensor::cat(&[arguments.cos()?, arguments.sin()?], 1)?;
-        let hidden = self.time_linear_1.forward(&sinusoid)?.silu()?;
-        Ok(self.time_linear_2.forward(&hidden)?)
+        let hidden = linear(&self.time_linear_1, &sinusoid)?.silu()?;
+        Ok(linear(&self.time_linear_2, &hidden)?)
     }
 
     /// The denoiser's output (the flow velocity) for `latents` at `timestep` given `text`
@@ -387,14 +435,15 @@ impl WanTransformer {
             }
             other => other,
         };
-        // SkyReels-V2: a token sees the tokens of its own frame block and of earlier blocks.
+        // SkyReels-V2: a token sees the tokens of its own frame block and of earlier blocks:
+        // the context-causal rule with frame blocks as segments.
         let block = self.cfg.num_frame_per_block;
         let causal = (block > 1)
             .then(|| {
-                let frame_block = |token: usize| token / (h * w) / block;
-                additive_mask(f * h * w, f * h * w, device, |q, k| {
-                    frame_block(k) <= frame_block(q)
-                })
+                let ranks = (0..f * h * w)
+                    .map(|token| (token / (h * w) / block) as u32)
+                    .collect();
+                MaskSpec::self_attention(AttentionMask::ContextCausal, ranks)
             })
             .transpose()?;
         let masks = Masks {
@@ -470,7 +519,7 @@ impl WanTransformer {
             .reshape((batch, steps, 6, dim))?;
         let text = self
             .text_linear_2
-            .forward(&self.text_linear_1.forward(text)?.gelu()?)?;
+            .forward(&linear(&self.text_linear_1, text)?.gelu()?)?;
         let mut x = tokens.clone();
         let mut own = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -484,8 +533,8 @@ impl WanTransformer {
             .unsqueeze(0)?
             .broadcast_add(&temb.unsqueeze(2)?)?;
         let (shift, scale) = (out.i((.., .., 0))?, out.i((.., .., 1))?);
-        let x = modulate(&layer_norm(&x, None, self.cfg.eps)?, &shift, &scale)?;
-        Ok((self.proj_out.forward(&x)?, own))
+        let x = norm_modulate(&x, &shift, &scale, self.cfg.eps)?;
+        Ok((linear(&self.proj_out, &x)?, own))
     }
 
     /// Output tokens back to `[batch, channels, frames, height, width]`.
@@ -507,6 +556,16 @@ impl WanTransformer {
 /// `x * (1 + scale) + shift`, broadcast over tokens.
 fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+}
+
+/// `LayerNorm(x) * (1 + scale) + shift`: the project's fused kernel when Wan's eps is its
+/// eps and the modulation is per token (LCT scenes), else candle ops.
+fn norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
+    if eps == crate::fused::NORM_EPS && shift.dims() == x.dims() {
+        crate::fused::modulate(x, shift, scale)
+    } else {
+        modulate(&layer_norm(x, None, eps)?, shift, scale)
+    }
 }
 
 /// Layer norm over the last dimension, with an optional affine `(weight, bias)`.
