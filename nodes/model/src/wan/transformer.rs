@@ -400,7 +400,7 @@ impl WanTransformer {
             .broadcast_mul(&frequencies)?;
         let sinusoid = Tensor::cat(&[arguments.cos()?, arguments.sin()?], 1)?;
         let hidden = linear(&self.time_linear_1, &sinusoid)?.silu()?;
-        Ok(linear(&self.time_linear_2, &hidden)?)
+        linear(&self.time_linear_2, &hidden)
     }
 
     /// The denoiser's output (the flow velocity) for `latents` at `timestep` given `text`
