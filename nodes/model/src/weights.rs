@@ -190,14 +190,57 @@ pub fn build_checked<T>(
     build_from_source(source, dtype, device, build)
 }
 
-/// [`build_checked`] over memory-mapped safetensors files (a checkpoint or its shards): only
-/// the tensors `build` asks for are read, converted to `dtype` as they load.
-pub fn build_checked_mmap<T>(
-    files: &[PathBuf],
-    dtype: DType,
-    device: &Device,
-    build: impl FnOnce(VarBuilder) -> Result<T>,
-) -> Result<T> {
+/// Sets every variable of `vars` (built by a model through a `VarBuilder` over it) from
+/// memory-mapped safetensors files, checking names and shapes and that no tensor is left over.
+pub fn load_varmap_mmap(vars: &candle_nn::VarMap, files: &[PathBuf]) -> Result<()> {
+    let source = map_files(files)?;
+    let data = vars.data().lock().expect("not poisoned");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in &names {
+        let var = &data[*name];
+        let Some((found, stored, float)) = source.info(name) else {
+            return Err(Error::MissingTensor {
+                path: source.path(name),
+                name: (*name).clone(),
+                expected: var.dims().to_vec(),
+            });
+        };
+        if found != var.dims() {
+            return Err(Error::TensorShape {
+                path: source.path(name),
+                name: (*name).clone(),
+                expected: var.dims().to_vec(),
+                found,
+            });
+        }
+        if !float {
+            return Err(Error::TensorDType {
+                path: source.path(name),
+                name: (*name).clone(),
+                found: stored,
+            });
+        }
+        let value = source.load(name, var.device())?.to_dtype(var.dtype())?;
+        var.set(&value)?;
+    }
+    let mut unused: Vec<String> = source
+        .names()
+        .into_iter()
+        .filter(|name| !data.contains_key(name))
+        .collect();
+    unused.sort();
+    if let Some(first) = unused.first() {
+        return Err(Error::UnusedTensors {
+            path: source.path(first),
+            count: unused.len(),
+            first: first.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn map_files(files: &[PathBuf]) -> Result<TensorSource> {
     let mut mapped = Vec::with_capacity(files.len());
     let mut file_of = HashMap::new();
     for (index, path) in files.iter().enumerate() {
@@ -214,11 +257,21 @@ pub fn build_checked_mmap<T>(
         }
         mapped.push((path.clone(), file));
     }
-    let source = TensorSource::Mapped {
+    Ok(TensorSource::Mapped {
         files: mapped,
         file_of,
-    };
-    build_from_source(source, dtype, device, build)
+    })
+}
+
+/// [`build_checked`] over memory-mapped safetensors files (a checkpoint or its shards): only
+/// the tensors `build` asks for are read, converted to `dtype` as they load.
+pub fn build_checked_mmap<T>(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    build_from_source(map_files(files)?, dtype, device, build)
 }
 
 fn build_from_source<T>(

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use lct_model::wan::{wan_cache_history, wan_sample, WanHistory, WanPipeline};
 use lct_model::{
     cache_history, sample, AttentionMask, KvView, Pipeline, ReferencePrompts, Result,
@@ -140,13 +140,7 @@ impl Backend {
     pub fn encode_frames(&self, frames: &Tensor) -> Result<Tensor> {
         match self {
             Self::Lct(p) => p.autoencoder()?.encode(frames),
-            Self::Wan(w) => {
-                let vae = &w.pipeline.vae;
-                let video = ((frames.to_dtype(self.dtype())? * 2.0)? - 1.0)?
-                    .permute((1, 0, 2, 3))?
-                    .unsqueeze(0)?;
-                vae.normalize(&vae.encode(&video)?)
-            }
+            Self::Wan(w) => w.pipeline.encode_frames(frames),
         }
     }
 
@@ -154,19 +148,7 @@ impl Backend {
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         match self {
             Self::Lct(p) => p.autoencoder()?.decode(latent),
-            Self::Wan(w) => {
-                let vae = &w.pipeline.vae;
-                let video = vae.decode(&vae.denormalize(latent)?)?;
-                Ok(((video.squeeze(0)?.permute((1, 0, 2, 3))? + 1.0)? * 0.5)?
-                    .to_dtype(DType::F32)?)
-            }
-        }
-    }
-
-    fn dtype(&self) -> DType {
-        match self {
-            Self::Lct(p) => p.transformer.dtype(),
-            Self::Wan(w) => w.null_text.dtype(),
+            Self::Wan(w) => w.pipeline.decode_frames(latent),
         }
     }
 

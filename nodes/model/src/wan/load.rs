@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use super::umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
 use super::{WanTransformer, WanTransformerConfig, WanVae, WanVaeConfig};
@@ -184,6 +184,22 @@ impl WanPipeline {
             attention: read_attention(folder)?,
             folder: folder.to_path_buf(),
         })
+    }
+
+    /// Frames `[T, 3, H, W]` in 0..1 (sRGB-encoded, as Wan was trained) to the transformer's
+    /// normalised latents `[1, C, t, h, w]`.
+    pub fn encode_frames(&self, frames: &Tensor) -> Result<Tensor> {
+        let dtype = self.transformer.dtype();
+        let video = ((frames.to_dtype(dtype)? * 2.0)? - 1.0)?
+            .permute((1, 0, 2, 3))?
+            .unsqueeze(0)?;
+        self.vae.normalize(&self.vae.encode(&video)?)
+    }
+
+    /// Normalised latents `[1, C, t, h, w]` to frames `[T, 3, H, W]` in 0..1 (f32).
+    pub fn decode_frames(&self, latents: &Tensor) -> Result<Tensor> {
+        let video = self.vae.decode(&self.vae.denormalize(latents)?)?;
+        Ok(((video.squeeze(0)?.permute((1, 0, 2, 3))? + 1.0)? * 0.5)?.to_dtype(DType::F32)?)
     }
 
     /// Latent `[channels, frames, height, width]` of a shot of `frames` video frames at

@@ -8,6 +8,7 @@ pub mod config;
 pub mod load;
 pub mod sample;
 pub mod scene;
+pub mod train;
 pub mod transformer;
 pub mod umt5;
 pub mod vae;
@@ -19,6 +20,7 @@ pub use load::{
 };
 pub use sample::{wan_cache_history, wan_generate_autoregressive, wan_sample, WanHistory};
 pub use scene::{WanSceneCache, WanShot};
+pub use train::{WanTrainConfig, WanTrainer, WanTrainingScene};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};
 pub use umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
 pub use vae::{WanVae, WanVaeConfig};

@@ -351,6 +351,11 @@ impl WanTransformer {
         })
     }
 
+    /// The dtype its weights were loaded in.
+    pub fn dtype(&self) -> candle_core::DType {
+        self.patch_bias.dtype()
+    }
+
     pub fn config(&self) -> &WanTransformerConfig {
         &self.cfg
     }
