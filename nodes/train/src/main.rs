@@ -7,19 +7,21 @@
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
 //! lct-train probe-prompts --model nodes/assets/default                 # single shots follow their prompt?
 //! lct-train probe-context --model nodes/assets/default                 # does a shot read its context?
+//! lct-train wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --scenes my-scenes --out wan-lct
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
 //!
 //! The measuring commands live in [`diagnostics`]; past experiments are recorded, with the
 //! commands that reproduce them, in `nodes/train/EXPERIMENTS.md`.
 //!
-//! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data and
-//! must not depend on the plugin, the nodes or the host.
+//! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data (and,
+//! for `wan`, on the user's scenes) and must not depend on the plugin, the nodes or the host.
 
 mod data;
 mod device;
 mod diagnostics;
 mod pca;
+mod wan;
 
 use clap::{Parser, Subcommand};
 use data::{training_scene, DataMix, Result, Stage};
@@ -44,6 +46,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// LCT-tune a Wan checkpoint (diffusers layout) on a folder of scenes: each
+    /// `<scene>/scene.json` names a global prompt and shots (prompt, folder of 1 + 4k frames).
+    /// Full fine-tune of the transformer; writes a complete checkpoint folder with `lct.json`
+    /// (the mask it was tuned for). Resumes when --out holds this tuning.
+    Wan {
+        /// The Wan checkpoint folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        scenes: PathBuf,
+        /// A new folder (or this tuning's, to continue it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Optimiser steps in total, one scene each.
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        #[arg(long, default_value_t = 1e-5)]
+        lr: f64,
+        /// The mask to tune for: context_causal (history cacheable as K/V) or bidirectional.
+        #[arg(long, default_value = "context_causal")]
+        attention: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the checkpoint every this many steps (0: only at the end).
+        #[arg(long, default_value_t = 100)]
+        save_every: usize,
+        /// cpu, cuda or cuda:N (a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Train one stage (resumes when --out holds a checkpoint).
     Fit {
         #[arg(long, value_enum)]
@@ -615,6 +647,39 @@ fn main() -> std::process::ExitCode {
     lct_model::keep_freed_pages();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Wan {
+            checkpoint,
+            scenes,
+            out,
+            steps,
+            lr,
+            attention,
+            seed,
+            save_every,
+            device,
+        } => (|| -> Result<()> {
+            let attention = match attention.as_str() {
+                "context_causal" => AttentionMask::ContextCausal,
+                "bidirectional" => AttentionMask::Bidirectional,
+                other => {
+                    return Err(format!(
+                        "--attention {other}: expected context_causal or bidirectional"
+                    )
+                    .into())
+                }
+            };
+            wan::tune(&wan::WanTuning {
+                checkpoint: &checkpoint,
+                scenes: &scenes,
+                out: &out,
+                steps,
+                learning_rate: lr,
+                attention,
+                seed,
+                save_every,
+                device: device::parse_device(&device)?,
+            })
+        })(),
         Command::Fit {
             stage,
             out,
