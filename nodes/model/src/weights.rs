@@ -38,9 +38,11 @@ enum TensorSource {
         path: PathBuf,
         tensors: HashMap<String, Tensor>,
     },
+    /// `file_of`: by the name the model asks for, the file index and the name stored there
+    /// (they differ for checkpoints in another key layout).
     Mapped {
         files: Vec<(PathBuf, candle_core::safetensors::MmapedSafetensors)>,
-        file_of: HashMap<String, usize>,
+        file_of: HashMap<String, (usize, String)>,
     },
 }
 
@@ -57,7 +59,7 @@ impl TensorSource {
         match self {
             Self::Loaded { path, .. } => path.clone(),
             Self::Mapped { files, file_of } => {
-                let index = file_of.get(name).copied().unwrap_or(0);
+                let index = file_of.get(name).map_or(0, |(i, _)| *i);
                 files.get(index).map(|(p, _)| p.clone()).unwrap_or_default()
             }
         }
@@ -71,8 +73,8 @@ impl TensorSource {
                 (t.dims().to_vec(), format!("{dtype:?}"), dtype.is_float())
             }),
             Self::Mapped { files, file_of } => {
-                let (_, file) = &files[*file_of.get(name)?];
-                let view = file.get(name).ok()?;
+                let (index, stored) = file_of.get(name)?;
+                let view = files[*index].1.get(stored).ok()?;
                 use safetensors::Dtype;
                 let float = matches!(
                     view.dtype(),
@@ -90,7 +92,7 @@ impl TensorSource {
                 .cloned()
                 .ok_or_else(|| candle_core::Error::Msg(format!("no tensor '{name}'"))),
             Self::Mapped { files, file_of } => match file_of.get(name) {
-                Some(&index) => files[index].1.load(name, device),
+                Some((index, stored)) => files[*index].1.load(stored, device),
                 None => Err(candle_core::Error::Msg(format!("no tensor '{name}'"))),
             },
         }
@@ -241,6 +243,11 @@ pub fn load_varmap_mmap(vars: &candle_nn::VarMap, files: &[PathBuf]) -> Result<(
 }
 
 fn map_files(files: &[PathBuf]) -> Result<TensorSource> {
+    map_files_renamed(files, &|name| name.to_owned())
+}
+
+/// The tensors of `files` under the names `rename` gives their stored names.
+fn map_files_renamed(files: &[PathBuf], rename: &dyn Fn(&str) -> String) -> Result<TensorSource> {
     let mut mapped = Vec::with_capacity(files.len());
     let mut file_of = HashMap::new();
     for (index, path) in files.iter().enumerate() {
@@ -253,7 +260,7 @@ fn map_files(files: &[PathBuf]) -> Result<TensorSource> {
                 }
             })?;
         for (name, _) in file.tensors() {
-            file_of.insert(name, index);
+            file_of.insert(rename(&name), (index, name));
         }
         mapped.push((path.clone(), file));
     }
@@ -261,6 +268,18 @@ fn map_files(files: &[PathBuf]) -> Result<TensorSource> {
         files: mapped,
         file_of,
     })
+}
+
+/// [`build_checked_mmap`] for a checkpoint stored in another key layout: `rename` turns each
+/// stored name into the name the model asks for.
+pub fn build_checked_mmap_renamed<T>(
+    files: &[PathBuf],
+    rename: &dyn Fn(&str) -> String,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    build_from_source(map_files_renamed(files, rename)?, dtype, device, build)
 }
 
 /// [`build_checked`] over memory-mapped safetensors files (a checkpoint or its shards): only

@@ -499,3 +499,49 @@ fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_check
     assert!(relative_error(&run(&tuned), &run(&original)) > 1e-3);
     assert!(relative_error(&run(&tuned), &run(trainer.model())) < 1e-5);
 }
+
+#[test]
+fn a_transformer_in_the_original_wan_layout_loads_as_the_diffusers_one() {
+    // The same weights under the original repositories' names and config fields (the fixture
+    // script checks the names against diffusers' own conversion).
+    let folder = fixture().join("original_transformer");
+    let model = load_transformer(&folder, DType::F32, &Device::Cpu).unwrap();
+    let tensors = reference();
+    let output = model
+        .forward(
+            &tensors["latents"],
+            WanTimestep::PerSample(&tensors["timestep"]),
+            &tensors["text"],
+        )
+        .unwrap();
+    let error = relative_error(&output, &tensors["output"]);
+    eprintln!("original layout: relative error {error:.2e}");
+    assert!(error < 1e-4, "original layout: relative error {error}");
+
+    // An original repository as a whole is refused by name (its VAE and umT5 are pickles).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(folder.join("config.json"), dir.path().join("config.json")).unwrap();
+    assert!(lct_model::wan::is_wan_checkpoint(dir.path()));
+    let message = lct_model::wan::WanPipeline::load(dir.path(), DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("-Diffusers"), "{message}");
+    // Other original model types are named.
+    let config = std::fs::read_to_string(folder.join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"t2v\"", "\"i2v\""),
+    )
+    .unwrap();
+    std::fs::copy(
+        folder.join("diffusion_pytorch_model.safetensors"),
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let message = load_transformer(dir.path(), DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("\"i2v\""), "{message}");
+}

@@ -148,3 +148,136 @@ impl WanTransformerConfig {
         Ok(())
     }
 }
+
+/// The original Wan repositories' `config.json` (`WanModel`), mapped onto diffusers' fields.
+#[derive(Deserialize)]
+struct OriginalConfig {
+    model_type: String,
+    dim: usize,
+    ffn_dim: usize,
+    freq_dim: usize,
+    in_dim: usize,
+    out_dim: usize,
+    num_heads: usize,
+    num_layers: usize,
+    #[serde(default = "original_eps")]
+    eps: f64,
+    /// Not in the published files (umT5-XXL's 4096 and 1x2x2 patches); `WanModel` takes them.
+    #[serde(default = "original_text_dim")]
+    text_dim: usize,
+    #[serde(default = "original_patch_size")]
+    patch_size: [usize; 3],
+}
+
+fn original_text_dim() -> usize {
+    4096
+}
+
+fn original_patch_size() -> [usize; 3] {
+    [1, 2, 2]
+}
+
+fn original_eps() -> f64 {
+    1e-6
+}
+
+impl WanTransformerConfig {
+    /// Whether `config.json` is the original repositories' (`dim`, `num_heads`, ...) rather
+    /// than diffusers'.
+    pub fn is_original(path: &Path) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|json| json.get("dim").is_some() && json.get("num_heads").is_some())
+    }
+
+    /// Reads an original `config.json` (text-to-video models: `t2v`, Wan 2.2's `ti2v`).
+    pub fn load_original(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let original: OriginalConfig =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.into(),
+                source,
+            })?;
+        if !matches!(original.model_type.as_str(), "t2v" | "ti2v") {
+            return Err(Error::Config(format!(
+                "{}: model_type \"{}\" is not covered (text-to-video \"t2v\" and \"ti2v\" are)",
+                path.display(),
+                original.model_type
+            )));
+        }
+        if original.num_heads == 0 || original.dim % original.num_heads != 0 {
+            return Err(Error::Config(format!(
+                "{}: dim {} does not split into {} heads",
+                path.display(),
+                original.dim,
+                original.num_heads
+            )));
+        }
+        let config = Self {
+            num_attention_heads: original.num_heads,
+            attention_head_dim: original.dim / original.num_heads,
+            in_channels: original.in_dim,
+            out_channels: Some(original.out_dim),
+            freq_dim: original.freq_dim,
+            ffn_dim: original.ffn_dim,
+            num_layers: original.num_layers,
+            eps: original.eps,
+            text_dim: original.text_dim,
+            patch_size: original.patch_size,
+            ..Self::default()
+        };
+        config
+            .validate()
+            .map_err(|message| Error::Config(format!("{}: {message}", path.display())))?;
+        Ok(config)
+    }
+}
+
+/// A tensor name of the original Wan layout as diffusers names it (the renaming of diffusers'
+/// single-file loader for text-to-video models, applied in the same order).
+pub fn diffusers_name(original: &str) -> String {
+    const RENAMES: [(&str, &str); 18] = [
+        (
+            "time_embedding.0",
+            "condition_embedder.time_embedder.linear_1",
+        ),
+        (
+            "time_embedding.2",
+            "condition_embedder.time_embedder.linear_2",
+        ),
+        (
+            "text_embedding.0",
+            "condition_embedder.text_embedder.linear_1",
+        ),
+        (
+            "text_embedding.2",
+            "condition_embedder.text_embedder.linear_2",
+        ),
+        ("time_projection.1", "condition_embedder.time_proj"),
+        ("cross_attn", "attn2"),
+        ("self_attn", "attn1"),
+        (".o.", ".to_out.0."),
+        (".q.", ".to_q."),
+        (".k.", ".to_k."),
+        (".v.", ".to_v."),
+        ("head.modulation", "scale_shift_table"),
+        ("head.head", "proj_out"),
+        ("modulation", "scale_shift_table"),
+        ("ffn.0", "ffn.net.0.proj"),
+        ("ffn.2", "ffn.net.2"),
+        // The cross-attention norm is norm3 there and norm2 here.
+        ("norm2", "norm__swap"),
+        ("norm3", "norm2"),
+    ];
+    let name = original
+        .strip_prefix("model.diffusion_model.")
+        .unwrap_or(original);
+    RENAMES
+        .iter()
+        .fold(name.to_owned(), |name, (from, to)| name.replace(from, to))
+        .replace("norm__swap", "norm3")
+}

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::config::diffusers_name;
 use super::umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
 use super::{WanTransformer, WanTransformerConfig, WanVae, WanVaeConfig};
-use crate::weights::build_checked_mmap;
+use crate::weights::{build_checked_mmap, build_checked_mmap_renamed};
 use crate::{Error, Result};
 
 const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
@@ -93,8 +94,16 @@ fn component(folder: &Path, name: &str) -> PathBuf {
 /// folder itself), in `dtype` on `device`.
 pub fn load_transformer(folder: &Path, dtype: DType, device: &Device) -> Result<WanTransformer> {
     let component = component(folder, "transformer");
-    let cfg = WanTransformerConfig::load(&component.join("config.json"))?;
+    let config = component.join("config.json");
     let files = weight_files(&component)?;
+    if WanTransformerConfig::is_original(&config) {
+        // The original repositories' layout: their config fields and tensor names.
+        let cfg = WanTransformerConfig::load_original(&config)?;
+        return build_checked_mmap_renamed(&files, &diffusers_name, dtype, device, |vb| {
+            WanTransformer::new(&cfg, vb)
+        });
+    }
+    let cfg = WanTransformerConfig::load(&config)?;
     build_checked_mmap(&files, dtype, device, |vb| WanTransformer::new(&cfg, vb))
 }
 
@@ -140,13 +149,23 @@ pub const LCT_MARKER: &str = "lct.json";
 /// Wan pipeline, or a `transformer/config.json` of a Wan transformer).
 pub fn is_wan_checkpoint(folder: &Path) -> bool {
     let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
-    read(folder.join("model_index.json")).contains("\"Wan")
+    WanTransformerConfig::is_original(&folder.join("config.json"))
+        || read(folder.join("model_index.json")).contains("\"Wan")
         || read(folder.join("model_index.json")).contains("\"SkyReelsV2")
         || read(folder.join("transformer").join("config.json")).contains("Transformer3DModel")
 }
 
 impl WanPipeline {
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if WanTransformerConfig::is_original(&folder.join("config.json")) {
+            return Err(Error::Config(format!(
+                "{}: an original-layout Wan repository; its VAE and text encoder are PyTorch \
+                 pickles (.pth), which lct does not read. Use the repository's -Diffusers \
+                 version; an original-layout transformer (config.json and safetensors) can go \
+                 into a diffusers checkpoint's transformer/ folder",
+                folder.display()
+            )));
+        }
         let index = folder.join("model_index.json");
         if !index.is_file() && !folder.join("transformer").is_dir() {
             return Err(Error::Io {
