@@ -209,7 +209,7 @@ impl WanTransformerConfig {
                 original.model_type
             )));
         }
-        if original.num_heads == 0 || original.dim % original.num_heads != 0 {
+        if original.num_heads == 0 || !original.dim.is_multiple_of(original.num_heads) {
             return Err(Error::Config(format!(
                 "{}: dim {} does not split into {} heads",
                 path.display(),
