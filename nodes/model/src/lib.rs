@@ -3,13 +3,16 @@
 //! A candle model family: [`Config`] with presets, a [`SceneTransformer`] (MMDiT) built from a
 //! `VarBuilder` whose paths are the checkpoint's tensor names, the [`SceneLayout`] that packs a
 //! scene and owns the RoPE and mask conventions, blocked attention, the [`KvView`] cache, the
-//! rectified-flow [`sampler`], and the [`train`]ing step.
+//! rectified-flow [`sampler`], and the [`train`]ing step. [`wan`] is a second family on the same
+//! masks, attention and sampler settings: Wan 2.1 / 2.2 checkpoints as published (the DiT, the
+//! video VAE, umT5 with its `tokenizers` tokenizer), LCT scenes on them, and their tuning.
 //!
 //! Role and limits: pure computation on tensors. It knows nothing of node graphs, handles or
 //! the C ABI, and chooses no device or dtype itself (they come from the weights or the
 //! caller). It must not depend on `lct-nodes`, `lct-abi`, `lct-plugin` or `lct-host` (only on
 //! `lct-text`, the shared prompt word rule; `libmimalloc-sys` serves only
-//! [`keep_freed_pages`], an allocator setting for processes that train).
+//! [`keep_freed_pages`], an allocator setting for processes that train; `tokenizers` only
+//! reads Wan's `tokenizer.json`).
 
 pub mod attention;
 pub mod autoencoder;

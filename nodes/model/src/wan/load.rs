@@ -116,16 +116,46 @@ pub fn load_vae(folder: &Path, dtype: DType, device: &Device) -> Result<WanVae> 
 }
 
 /// The umT5 encoder (`folder/text_encoder/`) and its tokenizer (`folder/tokenizer/tokenizer.json`).
+///
+/// umT5-XXL is 5.7B parameters (23 GB in f32) and runs once per prompt, so it computes in the
+/// half precision it is published in (bf16 for Wan) even when `dtype` is f32; its output is
+/// given in `dtype`.
 pub fn load_text_encoder(folder: &Path, dtype: DType, device: &Device) -> Result<WanTextEncoder> {
     let component = component(folder, "text_encoder");
     let cfg = UmT5Config::load(&component.join("config.json"))?;
     let files = weight_files(&component)?;
-    let encoder = build_checked_mmap(&files, dtype, device, |vb| UmT5Encoder::new(&cfg, vb))?;
+    let compute = match stored_dtype(&files[0])? {
+        Some(half @ (DType::BF16 | DType::F16)) if dtype == DType::F32 => half,
+        _ => dtype,
+    };
+    let encoder = build_checked_mmap(&files, compute, device, |vb| UmT5Encoder::new(&cfg, vb))?;
     let tokenizer = WanTokenizer::load(
         &folder.join("tokenizer").join("tokenizer.json"),
         WAN_TEXT_TOKENS,
     )?;
-    Ok(WanTextEncoder { tokenizer, encoder })
+    Ok(WanTextEncoder {
+        tokenizer,
+        encoder,
+        output_dtype: dtype,
+    })
+}
+
+/// The dtype of the first tensor of a safetensors file (from its header).
+fn stored_dtype(path: &Path) -> Result<Option<DType>> {
+    // SAFETY: mapped read-only and dropped before returning.
+    let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+        Error::Io {
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        }
+    })?;
+    let dtype = file.tensors().first().map(|(_, view)| view.dtype());
+    Ok(match dtype {
+        Some(safetensors::Dtype::BF16) => Some(DType::BF16),
+        Some(safetensors::Dtype::F16) => Some(DType::F16),
+        Some(safetensors::Dtype::F32) => Some(DType::F32),
+        _ => None,
+    })
 }
 
 /// A whole Wan checkpoint: transformer, VAE, text encoder and tokenizer, with the scheduler's
@@ -175,6 +205,13 @@ impl WanPipeline {
                     "not a Wan checkpoint folder in the diffusers layout (no model_index.json, no transformer/)",
                 ),
             });
+        }
+        if folder.join("transformer_2").is_dir() {
+            return Err(Error::Config(format!(
+                "{}: two transformers (transformer_2/, Wan 2.2 A14B's high- and low-noise \
+                 experts) are not covered yet; Wan 2.1 T2V and Wan 2.2 TI2V 5B are",
+                folder.display()
+            )));
         }
         let transformer = load_transformer(folder, dtype, device)?;
         let vae = load_vae(folder, dtype, device)?;

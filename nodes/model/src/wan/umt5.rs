@@ -288,6 +288,8 @@ impl WanTokenizer {
 pub struct WanTextEncoder {
     pub tokenizer: WanTokenizer,
     pub encoder: UmT5Encoder,
+    /// The dtype [`Self::encode`] returns (the transformer's).
+    pub output_dtype: candle_core::DType,
 }
 
 impl WanTextEncoder {
@@ -296,7 +298,9 @@ impl WanTextEncoder {
         let ids = self.tokenizer.encode(prompt)?;
         let vectors = self.encoder.forward(&ids)?;
         let pad = self.tokenizer.max_length() - ids.len();
-        Ok(vectors.pad_with_zeros(0, 0, pad)?)
+        Ok(vectors
+            .to_dtype(self.output_dtype)?
+            .pad_with_zeros(0, 0, pad)?)
     }
 
     pub fn device(&self) -> &Device {
