@@ -125,6 +125,35 @@ pub struct ShotInput {
     pub scene_index: usize,
 }
 
+impl ShotInput {
+    /// A given shot carries a latent of the declared shape, and the text is `[1, tokens,
+    /// text_dim]`; `i` names the shot in errors.
+    pub fn check(&self, i: usize, text_dim: usize) -> Result<()> {
+        let [c, t, h, w] = self.latent_dims;
+        if self.role != ShotRole::Generate {
+            let latent = self.latent.as_ref().ok_or_else(|| {
+                Error::Shape(format!(
+                    "shot {i} is a {:?} shot but has no latent",
+                    self.role
+                ))
+            })?;
+            if latent.dims() != [1, c, t, h, w] {
+                return Err(Error::Shape(format!(
+                    "shot {i}: latent {:?} is not the declared [1, {c}, {t}, {h}, {w}]",
+                    latent.dims()
+                )));
+            }
+        }
+        let dims = self.text.dims();
+        if dims.len() != 3 || dims[0] != 1 || dims[2] != text_dim {
+            return Err(Error::Shape(format!(
+                "shot {i}: text {dims:?} is not [1, tokens, {text_dim}]"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A scene (or the part of it still to be run after a cached history).
 #[derive(Debug, Clone, Default)]
 pub struct SceneRequest {
@@ -187,27 +216,8 @@ fn shot_specs(
             let grid = model
                 .token_grid(&[1, c, t, h, w])
                 .map_err(|e| Error::Shape(format!("shot {i}: {e}")))?;
-            if shot.role != ShotRole::Generate {
-                let latent = shot.latent.as_ref().ok_or_else(|| {
-                    Error::Shape(format!(
-                        "shot {i} is a {:?} shot but has no latent",
-                        shot.role
-                    ))
-                })?;
-                if latent.dims() != [1, c, t, h, w] {
-                    return Err(Error::Shape(format!(
-                        "shot {i}: latent {:?} is not the declared [1, {c}, {t}, {h}, {w}]",
-                        latent.dims()
-                    )));
-                }
-            }
+            shot.check(i, mc.text_dim)?;
             let text_dims = shot.text.dims();
-            if text_dims.len() != 3 || text_dims[0] != 1 || text_dims[2] != mc.text_dim {
-                return Err(Error::Shape(format!(
-                    "shot {i}: text {text_dims:?} is not [1, tokens, {}]",
-                    mc.text_dim
-                )));
-            }
             let timestep = match shot.role {
                 ShotRole::Generate => 1.0,
                 ShotRole::Condition => cfg.condition_timestep,

@@ -69,6 +69,20 @@ fn mismatch() -> lct_model::Error {
     lct_model::Error::KvCache("the KV_CACHE was built by a different model family".into())
 }
 
+/// A Wan model's cached global prompt and history (none without a cache).
+type WanPast = (Option<Tensor>, Option<Arc<WanHistory>>);
+
+fn wan_past(past: Option<&KvState>) -> Result<WanPast> {
+    match past {
+        None => Ok((None, None)),
+        Some(KvState::Wan {
+            global_text,
+            history,
+        }) => Ok((global_text.clone(), history.clone())),
+        Some(KvState::Lct(_)) => Err(mismatch()),
+    }
+}
+
 impl Backend {
     pub fn family(&self) -> &'static str {
         match self {
@@ -180,14 +194,7 @@ impl Backend {
                 sample(&p.transformer, request, &cfg, Some(view), on_step)
             }
             (Self::Wan(w), past) => {
-                let (global, history) = match past {
-                    None => (None, None),
-                    Some(KvState::Wan {
-                        global_text,
-                        history,
-                    }) => (global_text.clone(), history.as_deref()),
-                    Some(KvState::Lct(_)) => return Err(mismatch()),
-                };
+                let (global, history) = wan_past(past)?;
                 let mut request = request.clone();
                 if request.global_text.is_none() {
                     request.global_text = global;
@@ -198,7 +205,7 @@ impl Backend {
                     &cfg,
                     Some(&w.null_text),
                     w.pipeline.attention,
-                    history,
+                    history.as_deref(),
                     on_step,
                 )
             }
@@ -229,14 +236,7 @@ impl Backend {
                 view,
             )?)),
             (Self::Wan(w), past) => {
-                let (global, history) = match past {
-                    None => (None, None),
-                    Some(KvState::Wan {
-                        global_text,
-                        history,
-                    }) => (global_text.clone(), history.clone()),
-                    Some(KvState::Lct(_)) => return Err(mismatch()),
-                };
+                let (global, history) = wan_past(past)?;
                 let global = request.global_text.clone().or(global);
                 if request.shots.is_empty() {
                     return Ok(KvState::Wan {

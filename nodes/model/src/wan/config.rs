@@ -61,17 +61,22 @@ impl Default for WanTransformerConfig {
     }
 }
 
+/// A JSON file as `T`; a missing file or a bad field is an error naming the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })
+}
+
 impl WanTransformerConfig {
     /// Reads and checks `config.json`; every refusal names the file and the field.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.into(),
-            source,
-        })?;
+        let config: Self = read_json(path)?;
         config
             .validate()
             .map_err(|message| Error::Config(format!("{}: {message}", path.display())))?;
@@ -193,15 +198,7 @@ impl WanTransformerConfig {
 
     /// Reads an original `config.json` (text-to-video models: `t2v`, Wan 2.2's `ti2v`).
     pub fn load_original(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let original: OriginalConfig =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: path.into(),
-                source,
-            })?;
+        let original: OriginalConfig = read_json(path)?;
         if !matches!(original.model_type.as_str(), "t2v" | "ti2v") {
             return Err(Error::Config(format!(
                 "{}: model_type \"{}\" is not covered (text-to-video \"t2v\" and \"ti2v\" are)",

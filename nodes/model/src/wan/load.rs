@@ -279,25 +279,17 @@ impl WanPipeline {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+/// An optional JSON file: `None` when absent.
+fn read_optional_json(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| Error::Json {
-            path: path.into(),
-            source,
-        })
+    super::config::read_json(path).map(Some)
 }
 
 fn read_shift(folder: &Path) -> Result<f32> {
     let path = folder.join("scheduler").join("scheduler_config.json");
-    let Some(config) = read_json(&path)? else {
+    let Some(config) = read_optional_json(&path)? else {
         return Ok(1.0);
     };
     let shift = ["flow_shift", "shift"]
@@ -315,7 +307,7 @@ fn read_shift(folder: &Path) -> Result<f32> {
 
 fn read_attention(folder: &Path) -> Result<crate::AttentionMask> {
     let path = folder.join(LCT_MARKER);
-    let Some(marker) = read_json(&path)? else {
+    let Some(marker) = read_optional_json(&path)? else {
         return Ok(crate::AttentionMask::Bidirectional);
     };
     match marker.get("attention").and_then(|v| v.as_str()) {

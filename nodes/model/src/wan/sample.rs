@@ -52,29 +52,21 @@ fn check_request(model: &WanTransformer, request: &SceneRequest) -> Result<()> {
     }
     let text_dim = model.config().text_dim;
     for (i, shot) in request.shots.iter().enumerate() {
-        let dims = shot.text.dims();
-        if dims.len() != 3 || dims[0] != 1 || dims[2] != text_dim {
-            return Err(Error::Shape(format!(
-                "shot {i}: text {dims:?} is not [1, tokens, {text_dim}]"
-            )));
-        }
-        let [c, t, h, w] = shot.latent_dims;
-        if shot.role != ShotRole::Generate {
-            let latent = shot.latent.as_ref().ok_or_else(|| {
-                Error::Shape(format!(
-                    "shot {i} is a {:?} shot but has no latent",
-                    shot.role
-                ))
-            })?;
-            if latent.dims() != [1, c, t, h, w] {
-                return Err(Error::Shape(format!(
-                    "shot {i}: latent {:?} is not the declared [1, {c}, {t}, {h}, {w}]",
-                    latent.dims()
-                )));
-            }
-        }
+        shot.check(i, text_dim)?;
     }
     Ok(())
+}
+
+/// The global prompt: the request's, else the cached history's.
+fn global_text<'a>(
+    request: &'a SceneRequest,
+    history: Option<&'a WanHistory>,
+) -> Result<&'a Tensor> {
+    request
+        .global_text
+        .as_ref()
+        .or(history.map(|h| &h.global_text))
+        .ok_or_else(|| Error::Layout("a Wan scene needs a global prompt".into()))
 }
 
 /// One denoiser call over the request's shots at their times, in both branches when guided;
@@ -152,11 +144,7 @@ pub fn wan_sample(
 ) -> Result<Vec<Tensor>> {
     cfg.validate()?;
     check_request(model, request)?;
-    let global = request
-        .global_text
-        .as_ref()
-        .or(history.map(|h| &h.global_text))
-        .ok_or_else(|| Error::Layout("a Wan scene needs a global prompt".into()))?;
+    let global = global_text(request, history)?;
     let generate: Vec<usize> = (0..request.shots.len())
         .filter(|&i| request.shots[i].role == ShotRole::Generate)
         .collect();
@@ -239,12 +227,7 @@ pub fn wan_cache_history(
 ) -> Result<WanHistory> {
     cfg.validate()?;
     check_request(model, request)?;
-    let global = request
-        .global_text
-        .as_ref()
-        .or(history.map(|h| &h.global_text))
-        .ok_or_else(|| Error::Layout("a Wan scene needs a global prompt".into()))?
-        .clone();
+    let global = global_text(request, history)?.clone();
     let mut latents = Vec::with_capacity(request.shots.len());
     let mut times = Vec::with_capacity(request.shots.len());
     for (i, shot) in request.shots.iter().enumerate() {

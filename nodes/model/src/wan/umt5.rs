@@ -51,14 +51,7 @@ impl Default for UmT5Config {
 
 impl UmT5Config {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.into(),
-            source,
-        })?;
+        let config: Self = super::config::read_json(path)?;
         if config.feed_forward_proj != "gated-gelu" {
             return Err(Error::Config(format!(
                 "{}: feed_forward_proj \"{}\" is not umT5's \"gated-gelu\"",

@@ -74,14 +74,7 @@ impl Default for WanVaeConfig {
 impl WanVaeConfig {
     /// Reads and checks `config.json`; every refusal names the file and the field.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.into(),
-            source,
-        })?;
+        let config: Self = super::config::read_json(path)?;
         config
             .validate()
             .map_err(|message| Error::Config(format!("{}: {message}", path.display())))?;
