@@ -41,6 +41,9 @@ pub struct SceneSpec {
     pub width: Option<i64>,
     #[serde(default)]
     pub height: Option<i64>,
+    /// What a Wan checkpoint computes in: "f32" (LoadModel's default) or "bf16".
+    #[serde(default)]
+    pub precision: Option<String>,
     /// Timestep shift (ShotGenerate's `shift`); the model's own when absent.
     #[serde(default)]
     pub shift: Option<f64>,
@@ -82,6 +85,9 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
     }
     if let Some(height) = scene.height {
         model.param("height", height);
+    }
+    if let Some(precision) = &scene.precision {
+        model.param("precision", precision.as_str());
     }
     let context = graph
         .add("scene", "SceneContext")

@@ -85,6 +85,7 @@ fn joint_generation_of_three_shots_writes_frames() {
         width: None,
         height: None,
         shift: None,
+        precision: None,
         identity: None,
         environment: None,
     };

@@ -317,3 +317,46 @@ fn wan_loading_and_shape_errors_are_named_through_the_plugin() {
         "{message}"
     );
 }
+
+#[test]
+fn a_wan_checkpoint_runs_in_bf16_close_to_f32() {
+    let plugin = plugin();
+    let checkpoint = wan_checkpoint(false);
+    let graph = |precision: &str| {
+        let mut graph = base_graph(checkpoint.path(), &SHOTS[..2]);
+        graph
+            .node_mut("model")
+            .unwrap()
+            .param("precision", precision);
+        graph
+            .add("generate", "ShotGenerate")
+            .input("model", "model", "model")
+            .input("scene", "scene", "scene");
+        sampler(&mut graph, "generate");
+        graph
+            .add("decode", "DecodeFrames")
+            .input("model", "model", "model")
+            .input("latent", "generate", "latent");
+        graph.output("decode");
+        graph
+    };
+    let full = decoded(&plugin, &graph("f32"), "decode");
+    let half = decoded(&plugin, &graph("bf16"), "decode");
+    let mean = full
+        .iter()
+        .zip(&half)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / full.len() as f32;
+    eprintln!("bf16 against f32: mean absolute difference {mean:.4} (pixels in 0..1)");
+    assert!(mean > 0.0, "bf16 computed in f32");
+    assert!(mean < 0.02, "bf16 differs from f32 by {mean} on average");
+    // LCT checkpoints refuse it by name.
+    let mut lct = Graph::new();
+    lct.add("model", "LoadModel").param("precision", "bf16");
+    lct.output("model");
+    if lct_integration_tests::has_embedded_model() {
+        let message = error_of(&plugin, &lct);
+        assert!(message.contains("f32 only"), "{message}");
+    }
+}

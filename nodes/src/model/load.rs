@@ -52,6 +52,16 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             },
         },
         WidgetDescriptor {
+            name: "precision",
+            tooltip: "What a Wan checkpoint computes in: f32, or bf16 (half the memory; \
+                      umT5 always runs in the half precision it is published in). LCT \
+                      checkpoints run in f32",
+            spec: WidgetSpec::Enum {
+                default: "f32",
+                choices: &["f32", "bf16"],
+            },
+        },
+        WidgetDescriptor {
             name: "height",
             tooltip: "Frame height for models without a fixed frame size (Wan); 0: 480. \
                       Models with a fixed size (LCT checkpoints) take only 0 or their own",
@@ -69,7 +79,13 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
 
 /// Loaded models by (directory, weights size, weights modification time, frame size): every
 /// graph that loads the same files shares one copy while any of them holds it.
-type RegistryKey = (PathBuf, u64, Option<std::time::SystemTime>, [usize; 2]);
+type RegistryKey = (
+    PathBuf,
+    u64,
+    Option<std::time::SystemTime>,
+    [usize; 2],
+    bool,
+);
 type Registry = Mutex<HashMap<RegistryKey, Weak<ModelValue>>>;
 
 fn registry() -> &'static Registry {
@@ -93,15 +109,26 @@ fn failed(message: String) -> NodeError {
 }
 
 /// Loads (or shares) the model in `dir`; `frame_size` `[height, width]` (0: the model's
-/// own) for models that take any.
-pub fn load_model_value(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelValue>, NodeError> {
+/// own) for models that take any; `dtype` F32, or BF16 for Wan checkpoints.
+pub fn load_model_value(
+    dir: &Path,
+    frame_size: [usize; 2],
+    dtype: DType,
+) -> Result<Arc<ModelValue>, NodeError> {
     let dir = dir.canonicalize().map_err(|e| io_error(dir, e))?;
     if lct_model::wan::is_wan_checkpoint(&dir) {
-        return load_wan(&dir, frame_size);
+        return load_wan(&dir, frame_size, dtype);
     }
+    check_f32(&dir.display().to_string(), dtype)?;
     let weights = dir.join(lct_model::weights::WEIGHTS_FILE);
     let meta = std::fs::metadata(&weights).map_err(|e| io_error(&weights, e))?;
-    let key = (dir.clone(), meta.len(), meta.modified().ok(), frame_size);
+    let key = (
+        dir.clone(),
+        meta.len(),
+        meta.modified().ok(),
+        frame_size,
+        false,
+    );
     let mut registry = registry().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = registry.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
@@ -128,6 +155,17 @@ pub fn load_model_value(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelV
     registry.retain(|_, weak| weak.strong_count() > 0);
     registry.insert(key, Arc::downgrade(&model));
     Ok(model)
+}
+
+/// LCT checkpoints compute in f32 (their fused CPU kernels are f32).
+fn check_f32(source: &str, dtype: DType) -> Result<(), NodeError> {
+    if dtype == DType::F32 {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{source} is an LCT checkpoint: it runs in f32 only (`precision` bf16 is for Wan checkpoints)"
+        )))
+    }
 }
 
 /// A model with a fixed frame size takes 0 (its own) or exactly that size.
@@ -182,7 +220,11 @@ fn header_parameters(path: &Path, header: &[u8]) -> Result<usize, NodeError> {
 }
 
 /// A Wan checkpoint folder (diffusers layout), at `frame_size` (0: 832x480).
-fn load_wan(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelValue>, NodeError> {
+fn load_wan(
+    dir: &Path,
+    frame_size: [usize; 2],
+    dtype: DType,
+) -> Result<Arc<ModelValue>, NodeError> {
     let frame_size = match frame_size {
         [0, 0] => WAN_DEFAULT_FRAME,
         [height, width] if height > 0 && width > 0 => [height, width],
@@ -238,12 +280,14 @@ fn load_wan(dir: &Path, frame_size: [usize; 2]) -> Result<Arc<ModelValue>, NodeE
     }
     hasher.write_u64(frame_size[0] as u64);
     hasher.write_u64(frame_size[1] as u64);
-    let key = (dir.to_path_buf(), bytes, newest, frame_size);
+    let half = dtype == DType::BF16;
+    hasher.write_u64(u64::from(half));
+    let key = (dir.to_path_buf(), bytes, newest, frame_size, half);
     let mut registry = registry().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = registry.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
     }
-    let pipeline = lct_model::wan::WanPipeline::load(dir, DType::F32, &Device::Cpu)
+    let pipeline = lct_model::wan::WanPipeline::load(dir, dtype, &Device::Cpu)
         .map_err(engine_error(DESCRIPTOR.id))?;
     // The frame size must suit the VAE and the patches; checked once here, not per shot.
     pipeline
@@ -333,14 +377,20 @@ impl Node for LoadModel {
             params.int("height")? as usize,
             params.int("width")? as usize,
         ];
+        let dtype = match params.text("precision")? {
+            "bf16" => DType::BF16,
+            _ => DType::F32,
+        };
         if path.is_empty() {
             let model = embedded_model()?;
+            check_f32(&model.source, dtype)?;
             check_fixed_frame_size(&model, frame_size)?;
             return Ok(vec![Value::Model(model)]);
         }
         Ok(vec![Value::Model(load_model_value(
             Path::new(path),
             frame_size,
+            dtype,
         )?)])
     }
 }

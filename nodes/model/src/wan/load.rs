@@ -214,7 +214,9 @@ impl WanPipeline {
             )));
         }
         let transformer = load_transformer(folder, dtype, device)?;
-        let vae = load_vae(folder, dtype, device)?;
+        // The VAE runs in f32 whatever the transformer does, as Wan's own pipelines run it
+        // (0.5 GB; its convolutions are sensitive to half precision).
+        let vae = load_vae(folder, DType::F32, device)?;
         let text = load_text_encoder(folder, dtype, device)?;
         if vae.config().z_dim != transformer.config().in_channels {
             return Err(Error::Config(format!(
@@ -243,18 +245,22 @@ impl WanPipeline {
     }
 
     /// Frames `[T, 3, H, W]` in 0..1 (sRGB-encoded, as Wan was trained) to the transformer's
-    /// normalised latents `[1, C, t, h, w]`.
+    /// normalised latents `[1, C, t, h, w]`, f32 whatever the model computes in.
     pub fn encode_frames(&self, frames: &Tensor) -> Result<Tensor> {
-        let dtype = self.transformer.dtype();
-        let video = ((frames.to_dtype(dtype)? * 2.0)? - 1.0)?
+        let video = ((frames.to_dtype(DType::F32)? * 2.0)? - 1.0)?
             .permute((1, 0, 2, 3))?
             .unsqueeze(0)?;
-        self.vae.normalize(&self.vae.encode(&video)?)
+        Ok(self
+            .vae
+            .normalize(&self.vae.encode(&video)?)?
+            .to_dtype(DType::F32)?)
     }
 
-    /// Normalised latents `[1, C, t, h, w]` to frames `[T, 3, H, W]` in 0..1 (f32).
+    /// Normalised latents `[1, C, t, h, w]` (any float dtype) to frames `[T, 3, H, W]` in
+    /// 0..1 (f32).
     pub fn decode_frames(&self, latents: &Tensor) -> Result<Tensor> {
-        let video = self.vae.decode(&self.vae.denormalize(latents)?)?;
+        let latents = latents.to_dtype(DType::F32)?;
+        let video = self.vae.decode(&self.vae.denormalize(&latents)?)?;
         Ok(((video.squeeze(0)?.permute((1, 0, 2, 3))? + 1.0)? * 0.5)?.to_dtype(DType::F32)?)
     }
 

@@ -8,7 +8,7 @@
 //! generation over a cached history ([`WanHistory`]) give the same shots when the mask is
 //! context-causal: cached history is what recomputing would see.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::scene::{WanSceneCache, WanShot};
 use super::WanTransformer;
@@ -88,20 +88,31 @@ fn velocities(
             .map(|i| (prompt_of(i), times[i] as f64 * WAN_TIME_SCALE))
             .collect()
     };
+    // The model computes in its own dtype (bf16 or f32); the sampler's latents and the
+    // velocities it returns stay f32, as diffusers' pipeline keeps them.
+    let model_latents = latents
+        .iter()
+        .map(|z| Ok(z.to_dtype(model.dtype())?))
+        .collect::<Result<Vec<_>>>()?;
     let run = |global: &Tensor,
                prompts: &[(Tensor, f64)],
                past: Option<&WanSceneCache>|
      -> Result<(Vec<Tensor>, WanSceneCache)> {
         let shots: Vec<WanShot> = prompts
             .iter()
-            .zip(latents)
+            .zip(&model_latents)
             .map(|((prompt, timestep), latents)| WanShot {
                 latents,
                 timestep: *timestep,
                 prompt,
             })
             .collect();
-        model.scene_forward(global, &shots, mask, past)
+        let (outputs, cache) = model.scene_forward(global, &shots, mask, past)?;
+        let outputs = outputs
+            .iter()
+            .map(|v| Ok(v.to_dtype(DType::F32)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((outputs, cache))
     };
     let cond_prompts = shots(&|i| request.shots[i].text.clone());
     let (cond, cond_cache) = run(global, &cond_prompts, history.map(|h| &h.cond))?;
@@ -152,26 +163,24 @@ pub fn wan_sample(
         return Err(Error::Layout("no shot has the generate role".into()));
     }
     let device = global.device();
-    let dtype = global.dtype();
     let mut latents = request
         .shots
         .iter()
         .map(|shot| match &shot.latent {
             Some(latent) if shot.role != ShotRole::Generate => renoise(
-                latent,
+                &latent.to_dtype(DType::F32)?,
                 shot_time(shot.role, 1.0, cfg),
                 cfg.seed,
                 shot.scene_index,
             ),
             _ => {
                 let [c, t, h, w] = shot.latent_dims;
-                Ok(gaussian(
+                gaussian(
                     cfg.seed,
                     generation_stream(shot.scene_index),
                     &[1, c, t, h, w],
                     device,
-                )?
-                .to_dtype(dtype)?)
+                )
             }
         })
         .collect::<Result<Vec<_>>>()?;
@@ -240,7 +249,12 @@ pub fn wan_cache_history(
             _ => ShotRole::History,
         };
         let t = shot_time(role, 1.0, cfg);
-        latents.push(renoise(latent, t, cfg.seed, shot.scene_index)?);
+        latents.push(renoise(
+            &latent.to_dtype(DType::F32)?,
+            t,
+            cfg.seed,
+            shot.scene_index,
+        )?);
         times.push(t);
     }
     let (_, cond, uncond) = velocities(

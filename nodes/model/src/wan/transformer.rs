@@ -90,7 +90,7 @@ impl Attention {
             AttentionKind::Additive(mask) => {
                 let mut scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
                 if let Some(mask) = mask {
-                    scores = scores.broadcast_add(mask)?;
+                    scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
                 }
                 // The fused softmax has no backward pass.
                 let weights = if scores.track_op() {
@@ -403,7 +403,8 @@ impl WanTransformer {
             .to_dtype(DType::F32)?
             .unsqueeze(1)?
             .broadcast_mul(&frequencies)?;
-        let sinusoid = Tensor::cat(&[arguments.cos()?, arguments.sin()?], 1)?;
+        let sinusoid =
+            Tensor::cat(&[arguments.cos()?, arguments.sin()?], 1)?.to_dtype(self.dtype())?;
         let hidden = linear(&self.time_linear_1, &sinusoid)?.silu()?;
         linear(&self.time_linear_2, &hidden)
     }
