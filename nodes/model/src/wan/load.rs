@@ -182,7 +182,11 @@ pub fn is_wan_checkpoint(folder: &Path) -> bool {
     WanTransformerConfig::is_original(&folder.join("config.json"))
         || read(folder.join("model_index.json")).contains("\"Wan")
         || read(folder.join("model_index.json")).contains("\"SkyReelsV2")
-        || read(folder.join("transformer").join("config.json")).contains("Transformer3DModel")
+        || {
+            let transformer = read(folder.join("transformer").join("config.json"));
+            transformer.contains("\"WanTransformer3DModel\"")
+                || transformer.contains("\"SkyReelsV2Transformer3DModel\"")
+        }
 }
 
 impl WanPipeline {
