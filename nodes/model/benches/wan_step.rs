@@ -133,10 +133,23 @@ fn main() {
         }
         Err(why) => {
             println!("diffusers: not run ({why})");
+            // Random weights, detached from their variables (no backward tape in a timing).
             let vars = VarMap::new();
-            let model = WanTransformer::new(
+            WanTransformer::new(
                 &config(),
                 VarBuilder::from_varmap(&vars, DType::F32, &device),
+            )
+            .expect("random weights");
+            let weights: std::collections::HashMap<String, Tensor> = vars
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+                .collect();
+            let model = WanTransformer::new(
+                &config(),
+                VarBuilder::from_tensors(weights, DType::F32, &device),
             )
             .expect("random weights");
             let per_frame: Vec<f32> = (0..FRAMES)
