@@ -428,26 +428,40 @@ pub fn sample(
             denoised.push((&latents[i] - (&v * t as f64)?)?);
             latents[i] = (&latents[i] + (v * (t_next - t) as f64)?)?;
         }
-        let info = StepInfo {
-            step: step + 1,
-            total: cfg.steps,
-            t: t_next,
-            denoised: &denoised,
-        };
-        if on_step(&info) == StepControl::Abort {
-            return Err(Error::Cancelled {
-                step: step + 1,
-                total: cfg.steps,
-            });
-        }
+        report_step(step + 1, cfg.steps, t_next, &denoised, &mut on_step)?;
     }
+    Ok(scene_result(request, latents))
+}
+
+/// Tells `on_step` that `step` of `total` is done; its abort becomes [`Error::Cancelled`].
+pub(crate) fn report_step(
+    step: usize,
+    total: usize,
+    t: f32,
+    denoised: &[Tensor],
+    on_step: &mut impl FnMut(&StepInfo) -> StepControl,
+) -> Result<()> {
+    let info = StepInfo {
+        step,
+        total,
+        t,
+        denoised,
+    };
+    if on_step(&info) == StepControl::Abort {
+        return Err(Error::Cancelled { step, total });
+    }
+    Ok(())
+}
+
+/// One latent per shot of the request: generated ones as sampled, given ones as given.
+pub(crate) fn scene_result(request: &SceneRequest, sampled: Vec<Tensor>) -> Vec<Tensor> {
     request
         .shots
         .iter()
-        .enumerate()
-        .map(|(i, shot)| match (&shot.latent, shot.role) {
-            (Some(given), role) if role != ShotRole::Generate => Ok(given.clone()),
-            _ => Ok(latents[i].clone()),
+        .zip(sampled)
+        .map(|(shot, z)| match (&shot.latent, shot.role) {
+            (Some(given), role) if role != ShotRole::Generate => given.clone(),
+            _ => z,
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor};
 use super::scene::{WanSceneCache, WanShot};
 use super::WanTransformer;
 use crate::noise::gaussian;
-use crate::sampler::{generation_stream, renoise};
+use crate::sampler::{generation_stream, renoise, report_step, scene_result};
 use crate::{
     AttentionMask, Error, HistoryMode, Result, SamplerConfig, SceneRequest, ShotInput, ShotRole,
     StepControl, StepInfo,
@@ -200,28 +200,9 @@ pub fn wan_sample(
             denoised.push((&latents[i] - (&v[i] * t as f64)?)?);
             latents[i] = (&latents[i] + (&v[i] * (t_next - t) as f64)?)?;
         }
-        let info = StepInfo {
-            step: step + 1,
-            total: cfg.steps,
-            t: t_next,
-            denoised: &denoised,
-        };
-        if on_step(&info) == StepControl::Abort {
-            return Err(Error::Cancelled {
-                step: step + 1,
-                total: cfg.steps,
-            });
-        }
+        report_step(step + 1, cfg.steps, t_next, &denoised, &mut on_step)?;
     }
-    Ok(request
-        .shots
-        .iter()
-        .zip(latents)
-        .map(|(shot, z)| match (&shot.latent, shot.role) {
-            (Some(given), role) if role != ShotRole::Generate => given.clone(),
-            _ => z,
-        })
-        .collect())
+    Ok(scene_result(request, latents))
 }
 
 /// Appends the request's given shots (condition shots at `condition_timestep`, the others at
