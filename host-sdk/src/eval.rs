@@ -269,7 +269,9 @@ impl Evaluator {
                     })
                 })
                 .collect();
-            let signature = self.signature(node, &inputs).map_err(node_error)?;
+            let signature = self
+                .signature(node, &inputs, options.output_directory.as_deref())
+                .map_err(node_error)?;
             let cached = if node.node_type.not_idempotent {
                 None
             } else {
@@ -358,10 +360,19 @@ impl Evaluator {
         &self,
         node: &crate::validate::GraphNode,
         inputs: &[Option<&Value>],
+        output_directory: Option<&std::path::Path>,
     ) -> Result<u64, PluginError> {
         // DefaultHasher has fixed keys: signatures are stable within one build, which is all
         // an in-memory cache needs.
         let mut hasher = DefaultHasher::new();
+        if node.node_type.is_output {
+            // An output node's result is what it wrote, and where: two output nodes with the
+            // same settings each write their own files (SaveFrames "scene" twice gives
+            // scene/ and scene-2/), and another output root is written to, not skipped. The
+            // same node in the same root, unchanged, is served from the cache.
+            node.label.hash(&mut hasher);
+            output_directory.hash(&mut hasher);
+        }
         self.plugin.name().hash(&mut hasher);
         self.plugin.version().hash(&mut hasher);
         node.node_type.id.hash(&mut hasher);

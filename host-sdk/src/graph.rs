@@ -168,11 +168,8 @@ pub struct Graph {
 /// A graph file that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphFileError {
-    #[error("cannot read graph {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read graph: {0}")]
+    Read(#[from] lct_files::ReadError),
     #[error("graph {path} is not valid: {source}")]
     Parse {
         path: PathBuf,
@@ -228,10 +225,7 @@ impl Graph {
 
     pub fn load(path: impl AsRef<Path>) -> Result<Graph, GraphFileError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| GraphFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = lct_files::read_to_string(path, lct_files::FileKind::Json)?;
         Graph::from_json(&text).map_err(|source| GraphFileError::Parse {
             path: path.to_owned(),
             source,

@@ -36,8 +36,11 @@ enum Command {
     Nodes,
     /// Evaluate a graph file (JSON) and write its outputs under --out.
     Run {
+        /// The graph file: JSON with one entry per node (type, widgets, inputs), as in
+        /// examples/graphs/.
         graph: PathBuf,
-        /// Directory for outputs (relative SaveFrames directories start here).
+        /// The output folder (made if missing): every file the graph writes goes inside it,
+        /// and a SaveFrames or SaveVideo `directory` that leads out of it is an error.
         #[arg(long)]
         out: PathBuf,
         /// Evaluate only these nodes (labels); default: the graph's outputs.
@@ -51,7 +54,11 @@ enum Command {
     /// Generate a scene from a plain description (global prompt, characters, shots, mode):
     /// LoadModel -> SceneContext -> ShotGenerate -> DecodeFrames -> SaveFrames.
     Scene {
+        /// The scene file: JSON with `global_prompt`, `characters`, `shots` and optional
+        /// `mode`, `seed`, `steps`, `frames`, `model`, ... (examples/scenes/README.md).
         scene: PathBuf,
+        /// The output folder (made if missing): the frames and contact sheet go to
+        /// OUT/frames/scene/ (scene-2, scene-3... when taken; nothing is overwritten).
         #[arg(long)]
         out: PathBuf,
         /// Checkpoint directory (config.json + model.safetensors, or a Wan checkpoint in the
@@ -120,8 +127,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             environment,
             preview,
         } => {
-            let text = std::fs::read_to_string(&scene)
-                .map_err(|e| format!("cannot read {}: {e}", scene.display()))?;
+            let text = lct_files::read_to_string(&scene, lct_files::FileKind::Json)
+                .map_err(|e| format!("cannot read the scene: {e}"))?;
             let mut spec: SceneSpec =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", scene.display()))?;
             if let Some(model) = model {
@@ -237,6 +244,9 @@ fn list_nodes(plugin: &Plugin) -> Result<(), Error> {
                 WidgetLimits::Int { min, max, step } => format!("{min}..={max} step {step}"),
                 WidgetLimits::Float { min, max, step } => format!("{min}..={max} step {step}"),
                 WidgetLimits::Choices(choices) => choices.join(" | "),
+                WidgetLimits::Text { suggestions, .. } if !suggestions.is_empty() => {
+                    format!("(names of the OCIO config: {} in all)", suggestions.len())
+                }
                 WidgetLimits::Bool | WidgetLimits::Text { .. } => String::new(),
             };
             let kind = widget.kind.name().unwrap_or("?");

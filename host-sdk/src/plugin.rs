@@ -111,10 +111,23 @@ pub struct Port {
 /// Limits of a widget.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WidgetLimits {
-    Int { min: i64, max: i64, step: i64 },
-    Float { min: f64, max: f64, step: f64 },
+    Int {
+        min: i64,
+        max: i64,
+        step: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+        step: f64,
+    },
     Bool,
-    Text { multiline: bool },
+    /// Any text; `suggestions` are names a UI may offer (an OCIO config's colour spaces,
+    /// displays or views), not a limit.
+    Text {
+        multiline: bool,
+        suggestions: Vec<String>,
+    },
     Choices(Vec<String>),
 }
 
@@ -275,12 +288,29 @@ unsafe fn widget(raw: &LctWidgetDesc) -> Result<Widget, String> {
             },
         ),
         LctValueKind::BOOL => (ParamValue::Bool(raw.int_default != 0), WidgetLimits::Bool),
-        LctValueKind::STRING => (
-            ParamValue::Text(text_default()?),
-            WidgetLimits::Text {
-                multiline: raw.flags.contains(LctWidgetFlags::MULTILINE),
-            },
-        ),
+        LctValueKind::STRING => {
+            let suggestions = if raw.flags.contains(LctWidgetFlags::SUGGESTIONS) {
+                unsafe {
+                    items(
+                        raw.choices,
+                        raw.choice_count,
+                        &format!("{what} suggestions"),
+                    )
+                }?
+                .iter()
+                .map(|&c| unsafe { text(c, &format!("{what} suggestion")) })
+                .collect::<Result<Vec<_>, _>>()?
+            } else {
+                Vec::new()
+            };
+            (
+                ParamValue::Text(text_default()?),
+                WidgetLimits::Text {
+                    multiline: raw.flags.contains(LctWidgetFlags::MULTILINE),
+                    suggestions,
+                },
+            )
+        }
         LctValueKind::ENUM => {
             let choices =
                 unsafe { items(raw.choices, raw.choice_count, &format!("{what} choices")) }?

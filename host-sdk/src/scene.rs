@@ -96,7 +96,9 @@ pub fn scene_graph(scene: &SceneSpec) -> Graph {
         .param(
             "shots",
             serde_json::to_string(&scene.shots).expect("strings serialise"),
-        );
+        )
+        // The model checks the prompts and images here, so errors name SceneContext.
+        .input("model", "model", "model");
     let references = [
         ("identity", &scene.identity),
         ("environment", &scene.environment),

@@ -118,6 +118,18 @@ impl ColorConfig {
         if let Some(config) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(source) {
             return Ok(config.clone());
         }
+        if !source.starts_with("ocio://") {
+            // ocio reads the whole file: bound it first (a device such as /dev/zero, or a
+            // file too large to be a config, is refused before a byte is read).
+            lct_files::check(
+                std::path::Path::new(source),
+                lct_files::FileKind::OcioConfig,
+            )
+            .map_err(|e| ColorError::Config {
+                config: source.to_string(),
+                message: e.to_string(),
+            })?;
+        }
         let config = ocio::Config::create_from_file(source).map_err(|e| ColorError::Config {
             config: source.to_string(),
             message: e.to_string(),
@@ -137,6 +149,32 @@ impl ColorConfig {
     /// The built-in default config.
     pub fn default_config() -> Arc<ColorConfig> {
         Self::load(DEFAULT_CONFIG).expect("the built-in OCIO config loads")
+    }
+
+    /// The names the built-in config offers for a [`crate::ConfigList`] widget: colour
+    /// spaces, displays, or views (of every display, each once), in the config's order.
+    pub fn names(&self, list: crate::node::ConfigList) -> Vec<String> {
+        use crate::node::ConfigList;
+        let config = &self.config;
+        let mut names: Vec<String> = match list {
+            ConfigList::ColorSpaces => (0..config.num_color_spaces())
+                .map(|i| config.color_space_name_by_index(i).to_string())
+                .collect(),
+            ConfigList::Displays => (0..config.num_displays())
+                .map(|i| config.display(i))
+                .collect(),
+            ConfigList::Views => (0..config.num_displays())
+                .flat_map(|d| {
+                    let display = config.display(d);
+                    (0..config.num_views(&display))
+                        .map(|v| config.view(&display, v))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|name| seen.insert(name.clone()));
+        names
     }
 
     /// Where the config came from (path or URI).

@@ -24,11 +24,12 @@ pub mod color;
 pub mod model;
 pub mod model_values;
 mod node;
+pub mod output_root;
 mod value;
 
 pub use color::{to_u8, ColorConfig, ColorError, ColorSpace};
 pub use node::{
-    run_node, ExecContext, Inputs, Node, NodeDescriptor, NodeError, ParamValue, Params,
+    run_node, ConfigList, ExecContext, Inputs, Node, NodeDescriptor, NodeError, ParamValue, Params,
     PortDescriptor, Preview, PreviewSink, WidgetDescriptor, WidgetSpec,
 };
 pub use value::{Frames, FramesError, Scene, StableHasher, Value, ValueKind};

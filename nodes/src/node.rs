@@ -1,7 +1,7 @@
 //! The node trait and its schema: static descriptors, validated parameters, typed inputs and the
 //! execution context that carries progress and abort.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lct_abi::widget::{check_param, ParamRuleError, WidgetRule};
@@ -91,6 +91,21 @@ pub enum WidgetSpec {
         default: &'static str,
         choices: &'static [&'static str],
     },
+    /// A STRING naming something in an OCIO config (a colour space, display or view). Any
+    /// text is accepted, since the node's `config` may be another config; hosts offer the
+    /// built-in config's names as a list ([`ConfigList::names`]).
+    ConfigName {
+        default: &'static str,
+        list: ConfigList,
+    },
+}
+
+/// Which names of the OCIO config a [`WidgetSpec::ConfigName`] widget offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigList {
+    ColorSpaces,
+    Displays,
+    Views,
 }
 
 impl WidgetSpec {
@@ -99,7 +114,7 @@ impl WidgetSpec {
             Self::Int { .. } => ValueKind::Int,
             Self::Float { .. } => ValueKind::Float,
             Self::Bool { .. } => ValueKind::Bool,
-            Self::String { .. } => ValueKind::String,
+            Self::String { .. } | Self::ConfigName { .. } => ValueKind::String,
             Self::Enum { .. } => ValueKind::Enum,
         }
     }
@@ -110,7 +125,7 @@ impl WidgetSpec {
             Self::Int { min, max, .. } => WidgetRule::Int { min, max },
             Self::Float { min, max, .. } => WidgetRule::Float { min, max },
             Self::Bool { .. } => WidgetRule::Bool,
-            Self::String { .. } => WidgetRule::Text,
+            Self::String { .. } | Self::ConfigName { .. } => WidgetRule::Text,
             Self::Enum { choices, .. } => WidgetRule::Choices(choices),
         }
     }
@@ -120,9 +135,9 @@ impl WidgetSpec {
             Self::Int { default, .. } => ParamValue::Int(*default),
             Self::Float { default, .. } => ParamValue::Float(*default),
             Self::Bool { default } => ParamValue::Bool(*default),
-            Self::String { default, .. } | Self::Enum { default, .. } => {
-                ParamValue::Text((*default).to_owned())
-            }
+            Self::String { default, .. }
+            | Self::Enum { default, .. }
+            | Self::ConfigName { default, .. } => ParamValue::Text((*default).to_owned()),
         }
     }
 }
@@ -495,9 +510,15 @@ impl<'a> ExecContext<'a> {
         }
     }
 
-    /// Base for relative output paths; the current directory when the host gave none.
-    pub fn output_directory(&self) -> &Path {
-        self.output_directory.unwrap_or(Path::new("."))
+    /// The folder a writing node's `widget` names, made if missing, inside the host's output
+    /// root (the current directory when the host gave none). The only way a node learns
+    /// where to write: every path goes through [`crate::output_root::folder_inside`].
+    pub fn output_folder(&self, widget: &str, directory: &str) -> Result<PathBuf, NodeError> {
+        let root = self.output_directory.unwrap_or(Path::new("."));
+        crate::output_root::folder_inside(root, directory).map_err(|error| NodeError::Failed {
+            node: self.node,
+            message: format!("widget `{widget}`: {error}"),
+        })
     }
 }
 

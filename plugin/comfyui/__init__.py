@@ -1,8 +1,9 @@
 """lct for ComfyUI: every node of the lct plugin (liblct_plugin) as a ComfyUI node.
 
 Install: link or copy this folder into ComfyUI/custom_nodes/ (see README.md). The nodes come
-from the plugin's own descriptors through its C table (ctypes); nothing here knows a node by
-name. Set LCT_PLUGIN to use a plugin library other than the one found beside the pack.
+from the plugin's own descriptors through its C table (ctypes); the one node known by name is
+LoadImage, whose `path` is ComfyUI's file picker (lct_nodes.FILE_PICKERS). Set LCT_PLUGIN to
+use a plugin library other than the one found beside the pack.
 """
 from . import lct_ctypes
 from .lct_nodes import build_mappings, find_plugin

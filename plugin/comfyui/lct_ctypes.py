@@ -19,6 +19,8 @@ KIND_SCENE, KIND_LATENT, KIND_KV_CACHE, KIND_FRAMES, KIND_MODEL = 6, 7, 8, 9, 10
 NODE_OUTPUT, NODE_NOT_IDEMPOTENT = 1, 2
 PORT_OPTIONAL = 1
 WIDGET_MULTILINE = 1
+# A STRING widget with `choices`: names to offer (from the OCIO config), not a limit; any text goes.
+WIDGET_SUGGESTIONS = 2
 SAMPLE_U8, SAMPLE_F32 = 1, 2
 COLOR_SPACE_UNSPECIFIED, COLOR_SPACE_SRGB, COLOR_SPACE_LINEAR, COLOR_SPACE_ACESCG = 0, 1, 2, 3
 
@@ -206,7 +208,9 @@ class Plugin:
         widgets = []
         for w in read_array(WidgetDesc, node.widgets, node.widget_count, widget_stride):
             widgets.append({
-                "name": text(w.name), "kind": w.kind, "multiline": bool(w.flags & WIDGET_MULTILINE),
+                "name": text(w.name), "kind": w.kind, "flags": w.flags,
+                "multiline": bool(w.flags & WIDGET_MULTILINE),
+                "suggestions": w.kind == KIND_STRING and bool(w.flags & WIDGET_SUGGESTIONS),
                 "tooltip": text(w.tooltip), "int_default": w.int_default, "int_min": w.int_min,
                 "int_max": w.int_max, "int_step": w.int_step, "float_default": w.float_default,
                 "float_min": w.float_min, "float_max": w.float_max, "float_step": w.float_step,

@@ -55,11 +55,16 @@ fn set_last_error(message: String) {
     LAST_ERROR.with(|slot| *slot.borrow_mut() = message);
 }
 
-/// Runs `body` for the exported function `function`: clears the thread's last error, catches
-/// panics, and records the message of any failure prefixed with the function's name.
+/// Runs `body` for the exported function `function`: catches panics, records the message of
+/// any failure prefixed with the function's name, and leaves the thread's last error empty on
+/// success. Cleared after the body, not only before: a host callback the body calls (progress,
+/// preview) may call into the plugin and fail, and that message must not outlive this
+/// successful call (the header: "0 when the last call succeeded").
 pub fn guard(function: &str, body: impl FnOnce() -> Result<()>) -> LctStatus {
     set_last_error(String::new());
-    match catch_unwind(AssertUnwindSafe(body)) {
+    let outcome = catch_unwind(AssertUnwindSafe(body));
+    set_last_error(String::new());
+    match outcome {
         Ok(Ok(())) => LctStatus::OK,
         Ok(Err(failure)) => {
             set_last_error(format!("{function}: {}", failure.message));

@@ -165,10 +165,39 @@ unsafe fn read_params(
     let mut given = Vec::with_capacity(raw.len());
     for (i, param) in raw.iter().enumerate() {
         let name = unsafe { in_str(param.name, &format!("params[{i}].name")) }?;
+        // STRING and ENUM are one Rust type: hold the kind given to the widget's exactly.
+        if let Some(widget) = node.widgets.iter().find(|w| w.name == name) {
+            let declared = abi_kind(widget.spec.kind());
+            let text_kinds = [LctValueKind::STRING, LctValueKind::ENUM];
+            if text_kinds.contains(&param.kind)
+                && text_kinds.contains(&declared)
+                && param.kind != declared
+            {
+                return Err(Failure::new(
+                    LctStatus::WRONG_KIND,
+                    format!(
+                        "{}: widget `{name}` is {declared}, got a {} value",
+                        node.id, param.kind
+                    ),
+                ));
+            }
+        }
         let value = match param.kind {
             LctValueKind::INT => ParamValue::Int(param.int_value),
             LctValueKind::FLOAT => ParamValue::Float(param.float_value),
-            LctValueKind::BOOL => ParamValue::Bool(param.int_value != 0),
+            LctValueKind::BOOL => match param.int_value {
+                0 => ParamValue::Bool(false),
+                1 => ParamValue::Bool(true),
+                other => {
+                    return Err(Failure::new(
+                        LctStatus::OUT_OF_RANGE,
+                        format!(
+                        "{}: parameter `{name}` is BOOL with int_value {other}; a BOOL is 0 or 1",
+                        node.id
+                    ),
+                    ))
+                }
+            },
             LctValueKind::STRING | LctValueKind::ENUM => ParamValue::Text(
                 unsafe {
                     in_str(
@@ -280,13 +309,18 @@ unsafe extern "C" fn node_find(id: *const c_char, out_index: *mut u32) -> LctSta
     })
 }
 
-/// Looks up the input handles of `node`, in port order.
+/// Looks up the input handles of `node`, in port order. Trailing optional ports may be left
+/// out: a host written when a node had fewer inputs passes fewer (SceneContext gained `model`).
 fn input_values(node: &dyn Node, handles_in: &[LctHandle]) -> Result<Vec<Option<Value>>> {
     let d = node.descriptor();
-    if handles_in.len() != d.inputs.len() {
+    let omitted_are_optional = d
+        .inputs
+        .get(handles_in.len()..)
+        .is_some_and(|rest| rest.iter().all(|port| port.optional));
+    if !omitted_are_optional {
         let ports: Vec<_> = d.inputs.iter().map(|p| p.name).collect();
         return Err(Failure::invalid(format!(
-            "{} takes {} input handles ({}), got {}",
+            "{} takes {} input handles ({}; trailing optional ones may be left out), got {}",
             d.id,
             d.inputs.len(),
             ports.join(", "),
@@ -294,10 +328,14 @@ fn input_values(node: &dyn Node, handles_in: &[LctHandle]) -> Result<Vec<Option<
         )));
     }
     let table = handles();
+    let padded = handles_in
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(LctHandle::NULL));
     d.inputs
         .iter()
-        .zip(handles_in)
-        .map(|(port, &handle)| {
+        .zip(padded)
+        .map(|(port, handle)| {
             if handle == LctHandle::NULL {
                 return Ok(None);
             }
@@ -538,9 +576,9 @@ unsafe extern "C" fn value_read_string(
             Value::Frames(frames) => frames.color_space().name().into(),
             other => return Err(wrong_kind(handle, other, "STRING, ENUM or FRAMES")),
         };
-        if !out_len.is_null() {
-            *unsafe { out_ref(out_len, "out_len") }? = text.len();
-        }
+        // Refused like every other null out-pointer, before anything is written.
+        let out_len = unsafe { out_ref(out_len, "out_len") }?;
+        *out_len = text.len();
         if capacity > 0 && buffer.is_null() {
             return Err(Failure::invalid("`buffer` is null but `capacity` is not 0"));
         }

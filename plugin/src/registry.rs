@@ -8,7 +8,7 @@ use lct_abi::{
     LctNodeDesc, LctNodeFlags, LctPortDesc, LctPortFlags, LctStatus, LctValueKind, LctWidgetDesc,
     LctWidgetFlags,
 };
-use lct_nodes::{Node, PortDescriptor, ValueKind, WidgetSpec};
+use lct_nodes::{ColorConfig, Node, PortDescriptor, ValueKind, WidgetSpec};
 
 use crate::firewall::{Failure, Result};
 
@@ -143,6 +143,20 @@ impl Registry {
                         if *multiline {
                             w.flags = LctWidgetFlags::MULTILINE;
                         }
+                    }
+                    WidgetSpec::ConfigName { default, list } => {
+                        w.text_default = builder.intern(default);
+                        w.flags = LctWidgetFlags::SUGGESTIONS;
+                        // The default first when the config does not name it ("auto").
+                        let mut names = ColorConfig::default_config().names(*list);
+                        if !names.iter().any(|n| n == default) {
+                            names.insert(0, (*default).to_owned());
+                        }
+                        let list: Vec<*const c_char> =
+                            names.iter().map(|c| builder.intern(c)).collect();
+                        w.choices = list.as_ptr();
+                        w.choice_count = list.len();
+                        all_choices.push(list);
                     }
                     WidgetSpec::Enum { default, choices } => {
                         w.text_default = builder.intern(default);

@@ -95,6 +95,17 @@ def main(plugin_path, out_dir):
 
     check(api.value_release(folder), "value_release")
     assert api.value_release(folder) == STATUS_BAD_HANDLE, "releasing twice must be BAD_HANDLE"
+
+    # Output folders stay inside the output root, whatever the string.
+    for directory in (b"../escaped", out_dir.encode() + b"/../escaped", b"frames/../../escaped"):
+        escape_params = (Param * 1)(Param(b"directory", KIND_STRING, 0, 0.0, directory))
+        refused = Handle()
+        status = api.node_execute(save.value, escape_params, 1, inputs, 1, C.byref(options),
+                                  C.byref(refused), 1)
+        message = C.create_string_buffer(1024)
+        api.last_error(message, len(message))
+        assert status != 0 and not refused.value, f"{directory!r} was accepted"
+        print(f"escape {directory.decode()}: refused ({message.value.decode()})")
     # An appended function: past the table of plugins older than ABI 2 (read as NULL).
     if api.value_retain:
         second = Handle()

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use lct_host::Plugin;
+use lct_host::{EvalOptions, Evaluation, Evaluator, Graph, Plugin, Value};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -117,16 +117,35 @@ pub fn plugin() -> Plugin {
         .clone()
 }
 
-/// The C compiler (`$CC` or `cc`), if one runs.
-pub fn c_compiler() -> Option<String> {
+/// The C compiler (`$CC` or `cc`). The host tests need one: a machine without it fails them
+/// (CI installs build-essential), it never skips them.
+pub fn c_compiler() -> String {
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    Command::new(&compiler)
+    let runs = Command::new(&compiler)
         .arg("--version")
         .output()
-        .ok()?
-        .status
-        .success()
-        .then_some(compiler)
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        runs,
+        "no C compiler: `{compiler} --version` does not run; the C host tests need one \
+         (apt-get install build-essential, or set CC)"
+    );
+    compiler
+}
+
+/// `python3`, which the Python host tests need (with numpy and Pillow for the ComfyUI pack):
+/// a machine without it fails them (CI installs it), it never skips them.
+pub fn python3() -> &'static str {
+    let runs = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        runs,
+        "no python3 on PATH; the Python host tests need it (apt-get install python3 \
+         python3-numpy python3-pil)"
+    );
+    "python3"
 }
 
 /// Directory of the committed C header.
@@ -163,13 +182,9 @@ pub fn compile_c(compiler: &str, source: &Path, output: &Path, extra: &[&str]) {
 }
 
 /// Builds the C plugin `tests/fixtures/<source>` with `-D<mode>` into a shared library in a
-/// temporary directory (keep the directory alive while the library is used); `None`, with a
-/// note, when there is no C compiler.
-pub fn fixture_plugin(source: &str, mode: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-    let Some(compiler) = c_compiler() else {
-        eprintln!("skipped: no C compiler");
-        return None;
-    };
+/// temporary directory (keep the directory alive while the library is used).
+pub fn fixture_plugin(source: &str, mode: &str) -> (tempfile::TempDir, PathBuf) {
+    let compiler = c_compiler();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let library = dir.path().join(format!(
         "{}{}{}",
@@ -184,7 +199,7 @@ pub fn fixture_plugin(source: &str, mode: &str) -> Option<(tempfile::TempDir, Pa
         &library,
         &["-shared", &format!("-D{mode}")],
     );
-    Some((dir, library))
+    (dir, library)
 }
 
 /// Words the fixture models know: every prompt of the model tests uses only these.
@@ -249,4 +264,44 @@ pub fn has_embedded_model() -> bool {
     workspace_root()
         .join("nodes/assets/default/model.safetensors")
         .is_file()
+}
+
+/// Validates and evaluates `graph` with `out` as the output root; any failure as its message.
+pub fn evaluate_into(plugin: &Plugin, graph: &Graph, out: &Path) -> Result<Evaluation, String> {
+    let graph = plugin.validate(graph).map_err(|e| e.to_string())?;
+    let options = EvalOptions {
+        output_directory: Some(out.to_path_buf()),
+        ..EvalOptions::default()
+    };
+    Evaluator::new(plugin)
+        .evaluate(&graph, &options)
+        .map_err(|e| e.to_string())
+}
+
+/// TestPattern's default frames (8 frames of 64x48), run through the plugin directly.
+pub fn test_pattern(plugin: &Plugin) -> Value {
+    let pattern = plugin.node("TestPattern").expect("a test-nodes build");
+    plugin
+        .execute(pattern, &[], &[], None, &mut |_, _| true)
+        .expect("TestPattern runs")
+        .remove(0)
+}
+
+/// xorshift64*: deterministic random numbers, so a failing hostile or fuzz case reproduces.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform below `n` (`n` 0 counts as 1).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
 }

@@ -3,10 +3,8 @@
 //!
 //! Its own binary (own process): it counts the plugin's live handles, which are per process.
 
-use std::time::{Duration, Instant};
-
 use lct_host::{EvalError, EvalOptions, Evaluator, Event, Graph, Status};
-use lct_integration_tests::plugin;
+use lct_integration_tests::{plugin, test_pattern};
 
 fn slow_graph() -> Graph {
     let mut graph = Graph::new();
@@ -30,11 +28,7 @@ fn cancellation() {
     let baseline = plugin.live_handles();
 
     // 1. Through the plugin directly: the node stops at the step whose callback said abort.
-    let pattern = plugin.node("TestPattern").unwrap();
-    let frames = plugin
-        .execute(pattern, &[], &[], None, &mut |_, _| true)
-        .unwrap()
-        .remove(0);
+    let frames = test_pattern(&plugin);
     let delay = plugin.node("Delay").unwrap();
     let params = [
         ("steps".to_owned(), 50.into()),
@@ -74,7 +68,6 @@ fn cancellation() {
         cancel: Some(cancelled),
         ..EvalOptions::default()
     };
-    let started = Instant::now();
     let result = std::thread::scope(|scope| {
         let worker = scope.spawn(|| evaluator.evaluate(&graph, &options));
         let mut steps_seen_before_cancel = 0;
@@ -105,16 +98,12 @@ fn cancellation() {
         }
         other => panic!("expected Cancelled, got {other:?}"),
     }
-    // The node polls every step; events already queued when we cancelled may add a few, but
-    // nowhere near the 1000 steps (5 s) it would otherwise run.
+    // The node polls every step, so it stopped, not finished; how many steps ran between the
+    // cancel and the poll depends on how busy the machine is, so no bound is put on that (the
+    // exact one-step stop is checked through the plugin directly above).
     assert!(
-        last < seen + 20 && last < 100,
-        "ran on to step {last} after cancelling at {seen}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        seen >= 3 && last < 1000,
+        "ran on to step {last} of 1000 after cancelling at {seen}"
     );
     // Only the finished TestPattern output is kept, by the cache.
     assert_eq!(evaluator.cached_values(), 1);

@@ -2,19 +2,15 @@
 //! its test script stands in for ComfyUI's progress bar, interrupt flag and output folder and
 //! checks the descriptor mapping, IMAGE conversion, error mapping, previews, interrupt and
 //! handle release. Needs python3 with numpy and Pillow (CI installs python3-numpy and
-//! python3-pil); skipped only when python3 itself is missing.
+//! python3-pil); a machine without them fails it.
 
 use std::process::Command;
 
-use lct_integration_tests::{has_embedded_model, plugin_path, workspace_root};
+use lct_integration_tests::{has_embedded_model, plugin_path, python3, workspace_root};
 
 #[test]
 fn the_comfyui_pack_maps_runs_and_interrupts_the_real_plugin() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: no python3");
-        return;
-    }
-    let modules = Command::new("python3")
+    let modules = Command::new(python3())
         .args(["-c", "import numpy, PIL"])
         .output()
         .unwrap();
@@ -24,7 +20,7 @@ fn the_comfyui_pack_maps_runs_and_interrupts_the_real_plugin() {
         String::from_utf8_lossy(&modules.stderr)
     );
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new("python3")
+    let output = Command::new(python3())
         .arg(workspace_root().join("plugin/comfyui/tests/test_pack.py"))
         .arg(plugin_path())
         .arg(out.path())

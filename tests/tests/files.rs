@@ -4,19 +4,8 @@
 
 use std::path::Path;
 
-use lct_host::{EvalOptions, Evaluator, Graph, Plugin};
-use lct_integration_tests::plugin;
-
-fn evaluate(plugin: &Plugin, graph: &Graph, out: &Path) -> Result<lct_host::Evaluation, String> {
-    let graph = plugin.validate(graph).map_err(|e| e.to_string())?;
-    let options = EvalOptions {
-        output_directory: Some(out.to_path_buf()),
-        ..EvalOptions::default()
-    };
-    Evaluator::new(plugin)
-        .evaluate(&graph, &options)
-        .map_err(|e| e.to_string())
-}
+use lct_host::Graph;
+use lct_integration_tests::{evaluate_into, plugin};
 
 /// LoadImage(path) -> ColorConvert(to ACEScg) -> SaveFrames(exr) and SaveVideo(mp4).
 fn load_and_write(path: &Path) -> Graph {
@@ -69,7 +58,7 @@ fn a_png_sequence_becomes_an_exr_sequence_and_an_mp4() {
         .unwrap();
     }
     let out = dir.path().join("out");
-    let evaluation = evaluate(
+    let evaluation = evaluate_into(
         &plugin,
         &load_and_write(&dir.path().join("plate_##.png")),
         &out,
@@ -114,7 +103,7 @@ fn bad_inputs_are_named_errors_and_leave_no_files() {
         (truncated.clone(), "truncated.png"),
         (empty.clone(), "empty.exr"),
     ] {
-        let error = evaluate(&plugin, &load_and_write(&path), &out).unwrap_err();
+        let error = evaluate_into(&plugin, &load_and_write(&path), &out).unwrap_err();
         assert!(
             error.contains("`load` (LoadImage)") && error.contains(expected),
             "{error}"
@@ -130,7 +119,7 @@ fn bad_inputs_are_named_errors_and_leave_no_files() {
         .node_mut("load")
         .unwrap()
         .param("color_space", "Kodak 2383");
-    let error = evaluate(&plugin, &graph, &out).unwrap_err();
+    let error = evaluate_into(&plugin, &graph, &out).unwrap_err();
     assert!(
         error.contains("Kodak 2383") && error.contains("fine.png"),
         "{error}"
@@ -142,7 +131,7 @@ fn bad_inputs_are_named_errors_and_leave_no_files() {
         .param("fit", "none")
         .param("width", 8)
         .param("height", 8);
-    let error = evaluate(&plugin, &graph, &out).unwrap_err();
+    let error = evaluate_into(&plugin, &graph, &out).unwrap_err();
     assert!(error.contains("16x12") && error.contains("8x8"), "{error}");
     assert_eq!(files_under(&out), Vec::<String>::new(), "nothing written");
 }

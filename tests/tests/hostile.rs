@@ -11,24 +11,7 @@ use lct_abi::{
     LctColorSpace, LctExecuteOptions, LctFrameBuffer, LctFramesInfo, LctHandle, LctNodeDesc,
     LctParam, LctPluginApi, LctSampleFormat, LctStatus, LctValueKind,
 };
-use lct_integration_tests::plugin;
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
+use lct_integration_tests::{plugin, Rng};
 
 macro_rules! f {
     ($api:expr, $name:ident) => {
@@ -101,7 +84,7 @@ impl Hostile<'_> {
             }
             2 => LctHandle(self.rng.below(64)),
             3 => LctHandle(0),
-            _ => LctHandle(self.rng.next()),
+            _ => LctHandle(self.rng.next_u64()),
         }
     }
 
@@ -121,7 +104,7 @@ impl Hostile<'_> {
             _ => TEXTS[self.rng.below(TEXTS.len() as u64) as usize].as_ptr(),
         };
         let int_value = match self.rng.below(3) {
-            0 => self.rng.next() as i64,
+            0 => self.rng.next_u64() as i64,
             _ => self.rng.below(12) as i64 - 2,
         };
         let float_value = match self.rng.below(4) {

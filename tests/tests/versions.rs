@@ -353,9 +353,7 @@ fn check_sum_runs(plugin: &Plugin) {
 
 #[test]
 fn a_plugin_one_version_older_loads_and_lacks_only_the_newer_functions() {
-    let Some((_dir, library)) = fixture_plugin("versioned_plugin.c", "OLDER_PLUGIN") else {
-        return;
-    };
+    let (_dir, library) = fixture_plugin("versioned_plugin.c", "OLDER_PLUGIN");
     let plugin = Plugin::load(&library).expect("an ABI 1 plugin loads");
     assert_eq!(plugin.abi_version(), 1);
     assert!(plugin.provides("node_execute"));
@@ -380,9 +378,7 @@ fn a_plugin_one_version_older_loads_and_lacks_only_the_newer_functions() {
 
 #[test]
 fn a_plugin_one_version_newer_with_larger_descriptors_is_read_by_their_sizes() {
-    let Some((_dir, library)) = fixture_plugin("versioned_plugin.c", "NEWER_PLUGIN") else {
-        return;
-    };
+    let (_dir, library) = fixture_plugin("versioned_plugin.c", "NEWER_PLUGIN");
     let plugin = Plugin::load(&library).expect("a newer plugin loads");
     assert_eq!(plugin.abi_version(), LCT_ABI_VERSION + 1);
     assert!(plugin.provides("value_retain"));

@@ -115,7 +115,7 @@ fn a_wan_checkpoint_generates_a_joint_scene_and_saves_the_video() {
         .input("latent", "generate", "latent");
     graph
         .add("save", "SaveVideo")
-        .param("directory", out.path().display().to_string())
+        .param("directory", "")
         .input("frames", "decode", "frames");
     graph.output("save");
     let validated = plugin.validate(&graph).unwrap();

@@ -209,10 +209,7 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = lct_files::read_to_string(path, lct_files::FileKind::Json)?;
         let cfg: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
             path: path.to_owned(),
             source,

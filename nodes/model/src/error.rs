@@ -64,6 +64,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file refused by lct's bounds (not a regular file, or over its kind's size limit).
+    #[error(transparent)]
+    Read(lct_files::ReadError),
+
     #[error("{path}: invalid JSON: {source}")]
     Json {
         path: PathBuf,
@@ -81,3 +85,14 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A file that could not be read is [`Error::Io`], as before; one refused by lct's bounds is
+/// [`Error::Read`].
+impl From<lct_files::ReadError> for Error {
+    fn from(error: lct_files::ReadError) -> Self {
+        match error {
+            lct_files::ReadError::Io { path, source } => Error::Io { path, source },
+            other => Error::Read(other),
+        }
+    }
+}

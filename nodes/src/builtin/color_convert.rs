@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::files::failed;
 use crate::node::{
-    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
-    WidgetSpec,
+    ConfigList, ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor,
+    WidgetDescriptor, WidgetSpec,
 };
 use crate::value::{Value, ValueKind};
 
@@ -33,9 +33,9 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             name: "to",
             tooltip: "Target colour space: an OCIO name, alias or role (ACEScg, sRGB - Texture, \
                       scene_linear, ...)",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: "ACEScg",
-                multiline: false,
+                list: ConfigList::ColorSpaces,
             },
         },
         super::files::CONFIG_WIDGET,

@@ -94,60 +94,90 @@ pub(crate) fn check_plain_name(
     Ok(())
 }
 
-/// Creates `parent/name`, or `name-2`, `name-3`... if taken. `create_dir` (not `_all`) makes
-/// the choice atomic, so two evaluations never write into the same folder.
+/// `name`, then `name-N` for N from one past the highest taken (a single scan of the folder,
+/// not a probe per taken name: a folder of thousands of scenes costs one `read_dir`).
+/// `extension` (without the dot) follows the number for file names.
+fn fresh_names<'a>(
+    parent: &'a Path,
+    name: &'a str,
+    extension: Option<&'a str>,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    let file_name = move |number: u64| {
+        let stem = match number {
+            1 => name.to_owned(),
+            n => format!("{name}-{n}"),
+        };
+        match extension {
+            Some(extension) => format!("{stem}.{extension}"),
+            None => stem,
+        }
+    };
+    let first = std::iter::once(parent.join(file_name(1)));
+    // Scanned lazily: only when the plain name is taken.
+    let numbered = std::iter::once(()).flat_map(move |()| {
+        let highest = highest_number(parent, name, extension);
+        (highest.max(1) + 1..).map(move |n| parent.join(file_name(n)))
+    });
+    first.chain(numbered)
+}
+
+/// The highest N of the entries `name-N[.extension]` in `parent` (0 if none).
+fn highest_number(parent: &Path, name: &str, extension: Option<&str>) -> u64 {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return 0;
+    };
+    let prefix = format!("{name}-");
+    let suffix = extension.map(|e| format!(".{e}")).unwrap_or_default();
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let file_name = entry.file_name();
+            let number = file_name
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .strip_suffix(suffix.as_str())?;
+            // Only plain decimal numbers: `scene-02` or `scene-2b` are someone else's names.
+            (!number.starts_with('0') && number.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| number.parse::<u64>().ok())
+                .flatten()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Creates `parent/name`, or the next free `name-N`. `create_dir` (not `_all`) makes each
+/// choice atomic: two evaluations never write into the same folder, and a name taken between
+/// the scan and the attempt moves on to the next number.
 pub(crate) fn create_fresh_folder(
     node: &'static str,
     parent: &Path,
     name: &str,
 ) -> Result<PathBuf, NodeError> {
-    fs::create_dir_all(parent).map_err(|e| io_error(node, parent, e))?;
-    for attempt in 1..=10_000u32 {
-        let folder = if attempt == 1 {
-            parent.join(name)
-        } else {
-            parent.join(format!("{name}-{attempt}"))
-        };
+    for folder in fresh_names(parent, name, None) {
         match fs::create_dir(&folder) {
             Ok(()) => return Ok(folder),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_error(node, &folder, e)),
         }
     }
-    Err(failed(
-        node,
-        format!(
-            "{}: 10000 entries named {name}-N already exist",
-            parent.display()
-        ),
-    ))
+    unreachable!("fresh_names never ends")
 }
 
-/// Writes a new file at `path` (an existing file is an error, never replaced). The bytes go
-/// to a hidden partial file first and appear under `path` only once complete, so a failure
-/// leaves nothing behind.
-pub(crate) fn write_new_file(
+/// Writes the bytes `write` produces to a hidden partial file in `folder`, then gives it the
+/// first name of `names` not taken, by hard link: a link never replaces an existing file, so
+/// a name another writer took meanwhile is skipped, never overwritten, and a failure leaves
+/// nothing behind. Returns the name given.
+fn write_then_link(
     node: &'static str,
-    path: &Path,
+    folder: &Path,
+    display_name: &str,
+    mut names: impl Iterator<Item = PathBuf>,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<(), String>,
-) -> Result<(), NodeError> {
-    if path.exists() {
-        return Err(io_error(
-            node,
-            path,
-            std::io::Error::new(
-                ErrorKind::AlreadyExists,
-                "the file exists; lct never replaces one",
-            ),
-        ));
-    }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| failed(node, format!("{}: not a file path", path.display())))?;
-    let partial = path.with_file_name(format!(
-        ".{}.partial-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
+) -> Result<PathBuf, NodeError> {
+    let partial = folder.join(format!(
+        ".{display_name}.partial-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
     ));
     let result = (|| {
         let file = OpenOptions::new()
@@ -156,32 +186,72 @@ pub(crate) fn write_new_file(
             .open(&partial)
             .map_err(|e| io_error(node, &partial, e))?;
         let mut writer = BufWriter::new(file);
+        let target = folder.join(display_name);
         write(&mut writer)
-            .map_err(|message| failed(node, format!("{}: {message}", path.display())))?;
+            .map_err(|message| failed(node, format!("{}: {message}", target.display())))?;
         writer
             .flush()
             .and_then(|()| writer.get_ref().sync_all())
-            .map_err(|e| io_error(node, path, e))?;
-        // A hard link does not replace an existing file: the no-overwrite rule holds even if
-        // another writer took the name meanwhile.
-        fs::hard_link(&partial, path).map_err(|e| io_error(node, path, e))
+            .map_err(|e| io_error(node, &target, e))?;
+        loop {
+            let Some(path) = names.next() else {
+                return Err(io_error(
+                    node,
+                    &target,
+                    std::io::Error::new(
+                        ErrorKind::AlreadyExists,
+                        "the file exists; lct never replaces one",
+                    ),
+                ));
+            };
+            match fs::hard_link(&partial, &path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(node, &path, e)),
+            }
+        }
     })();
     let _ = fs::remove_file(&partial);
     result
 }
 
-/// The path `folder/stem.extension`, or `stem-2.extension`... if taken.
-pub(crate) fn fresh_file_path(folder: &Path, stem: &str, extension: &str) -> PathBuf {
-    (1..)
-        .map(|n| {
-            if n == 1 {
-                folder.join(format!("{stem}.{extension}"))
-            } else {
-                folder.join(format!("{stem}-{n}.{extension}"))
-            }
-        })
-        .find(|p| !p.exists())
-        .expect("an unused name")
+/// Writes a new file at `path` (an existing file is an error, never replaced), complete or
+/// not at all.
+pub(crate) fn write_new_file(
+    node: &'static str,
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), String>,
+) -> Result<(), NodeError> {
+    let (Some(folder), Some(file_name)) = (path.parent(), path.file_name()) else {
+        return Err(failed(node, format!("{}: not a file path", path.display())));
+    };
+    let file_name = file_name.to_string_lossy();
+    write_then_link(
+        node,
+        folder,
+        &file_name,
+        std::iter::once(path.to_path_buf()),
+        write,
+    )
+    .map(drop)
+}
+
+/// Writes a new file `folder/stem.extension`, or the next free `stem-N.extension`; returns
+/// the path written. Concurrent writers of the same name each get their own file.
+pub(crate) fn write_fresh_file(
+    node: &'static str,
+    folder: &Path,
+    stem: &str,
+    extension: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), String>,
+) -> Result<PathBuf, NodeError> {
+    write_then_link(
+        node,
+        folder,
+        &format!("{stem}.{extension}"),
+        fresh_names(folder, stem, Some(extension)),
+        write,
+    )
 }
 
 /// The image formats LoadImage reads.
@@ -217,6 +287,13 @@ pub(crate) struct Decoded {
 /// The EXR attribute that names a file's colour space (as OpenImageIO writes it).
 pub(crate) const EXR_COLOR_SPACE_ATTRIBUTE: &str = "oiio:ColorSpace";
 
+fn read_error(node: &'static str, error: lct_files::ReadError) -> NodeError {
+    failed(node, error.to_string())
+}
+
+/// Decodes the image at `path` within lct's bounds: a regular file under the image size
+/// limit, whose header declares at most [`lct_files::MAX_IMAGE_PIXELS`] pixels (checked before
+/// any pixel buffer is allocated).
 pub(crate) fn read_image(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
     let format = ImageFormat::of(path).ok_or_else(|| {
         failed(
@@ -227,33 +304,41 @@ pub(crate) fn read_image(node: &'static str, path: &Path) -> Result<Decoded, Nod
             ),
         )
     })?;
-    let metadata = fs::metadata(path).map_err(|e| io_error(node, path, e))?;
-    if !metadata.is_file() {
-        return Err(failed(node, format!("{}: not a file", path.display())));
-    }
-    if metadata.len() == 0 {
+    let bytes =
+        lct_files::read(path, lct_files::FileKind::Image).map_err(|e| read_error(node, e))?;
+    if bytes.is_empty() {
         return Err(failed(
             node,
             format!("{}: the file is empty (0 bytes)", path.display()),
         ));
     }
     match format {
-        ImageFormat::Png | ImageFormat::Jpeg => read_raster(node, path),
-        ImageFormat::Exr => read_exr(node, path),
+        ImageFormat::Png | ImageFormat::Jpeg => read_raster(node, path, &bytes),
+        ImageFormat::Exr => read_exr(node, path, &bytes),
     }
 }
 
-fn read_raster(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
+fn read_raster(node: &'static str, path: &Path, bytes: &[u8]) -> Result<Decoded, NodeError> {
     let unreadable = |e: image::ImageError| {
         failed(
             node,
             format!("{}: unreadable or truncated image: {e}", path.display()),
         )
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| io_error(node, path, e))?
-        .with_guessed_format()
-        .map_err(|e| io_error(node, path, e))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| io_error(node, path, e))
+    };
+    // The header alone first: a hostile size is refused before the decoder allocates.
+    let (width, height) = reader()?.into_dimensions().map_err(unreadable)?;
+    lct_files::check_image_size(path, width.into(), height.into())
+        .map_err(|e| read_error(node, e))?;
+    let mut reader = reader()?;
+    let mut limits = image::Limits::default();
+    // The decoder's own buffers: at most 16-bit RGBA of the budget's pixels.
+    limits.max_alloc = Some(lct_files::MAX_IMAGE_PIXELS * 8);
+    reader.limits(limits);
     let image = reader.decode().map_err(unreadable)?;
     let (width, height) = (image.width(), image.height());
     // Normalised to 0..1 from whatever depth the file has (8 or 16 bit).
@@ -271,14 +356,28 @@ fn read_raster(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
     })
 }
 
-fn read_exr(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
+fn read_exr(node: &'static str, path: &Path, bytes: &[u8]) -> Result<Decoded, NodeError> {
     struct Pixels {
         width: usize,
         alpha: bool,
         samples: Vec<f32>,
     }
-    let image = exr::prelude::read_first_rgba_layer_from_file(
-        path,
+    let unreadable = |e: exr::error::Error| {
+        failed(
+            node,
+            format!("{}: unreadable or truncated EXR: {e}", path.display()),
+        )
+    };
+    // The headers alone first: every layer's size against the pixel budget.
+    let meta = exr::meta::MetaData::read_from_buffered(std::io::Cursor::new(bytes), false)
+        .map_err(unreadable)?;
+    for header in &meta.headers {
+        let size = header.layer_size;
+        lct_files::check_image_size(path, size.width() as u64, size.height() as u64)
+            .map_err(|e| read_error(node, e))?;
+    }
+    let image = read_first_rgba_layer(
+        bytes,
         |resolution, channels: &exr::prelude::RgbaChannels| {
             let alpha = channels.3.is_some();
             let per_pixel = if alpha { 4 } else { 3 };
@@ -297,12 +396,7 @@ fn read_exr(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
             }
         },
     )
-    .map_err(|e| {
-        failed(
-            node,
-            format!("{}: unreadable or truncated EXR: {e}", path.display()),
-        )
-    })?;
+    .map_err(unreadable)?;
     let layer = &image.layer_data;
     let tagged_space = layer
         .attributes
@@ -326,6 +420,26 @@ fn read_exr(node: &'static str, path: &Path) -> Result<Decoded, NodeError> {
         samples: pixels.samples.clone(),
         tagged_space,
     })
+}
+
+/// exr's `read_first_rgba_layer_from_file`, from bytes already read within bounds.
+fn read_first_rgba_layer<Set, Create, Pixels: 'static>(
+    bytes: &[u8],
+    create: Create,
+    set_pixel: Set,
+) -> exr::error::Result<exr::prelude::PixelImage<Pixels, exr::prelude::RgbaChannels>>
+where
+    Create: Fn(exr::math::Vec2<usize>, &exr::prelude::RgbaChannels) -> Pixels + 'static,
+    Set: Fn(&mut Pixels, exr::math::Vec2<usize>, (f32, f32, f32, f32)) + 'static,
+{
+    use exr::prelude::{ReadChannels, ReadLayers};
+    exr::prelude::read()
+        .no_deep_data()
+        .largest_resolution_level()
+        .rgba_channels(create, set_pixel)
+        .first_valid_layer()
+        .all_attributes()
+        .from_buffered(std::io::Cursor::new(bytes))
 }
 
 /// Writes 8-bit RGB or RGBA as PNG.

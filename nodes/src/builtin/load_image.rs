@@ -9,8 +9,8 @@ use image::{imageops, ImageBuffer, Rgba};
 use super::files::{failed, io_error, read_image, Decoded, ImageFormat};
 use crate::color::names;
 use crate::node::{
-    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
-    WidgetSpec,
+    ConfigList, ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor,
+    WidgetDescriptor, WidgetSpec,
 };
 use crate::value::{Frames, Value, ValueKind};
 
@@ -50,9 +50,9 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             tooltip: "The files' colour space (an OCIO name, alias or role of the config); \
                       `auto`: sRGB - Texture for PNG and JPEG, the file's own tag or ACEScg \
                       for EXR",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: "auto",
-                multiline: false,
+                list: ConfigList::ColorSpaces,
             },
         },
         WidgetDescriptor {

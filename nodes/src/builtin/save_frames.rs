@@ -10,8 +10,8 @@ use super::files::{
 use crate::color::names;
 
 use crate::node::{
-    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
-    WidgetSpec,
+    ConfigList, ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor,
+    WidgetDescriptor, WidgetSpec,
 };
 use crate::value::{Frames, Value, ValueKind};
 
@@ -40,7 +40,8 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     widgets: &[
         WidgetDescriptor {
             name: "directory",
-            tooltip: "Parent folder; relative paths start at the host's output directory",
+            tooltip:
+                "Parent folder inside the host's output folder (relative, no `..`; made if missing)",
             spec: WidgetSpec::String {
                 default: "frames",
                 multiline: false,
@@ -66,26 +67,26 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
         WidgetDescriptor {
             name: "display",
             tooltip: "OCIO display the PNGs and the contact sheet are rendered for",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: names::SRGB_DISPLAY,
-                multiline: false,
+                list: ConfigList::Displays,
             },
         },
         WidgetDescriptor {
             name: "view",
             tooltip: "OCIO view transform of the display (Un-tone-mapped keeps sRGB frames as \
                       they are; ACES 2.0 - SDR 100 nits (Rec.709) tone-maps scene-linear ones)",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: names::UNTONEMAPPED_VIEW,
-                multiline: false,
+                list: ConfigList::Views,
             },
         },
         WidgetDescriptor {
             name: "exr_color_space",
             tooltip: "Colour space of the EXR samples (an OCIO name, alias or role)",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: names::ACESCG,
-                multiline: false,
+                list: ConfigList::ColorSpaces,
             },
         },
         super::files::CONFIG_WIDGET,
@@ -173,7 +174,7 @@ impl Node for SaveFrames {
         };
         // Check the display and view before creating the folder.
         render.frame_u8(frames, 0)?;
-        let parent = ctx.output_directory().join(params.text("directory")?);
+        let parent = ctx.output_folder("directory", params.text("directory")?)?;
         let folder = create_fresh_folder(node, &parent, name)?;
         let count = frames.frame_count();
         // One extra step for the contact sheet, so progress reaches the total only when done.

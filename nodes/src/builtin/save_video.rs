@@ -5,12 +5,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 use super::files::{
-    check_plain_name, failed, fresh_file_path, load_config, rgb_only, write_new_file, DisplayRender,
+    check_plain_name, failed, load_config, rgb_only, write_fresh_file, DisplayRender,
 };
 use crate::color::names;
 use crate::node::{
-    ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
-    WidgetSpec,
+    ConfigList, ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor,
+    WidgetDescriptor, WidgetSpec,
 };
 use crate::value::{Value, ValueKind};
 
@@ -38,7 +38,7 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
     widgets: &[
         WidgetDescriptor {
             name: "directory",
-            tooltip: "Folder; relative paths start at the host's output directory",
+            tooltip: "Folder inside the host's output folder (relative, no `..`; made if missing)",
             spec: WidgetSpec::String {
                 default: "video",
                 multiline: false,
@@ -73,17 +73,17 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
         WidgetDescriptor {
             name: "display",
             tooltip: "OCIO display the video is rendered for",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: names::SRGB_DISPLAY,
-                multiline: false,
+                list: ConfigList::Displays,
             },
         },
         WidgetDescriptor {
             name: "view",
             tooltip: "OCIO view transform of the display",
-            spec: WidgetSpec::String {
+            spec: WidgetSpec::ConfigName {
                 default: names::UNTONEMAPPED_VIEW,
-                multiline: false,
+                list: ConfigList::Views,
             },
         },
         super::files::CONFIG_WIDGET,
@@ -265,10 +265,8 @@ impl Node for SaveVideo {
         }
         .map_err(|message| failed(node, message))?;
         ctx.progress(2, 3)?;
-        let folder = ctx.output_directory().join(params.text("directory")?);
-        std::fs::create_dir_all(&folder).map_err(|e| super::files::io_error(node, &folder, e))?;
-        let path = fresh_file_path(&folder, name, format);
-        write_new_file(node, &path, |writer| {
+        let folder = ctx.output_folder("directory", params.text("directory")?)?;
+        let path = write_fresh_file(node, &folder, name, format, |writer| {
             std::io::Write::write_all(writer, &bytes).map_err(|e| e.to_string())
         })?;
         ctx.progress(3, 3)?;

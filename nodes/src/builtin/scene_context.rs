@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::model::Backend;
 use crate::node::{
     ExecContext, Inputs, Node, NodeDescriptor, NodeError, Params, PortDescriptor, WidgetDescriptor,
     WidgetSpec,
@@ -32,6 +33,12 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             "reference",
             ValueKind::Frames,
             "Other reference images, shared by every shot without a caption",
+        ),
+        PortDescriptor::optional(
+            "model",
+            ValueKind::Model,
+            "The model the scene is for: its prompts and images are checked here, so that \
+             an unknown word or a wrong image size is reported on this node",
         ),
     ],
     outputs: &[PortDescriptor::required(
@@ -126,8 +133,47 @@ impl Node for SceneContext {
             environment: inputs.optional_frames("environment")?.cloned(),
             references: inputs.optional_frames("reference")?.cloned(),
         };
+        if let Some(Value::Model(model)) = inputs.get("model")? {
+            check_for_model(&scene, &model.backend)?;
+        }
         Ok(vec![Value::Scene(Arc::new(scene))])
     }
+}
+
+/// What the generating node would refuse, refused here where the user typed it: a word the
+/// model does not know (naming the widget) and reference images of another size (naming the
+/// input).
+fn check_for_model(scene: &Scene, backend: &Backend) -> Result<(), NodeError> {
+    let failed = |message: String| NodeError::Failed {
+        node: DESCRIPTOR.id,
+        message,
+    };
+    let global = crate::model::global_prompt(scene);
+    backend
+        .check_prompt(&global)
+        .map_err(|e| failed(format!("widget `characters` or `global_prompt`: {e}")))?;
+    for (index, shot) in scene.shots.iter().enumerate() {
+        backend
+            .check_prompt(shot)
+            .map_err(|e| failed(format!("widget `shots`, shot {}: {e}", index + 1)))?;
+    }
+    let [height, width] = backend.frame_size().map_err(|e| failed(e.to_string()))?;
+    for (port, frames) in [
+        ("identity", &scene.identity),
+        ("environment", &scene.environment),
+        ("reference", &scene.references),
+    ] {
+        let Some(frames) = frames else { continue };
+        if (frames.width() as usize, frames.height() as usize) != (width, height) {
+            return Err(failed(format!(
+                "input `{port}` is {}x{} but the model works on {width}x{height} frames \
+                 (connect the model to LoadImage's `model` input to fit them)",
+                frames.width(),
+                frames.height()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,7 +193,7 @@ mod tests {
             ),
             ("shots", ParamValue::Text(shots.into())),
         ];
-        match crate::run_node(&SceneContext, &params, &[None, None, None], None)?.remove(0) {
+        match crate::run_node(&SceneContext, &params, &[None, None, None, None], None)?.remove(0) {
             Value::Scene(scene) => Ok((*scene).clone()),
             other => panic!("expected a scene, got {other:?}"),
         }

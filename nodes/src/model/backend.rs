@@ -132,6 +132,16 @@ impl Backend {
         }
     }
 
+    /// Whether the model can read `text`: a closed vocabulary refuses unknown words (an
+    /// error naming the word and listing the vocabulary); Wan's tokenizer reads any text.
+    pub fn check_prompt(&self, text: &str) -> Result<()> {
+        match self {
+            Self::Lct(_) if text.trim().is_empty() => Ok(()),
+            Self::Lct(p) => p.encode_global_prompt(text).map(drop),
+            Self::Wan(_) => Ok(()),
+        }
+    }
+
     pub fn encode_shot(&self, text: &str) -> Result<Tensor> {
         match self {
             Self::Lct(p) => p.encode_shot_prompt(text),

@@ -163,7 +163,7 @@ fn kv_input<'a>(
 }
 
 /// Characters first, then the global prompt: "Character 1: red circle. <global prompt>".
-fn global_prompt(scene: &Scene) -> String {
+pub(crate) fn global_prompt(scene: &Scene) -> String {
     let mut parts: Vec<&str> = scene.characters.iter().map(String::as_str).collect();
     parts.push(&scene.global_prompt);
     parts

@@ -9,6 +9,7 @@ use crate::node::{
 };
 use crate::value::{StableHasher, Value, ValueKind};
 use candle_core::{DType, Device};
+use lct_files::FileKind;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -52,16 +53,6 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
             },
         },
         WidgetDescriptor {
-            name: "precision",
-            tooltip: "What a Wan checkpoint computes in: f32, or bf16 (half the memory; \
-                      umT5 always runs in the half precision it is published in). LCT \
-                      checkpoints run in f32",
-            spec: WidgetSpec::Enum {
-                default: "f32",
-                choices: &["f32", "bf16"],
-            },
-        },
-        WidgetDescriptor {
             name: "height",
             tooltip: "Frame height for models without a fixed frame size (Wan); 0: 480. \
                       Models with a fixed size (LCT checkpoints) take only 0 or their own",
@@ -70,6 +61,16 @@ static DESCRIPTOR: NodeDescriptor = NodeDescriptor {
                 min: 0,
                 max: 4096,
                 step: 8,
+            },
+        },
+        WidgetDescriptor {
+            name: "precision",
+            tooltip: "What a Wan checkpoint computes in: f32, or bf16 (half the memory; \
+                      umT5 always runs in the half precision it is published in). LCT \
+                      checkpoints run in f32",
+            spec: WidgetSpec::Enum {
+                default: "f32",
+                choices: &["f32", "bf16"],
             },
         },
     ],
@@ -138,8 +139,8 @@ pub fn load_model_value(
         .map_err(engine_error(DESCRIPTOR.id))?;
     let mut hasher = StableHasher::new();
     let config = dir.join(lct_model::weights::CONFIG_FILE);
-    hasher.write_bytes(&std::fs::read(&config).map_err(|e| io_error(&config, e))?);
-    hasher.write_bytes(&std::fs::read(&weights).map_err(|e| io_error(&weights, e))?);
+    hasher.write_bytes(&read_bounded(&config, FileKind::Json)?);
+    hasher.write_bytes(&read_bounded(&weights, FileKind::Weights)?);
     let parameters = lct_model::weights::read_safetensors(&weights, &Device::Cpu)
         .map_err(engine_error(DESCRIPTOR.id))?
         .values()
@@ -182,6 +183,11 @@ fn check_fixed_frame_size(model: &ModelValue, asked: [usize; 2]) -> Result<(), N
             model.source, own[1], own[0]
         ))),
     }
+}
+
+/// A file the model folder holds, within lct's bounds (a regular file under its kind's limit).
+fn read_bounded(path: &Path, kind: FileKind) -> Result<Vec<u8>, NodeError> {
+    lct_files::read(path, kind).map_err(|e| failed(e.to_string()))
 }
 
 /// A safetensors file's header (the JSON before the data): its tensor names, dtypes, shapes
@@ -263,13 +269,14 @@ fn load_wan(
                 hasher.write_bytes(&header);
                 parameters += header_parameters(&file, &header)?;
             } else if meta.len() < 64 << 20 {
-                hasher.write_bytes(&std::fs::read(&file).map_err(|e| io_error(&file, e))?);
+                hasher.write_bytes(&read_bounded(&file, FileKind::Json)?);
             }
         }
     }
     for marker in ["model_index.json", lct_model::wan::LCT_MARKER] {
-        if let Ok(text) = std::fs::read(dir.join(marker)) {
-            hasher.write_bytes(&text);
+        let path = dir.join(marker);
+        if path.exists() {
+            hasher.write_bytes(&read_bounded(&path, FileKind::Json)?);
         }
     }
     if let Some(time) = newest {

@@ -9,6 +9,7 @@ mod load;
 
 pub use backend::{Backend, KvState, WanBackend, WAN_DEFAULT_FRAME};
 pub use frames::{DecodeFrames, EncodeFrames};
+pub(crate) use generate::global_prompt;
 pub use generate::{KvCacheNode, ShotExtend, ShotGenerate};
 pub use load::LoadModel;
 

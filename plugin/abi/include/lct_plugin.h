@@ -146,6 +146,12 @@ typedef uint32_t LctWidgetFlags;
 #define LCT_WIDGET_NONE ((LctWidgetFlags)0)
 /** A STRING widget meant for multi-line text (prompts). */
 #define LCT_WIDGET_MULTILINE ((LctWidgetFlags)1)
+/**
+ * A STRING widget whose `choices` are names to offer (an OCIO config's colour spaces,
+ * displays or views), not a limit: any text is accepted (ABI 3, added later; older
+ * plugins never set it).
+ */
+#define LCT_WIDGET_SUGGESTIONS ((LctWidgetFlags)2)
 
 /**
  * Opaque reference to an immutable value owned by the plugin; 0 is never live.
@@ -179,7 +185,8 @@ typedef struct LctPortDesc {
  * A parameter of a node type with its default and limits.
  *
  * INT and BOOL use the `int_*` fields (BOOL: 0 or 1), FLOAT the `float_*` fields, STRING and
- * ENUM `text_default`; ENUM lists its `choices`. Unused fields are zero / null.
+ * ENUM `text_default`; ENUM lists its `choices`, and so does a STRING widget flagged
+ * LCT_WIDGET_SUGGESTIONS (names to offer, not a limit). Unused fields are zero / null.
  */
 typedef struct LctWidgetDesc {
     /** Parameter name, unique within the node, e.g. "steps". */
@@ -208,7 +215,10 @@ typedef struct LctWidgetDesc {
     double float_step;
     /** Default of a STRING or ENUM widget. */
     const char* text_default;
-    /** The allowed values of an ENUM widget. */
+    /**
+     * The allowed values of an ENUM widget; the suggested values of a STRING widget
+     * flagged LCT_WIDGET_SUGGESTIONS.
+     */
     const char* const* choices;
     /** Number of entries in `choices`. */
     size_t choice_count;
@@ -271,9 +281,10 @@ typedef struct LctNodeDesc {
 /**
  * One parameter value passed to `node_execute`. Widgets not mentioned take their default.
  *
- * `kind` says which field is read: INT and BOOL read `int_value`, FLOAT reads `float_value`
- * (an INT is accepted for a FLOAT widget), STRING and ENUM read `text_value` (UTF-8, NUL
- * terminated).
+ * `kind` says which field is read and must be the widget's kind (an INT is also accepted
+ * for a FLOAT widget; STRING and ENUM are not interchangeable): INT and BOOL read
+ * `int_value` (a BOOL is 0 or 1, anything else is LCT_STATUS_OUT_OF_RANGE), FLOAT reads
+ * `float_value`, STRING and ENUM read `text_value` (UTF-8, NUL terminated).
  */
 typedef struct LctParam {
     /** The widget's name. */
@@ -395,7 +406,8 @@ typedef struct LctPluginApi {
     /**
      * Copies the calling thread's last error message (UTF-8, NUL terminated, truncated to
      * `capacity`) and returns its full length in bytes without the NUL; 0 when the last call
-     * succeeded. `buffer` may be null to ask for the length.
+     * succeeded, even if host callbacks made failing calls during it. `buffer` may be null
+     * to ask for the length.
      */
     size_t (*last_error)(char* buffer, size_t capacity);
     /** Number of node types. */
@@ -407,8 +419,10 @@ typedef struct LctPluginApi {
     /**
      * Runs node type `index`. `params` are spaced `options->param_size` bytes apart (the
      * ABI 1 size of LctParam when `options` is null or gives 0). `inputs` holds one handle
-     * per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port); the
-     * call does not take ownership of them. On success one new handle per output port is
+     * per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port);
+     * trailing optional ports may be left out (`input_count` smaller), as a host written
+     * before a node gained an optional input does. The call does not take ownership of
+     * them. On success one new handle per output port is
      * written to `outputs`; the caller owns them. `options` may be null. On failure no
      * handle is created.
      */
@@ -439,8 +453,8 @@ typedef struct LctPluginApi {
     LctStatus (*value_read_float)(LctHandle handle, double* out_value);
     /**
      * Copies a STRING or ENUM value (of a FRAMES value: the OCIO name of its colour space)
-     * like `last_error` does, writes its length in bytes (without the NUL) to `out_len`;
-     * LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+     * like `last_error` does, writes its length in bytes (without the NUL) to `out_len`
+     * (required, like every out-pointer); LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
      */
     LctStatus (*value_read_string)(LctHandle handle, char* buffer, size_t capacity, size_t* out_len);
     /** Releases a handle. The value lives on while other handles or running nodes use it. */

@@ -543,6 +543,10 @@ c_enum! {
         NONE = 0,
         /// A STRING widget meant for multi-line text (prompts).
         MULTILINE = 1,
+        /// A STRING widget whose `choices` are names to offer (an OCIO config's colour spaces,
+        /// displays or views), not a limit: any text is accepted (ABI 3, added later; older
+        /// plugins never set it).
+        SUGGESTIONS = 2,
     }
 }
 
@@ -661,7 +665,8 @@ c_struct! {
     /// A parameter of a node type with its default and limits.
     ///
     /// INT and BOOL use the `int_*` fields (BOOL: 0 or 1), FLOAT the `float_*` fields, STRING and
-    /// ENUM `text_default`; ENUM lists its `choices`. Unused fields are zero / null.
+    /// ENUM `text_default`; ENUM lists its `choices`, and so does a STRING widget flagged
+    /// LCT_WIDGET_SUGGESTIONS (names to offer, not a limit). Unused fields are zero / null.
     pub struct LctWidgetDesc {
         /// Parameter name, unique within the node, e.g. "steps".
         pub name: *const c_char,
@@ -689,7 +694,8 @@ c_struct! {
         pub float_step: f64,
         /// Default of a STRING or ENUM widget.
         pub text_default: *const c_char,
-        /// The allowed values of an ENUM widget.
+        /// The allowed values of an ENUM widget; the suggested values of a STRING widget
+        /// flagged LCT_WIDGET_SUGGESTIONS.
         pub choices: *const *const c_char,
         /// Number of entries in `choices`.
         pub choice_count: usize,
@@ -781,9 +787,10 @@ impl LctNodeDesc {
 c_struct! {
     /// One parameter value passed to `node_execute`. Widgets not mentioned take their default.
     ///
-    /// `kind` says which field is read: INT and BOOL read `int_value`, FLOAT reads `float_value`
-    /// (an INT is accepted for a FLOAT widget), STRING and ENUM read `text_value` (UTF-8, NUL
-    /// terminated).
+    /// `kind` says which field is read and must be the widget's kind (an INT is also accepted
+    /// for a FLOAT widget; STRING and ENUM are not interchangeable): INT and BOOL read
+    /// `int_value` (a BOOL is 0 or 1, anything else is LCT_STATUS_OUT_OF_RANGE), FLOAT reads
+    /// `float_value`, STRING and ENUM read `text_value` (UTF-8, NUL terminated).
     pub struct LctParam {
         /// The widget's name.
         pub name: *const c_char,
@@ -900,7 +907,8 @@ c_function_table! {
         fn initialize() -> LctStatus;
         /// Copies the calling thread's last error message (UTF-8, NUL terminated, truncated to
         /// `capacity`) and returns its full length in bytes without the NUL; 0 when the last call
-        /// succeeded. `buffer` may be null to ask for the length.
+        /// succeeded, even if host callbacks made failing calls during it. `buffer` may be null
+        /// to ask for the length.
         fn last_error(buffer: *mut c_char, capacity: usize) -> usize;
         /// Number of node types.
         fn node_count() -> u32;
@@ -910,8 +918,10 @@ c_function_table! {
         fn node_find(id: *const c_char, out_index: *mut u32) -> LctStatus;
         /// Runs node type `index`. `params` are spaced `options->param_size` bytes apart (the
         /// ABI 1 size of LctParam when `options` is null or gives 0). `inputs` holds one handle
-        /// per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port); the
-        /// call does not take ownership of them. On success one new handle per output port is
+        /// per input port, in port order (LCT_NULL_HANDLE for an unconnected optional port);
+        /// trailing optional ports may be left out (`input_count` smaller), as a host written
+        /// before a node gained an optional input does. The call does not take ownership of
+        /// them. On success one new handle per output port is
         /// written to `outputs`; the caller owns them. `options` may be null. On failure no
         /// handle is created.
         fn node_execute(
@@ -952,8 +962,8 @@ c_function_table! {
         /// Reads a FLOAT (or INT) value.
         fn value_read_float(handle: LctHandle, out_value: *mut f64) -> LctStatus;
         /// Copies a STRING or ENUM value (of a FRAMES value: the OCIO name of its colour space)
-        /// like `last_error` does, writes its length in bytes (without the NUL) to `out_len`;
-        /// LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
+        /// like `last_error` does, writes its length in bytes (without the NUL) to `out_len`
+        /// (required, like every out-pointer); LCT_STATUS_BUFFER_TOO_SMALL if it was truncated.
         fn value_read_string(handle: LctHandle, buffer: *mut c_char, capacity: usize, out_len: *mut usize) -> LctStatus;
         /// Releases a handle. The value lives on while other handles or running nodes use it.
         fn value_release(handle: LctHandle) -> LctStatus;

@@ -63,10 +63,7 @@ impl Default for WanTransformerConfig {
 
 /// A JSON file as `T`; a missing file or a bad field is an error naming the file.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
+    let text = lct_files::read_to_string(path, lct_files::FileKind::Json)?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.into(),
         source,
@@ -190,7 +187,7 @@ impl WanTransformerConfig {
     /// Whether `config.json` is the original repositories' (`dim`, `num_heads`, ...) rather
     /// than diffusers'.
     pub fn is_original(path: &Path) -> bool {
-        std::fs::read_to_string(path)
+        lct_files::read_to_string(path, lct_files::FileKind::Json)
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .is_some_and(|json| json.get("dim").is_some() && json.get("num_heads").is_some())

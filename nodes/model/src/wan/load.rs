@@ -40,13 +40,16 @@ fn weight_files_named(folder: &Path, base: &str) -> Result<Vec<PathBuf>> {
         return Ok(vec![single]);
     }
     let index_path = folder.join(format!("{base}.index.json"));
-    let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
-        path: index_path.clone(),
-        source: std::io::Error::new(
-            source.kind(),
-            format!("neither {base} nor its shard index is here ({source})"),
-        ),
-    })?;
+    if !index_path.exists() {
+        return Err(Error::Io {
+            path: index_path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("neither {base} nor its shard index is here"),
+            ),
+        });
+    }
+    let text = lct_files::read_to_string(&index_path, lct_files::FileKind::Json)?;
     let index: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
         path: index_path.clone(),
         source,
@@ -178,7 +181,9 @@ pub const LCT_MARKER: &str = "lct.json";
 /// Whether `folder` is a Wan checkpoint in the diffusers layout (`model_index.json` naming a
 /// Wan pipeline, or a `transformer/config.json` of a Wan transformer).
 pub fn is_wan_checkpoint(folder: &Path) -> bool {
-    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let read = |path: PathBuf| {
+        lct_files::read_to_string(&path, lct_files::FileKind::Json).unwrap_or_default()
+    };
     WanTransformerConfig::is_original(&folder.join("config.json"))
         || read(folder.join("model_index.json")).contains("\"Wan")
         || read(folder.join("model_index.json")).contains("\"SkyReelsV2")

@@ -247,7 +247,8 @@ impl WanTokenizer {
             path: path.into(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
         };
-        let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(invalid)?;
+        let bytes = lct_files::read(path, lct_files::FileKind::Json)?;
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(bytes).map_err(invalid)?;
         // Truncated as transformers does: the end-of-sequence token stays last.
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
