@@ -501,6 +501,70 @@ fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_check
 }
 
 #[test]
+fn batch_steps_split_over_workers_take_the_same_step_and_lower_the_loss() {
+    use lct_model::wan::{WanBatch, WanTrainConfig, WanTrainer};
+    use lct_model::AttentionMask;
+    let device = Device::Cpu;
+    let gaussian =
+        |stream: u64, dims: &[usize]| lct_model::noise::gaussian(4, stream, dims, &device).unwrap();
+    // Five single-frame samples (an odd count: uneven chunks), with pixel weights.
+    let batch = WanBatch {
+        latents: gaussian(1, &[5, 4, 1, 4, 4]),
+        text: gaussian(2, &[5, 6, 16]),
+        weights: Some((gaussian(3, &[5, 1, 1, 4, 4]).abs().unwrap() + 0.5).unwrap()),
+    };
+    let times = [0.1, 0.3, 0.5, 0.7, 0.9];
+    let cfg = WanTrainConfig {
+        learning_rate: 3e-3,
+        weight_decay: 0.0,
+        attention: AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let mut trainers: Vec<WanTrainer> = [1, 2, 3]
+        .into_iter()
+        .map(|workers| {
+            let mut trainer =
+                WanTrainer::from_checkpoint(&fixture(), cfg.clone(), &device).unwrap();
+            trainer.set_workers(workers);
+            trainer
+        })
+        .collect();
+    let tensors = reference();
+    let output = |trainer: &WanTrainer| {
+        trainer
+            .model()
+            .forward(
+                &tensors["latents"],
+                WanTimestep::PerSample(&tensors["timestep"]),
+                &tensors["text"],
+            )
+            .unwrap()
+    };
+    let mut first_losses = Vec::new();
+    for trainer in &mut trainers {
+        first_losses.push(trainer.batch_step(&batch, &times, 7).unwrap());
+    }
+    // The same loss and the same updated weights, whatever the split.
+    for (loss, trainer) in first_losses.iter().zip(&trainers).skip(1) {
+        assert!(
+            (loss - first_losses[0]).abs() <= 1e-6 * first_losses[0],
+            "{first_losses:?}"
+        );
+        assert!(relative_error(&output(trainer), &output(&trainers[0])) < 1e-5);
+    }
+    for seed in 8..40 {
+        trainers[1].batch_step(&batch, &times, seed).unwrap();
+    }
+    let last = trainers[1].batch_step(&batch, &times, 7).unwrap();
+    eprintln!("batch loss at seed 7: {:.4} -> {last:.4}", first_losses[1]);
+    assert!(
+        last < 0.8 * first_losses[1],
+        "{} -> {last}",
+        first_losses[1]
+    );
+}
+
+#[test]
 fn a_transformer_in_the_original_wan_layout_loads_as_the_diffusers_one() {
     // The same weights under the original repositories' names and config fields (the fixture
     // script checks the names against diffusers' own conversion).

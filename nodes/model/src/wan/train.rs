@@ -3,6 +3,12 @@
 //! sample is a whole scene: its shots packed into one sequence, each shot noised to its own
 //! independently drawn flow time, the loss the flow-matching error of every shot, under the
 //! bidirectional mask or the context-causal one (the fine-tune that makes history cacheable).
+//!
+//! The same trainer also takes batches of same-shaped single-shot samples (frames or short
+//! clips, [`WanBatch`]), the images-first stages of training a model from scratch, split over
+//! worker threads by samples (data parallel): on a 2-core CPU two workers with one matrix
+//! thread each beat one step with two matrix threads, whose small matrix products do not
+//! split well.
 
 use std::path::Path;
 
@@ -36,12 +42,23 @@ pub struct WanTrainingScene {
     pub shots: Vec<(Tensor, Tensor)>,
 }
 
+/// A batch of same-shaped single-shot samples, already encoded: latents `[B, C, T, H, W]`,
+/// text embeddings `[B, tokens, text_dim]`, and optional per-pixel loss weights
+/// `[B, 1, T, H, W]` (e.g. more weight where the character is).
+pub struct WanBatch {
+    pub latents: Tensor,
+    pub text: Tensor,
+    pub weights: Option<Tensor>,
+}
+
 pub struct WanTrainer {
     model: WanTransformer,
     config: WanTransformerConfig,
     vars: VarMap,
     optimizer: AdamW,
     cfg: WanTrainConfig,
+    /// Threads a [`WanBatch`] is split over, by samples.
+    workers: usize,
 }
 
 impl WanTrainer {
@@ -54,10 +71,21 @@ impl WanTrainer {
             folder.to_path_buf()
         };
         let config = WanTransformerConfig::load(&component.join("config.json"))?;
+        let trainer = Self::fresh(&config, cfg, device)?;
+        crate::weights::load_varmap_mmap(&trainer.vars, &weight_files(&component)?)?;
+        Ok(trainer)
+    }
+
+    /// A transformer of `config` with freshly initialised f32 weights on `device`, to train
+    /// from scratch.
+    pub fn fresh(
+        config: &WanTransformerConfig,
+        cfg: WanTrainConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let vars = VarMap::new();
         let model =
-            WanTransformer::new(&config, VarBuilder::from_varmap(&vars, DType::F32, device))?;
-        crate::weights::load_varmap_mmap(&vars, &weight_files(&component)?)?;
+            WanTransformer::new(config, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         let optimizer = AdamW::new(
             vars.all_vars(),
             ParamsAdamW {
@@ -68,15 +96,26 @@ impl WanTrainer {
         )?;
         Ok(Self {
             model,
-            config,
+            config: config.clone(),
             vars,
             optimizer,
             cfg,
+            workers: 1,
         })
+    }
+
+    /// Splits [`WanBatch`] steps over `workers` threads (at least 1).
+    pub fn set_workers(&mut self, workers: usize) {
+        self.workers = workers.max(1);
     }
 
     pub fn model(&self) -> &WanTransformer {
         &self.model
+    }
+
+    /// Trainable parameters (scalars).
+    pub fn parameter_count(&self) -> usize {
+        self.vars.all_vars().iter().map(|v| v.elem_count()).sum()
     }
 
     /// Flow times for `shots` shots: logit-normal, shifted, one per shot, independent.
@@ -140,6 +179,99 @@ impl WanTrainer {
         let loss = self.loss(scene, &times, seed)?;
         self.optimizer.backward_step(&loss)?;
         Ok(loss.to_scalar::<f32>()?)
+    }
+
+    /// The flow-matching loss of `batch` with sample `i` at flow time `times[i]` and noise from
+    /// `seed` (stream `first + i`): the mean, over every sample and pixel, of the (weighted)
+    /// squared error of the predicted velocity against `noise - latents`.
+    fn batch_loss(
+        &self,
+        batch: &WanBatch,
+        times: &[f32],
+        seed: u64,
+        first: usize,
+    ) -> Result<Tensor> {
+        let dims = batch.latents.dims().to_vec();
+        let device = batch.latents.device();
+        let samples = dims[0];
+        if times.len() != samples || batch.text.dim(0)? != samples {
+            return Err(Error::Training(format!(
+                "a batch of {samples} latents with {} times and {} texts",
+                times.len(),
+                batch.text.dim(0)?
+            )));
+        }
+        let mut sample_dims = dims.clone();
+        sample_dims[0] = 1;
+        let noise = Tensor::cat(
+            &(0..samples)
+                .map(|i| gaussian(seed, (first + i) as u64, &sample_dims, device))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let t = Tensor::from_vec(times.to_vec(), samples, device)?;
+        let t_wide = t.reshape((samples, 1, 1, 1, 1))?;
+        let noised =
+            (batch.latents.broadcast_mul(&(1.0 - &t_wide)?)? + noise.broadcast_mul(&t_wide)?)?;
+        let target = (&noise - &batch.latents)?;
+        let timesteps = (t * WAN_TIME_SCALE)?;
+        let prediction = self.model.forward(
+            &noised,
+            super::WanTimestep::PerSample(&timesteps),
+            &batch.text,
+        )?;
+        let error = (prediction - target)?.sqr()?;
+        Ok(match &batch.weights {
+            Some(weights) => error.broadcast_mul(weights)?.mean_all()?,
+            None => error.mean_all()?,
+        })
+    }
+
+    /// One optimiser step on `batch`, sample `i` noised to `times[i]` with noise drawn from
+    /// `seed`; returns the loss. The samples are split over the workers in contiguous chunks,
+    /// each chunk's gradients weighted by its share of the batch and summed in chunk order, so
+    /// the step does not depend on the number of workers (beyond float rounding) or on
+    /// thread timing.
+    pub fn batch_step(&mut self, batch: &WanBatch, times: &[f32], seed: u64) -> Result<f32> {
+        let samples = batch.latents.dim(0)?;
+        let indices: Vec<usize> = (0..samples).collect();
+        let chunks = crate::train::map_chunks(
+            &indices,
+            self.workers,
+            |chunk| -> Result<(f32, candle_core::backprop::GradStore)> {
+                let (start, len) = (chunk[0], chunk.len());
+                let part = WanBatch {
+                    latents: batch.latents.narrow(0, start, len)?,
+                    text: batch.text.narrow(0, start, len)?,
+                    weights: match &batch.weights {
+                        Some(w) => Some(w.narrow(0, start, len)?),
+                        None => None,
+                    },
+                };
+                let share = len as f64 / samples as f64;
+                let loss =
+                    (self.batch_loss(&part, &times[start..start + len], seed, start)? * share)?;
+                let gradients = loss.backward()?;
+                Ok((loss.to_scalar::<f32>()?, gradients))
+            },
+            || Error::Training("a training worker panicked".into()),
+        )?;
+        let mut chunks = chunks.into_iter();
+        let (mut loss, mut gradients) = chunks.next().expect("at least one chunk");
+        for (chunk_loss, chunk_gradients) in chunks {
+            loss += chunk_loss;
+            for var in self.vars.all_vars() {
+                if let Some(g) = chunk_gradients.get(var.as_tensor()) {
+                    let sum = match gradients.get(var.as_tensor()) {
+                        Some(total) => (total + g)?,
+                        None => g.clone(),
+                    };
+                    gradients.insert(var.as_tensor(), sum);
+                }
+            }
+        }
+        self.optimizer.step(&gradients)?;
+        Ok(loss)
     }
 
     /// Writes `transformer/config.json` and `transformer/diffusion_pytorch_model.safetensors`

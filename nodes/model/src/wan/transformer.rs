@@ -7,7 +7,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::WanTransformerConfig;
-use crate::fused::linear;
+use crate::fused::{gated_residual, gelu_tanh, linear};
 use crate::{AttentionMask, Error, MaskSpec, Result};
 
 /// The diffusion timestep: one per sample `[batch]`, one per latent frame `[batch, frames]`
@@ -174,10 +174,10 @@ impl Block {
             AttentionKind::Ranked(ranks),
             past,
         )?;
-        let x = (x + attended.broadcast_mul(&gate)?)?;
+        let x = gated_residual(x, &attended, &gate)?;
 
         let normed = match &self.cross_norm {
-            Some((weight, bias)) => layer_norm(&x, Some((weight, bias)), self.eps)?,
+            Some((weight, bias)) => affine_layer_norm(&x, weight, bias, self.eps)?,
             None => x.clone(),
         };
         let (crossed, _) = self.cross_attention.forward(
@@ -190,8 +190,8 @@ impl Block {
         let x = (&x + crossed)?;
 
         let normed = norm_modulate(&x, &c_shift, &c_scale, self.eps)?;
-        let hidden = linear(&self.ffn_in, &normed)?.gelu()?; // tanh approximation, as Wan's
-        let x = (&x + linear(&self.ffn_out, &hidden)?.broadcast_mul(&c_gate)?)?;
+        let hidden = gelu_tanh(&linear(&self.ffn_in, &normed)?)?; // tanh approximation, as Wan's
+        let x = gated_residual(&x, &linear(&self.ffn_out, &hidden)?, &c_gate)?;
         Ok((x, own_kv))
     }
 }
@@ -286,21 +286,7 @@ impl Rope {
 
     /// Rotates `x` `[batch, tokens, heads, head_dim]` pair by pair (channels 2i, 2i+1).
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, heads, head_dim) = x.dims4()?;
-        let pairs = x.reshape((batch, tokens, heads, head_dim / 2, 2))?;
-        let x1 = pairs.i((.., .., .., .., 0))?;
-        let x2 = pairs.i((.., .., .., .., 1))?;
-        let cos = self
-            .cos
-            .reshape((1, tokens, 1, head_dim / 2))?
-            .to_dtype(x.dtype())?;
-        let sin = self
-            .sin
-            .reshape((1, tokens, 1, head_dim / 2))?
-            .to_dtype(x.dtype())?;
-        let even = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let odd = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-        Ok(Tensor::stack(&[even, odd], D::Minus1)?.reshape((batch, tokens, heads, head_dim))?)
+        crate::fused::rope_pairs(x, &self.cos, &self.sin)
     }
 }
 
@@ -525,7 +511,7 @@ impl WanTransformer {
             .reshape((batch, steps, 6, dim))?;
         let text = self
             .text_linear_2
-            .forward(&linear(&self.text_linear_1, text)?.gelu()?)?;
+            .forward(&gelu_tanh(&linear(&self.text_linear_1, text)?)?)?;
         let mut x = tokens.clone();
         let mut own = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -565,12 +551,27 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 }
 
 /// `LayerNorm(x) * (1 + scale) + shift`: the project's fused kernel when Wan's eps is its
-/// eps and the modulation is per token (LCT scenes), else candle ops.
+/// eps (modulation per token, as in LCT scenes, or per sample), else candle ops.
 fn norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    if eps == crate::fused::NORM_EPS && shift.dims() == x.dims() {
+    if eps == crate::fused::NORM_EPS {
         crate::fused::modulate(x, shift, scale)
     } else {
         modulate(&layer_norm(x, None, eps)?, shift, scale)
+    }
+}
+
+/// Layer norm with an affine `weight` and `bias` `[dim]`: the fused modulation (a shared
+/// `scale = weight - 1`, `shift = bias`) when Wan's eps is the project's, else candle ops.
+fn affine_layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if eps == crate::fused::NORM_EPS {
+        let dim = weight.dim(0)?;
+        crate::fused::modulate(
+            x,
+            &bias.reshape((1, dim))?,
+            &(weight - 1.0)?.reshape((1, dim))?,
+        )
+    } else {
+        layer_norm(x, Some((weight, bias)), eps)
     }
 }
 
@@ -588,6 +589,5 @@ fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Resul
 
 /// RMS norm over the last dimension (all heads together) with a weight.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    Ok(x.broadcast_div(&rms)?.broadcast_mul(weight)?)
+    crate::fused::rms_norm(x, weight, eps)
 }
