@@ -360,3 +360,99 @@ fn a_wan_checkpoint_runs_in_bf16_close_to_f32() {
         assert!(message.contains("f32 only"), "{message}");
     }
 }
+
+/// The tiny checkpoint with its VAE replaced by pixel space (lct's declared extension of the
+/// family: `vae/config.json` `"_class_name": "LctPixelSpace"`, no weights) and a fresh
+/// pixel-space transformer (3 channels, 4x4-pixel patches), as the embedded model is built.
+fn pixel_space_checkpoint() -> tempfile::TempDir {
+    use lct_model::wan::{WanTrainConfig, WanTrainer, WanTransformerConfig};
+    let dir = wan_checkpoint(false);
+    let vae = dir.path().join("vae");
+    std::fs::remove_dir_all(&vae).unwrap();
+    std::fs::create_dir(&vae).unwrap();
+    std::fs::write(
+        vae.join("config.json"),
+        r#"{"_class_name": "LctPixelSpace", "channels": 3}"#,
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.path().join("transformer")).unwrap();
+    let config = WanTransformerConfig {
+        patch_size: [1, 4, 4],
+        num_attention_heads: 2,
+        attention_head_dim: 12,
+        in_channels: 3,
+        out_channels: Some(3),
+        text_dim: 16,
+        freq_dim: 32,
+        ffn_dim: 48,
+        num_layers: 2,
+        rope_max_seq_len: 32,
+        ..WanTransformerConfig::default()
+    };
+    let cfg = WanTrainConfig {
+        learning_rate: 1e-4,
+        weight_decay: 0.0,
+        attention: lct_model::AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    WanTrainer::fresh(&config, cfg, &candle_core::Device::Cpu)
+        .unwrap()
+        .save_transformer(dir.path())
+        .unwrap();
+    dir
+}
+
+#[test]
+fn a_pixel_space_wan_checkpoint_runs_the_same_graph_with_any_frame_count() {
+    let plugin = plugin();
+    let checkpoint = pixel_space_checkpoint();
+    let mut graph = base_graph(checkpoint.path(), &SHOTS[..2]);
+    graph
+        .add("generate", "ShotGenerate")
+        .input("model", "model", "model")
+        .input("scene", "scene", "scene");
+    sampler(&mut graph, "generate");
+    // Pixel space keeps every frame: 4 is a valid count (the VAE takes 1 + 4k only).
+    graph.node_mut("generate").unwrap().param("frames", 4);
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "generate", "latent");
+    graph.output("decode");
+    let pixels = decoded(&plugin, &graph, "decode");
+    assert_eq!(pixels.len(), 2 * 4 * 16 * 16 * 3);
+    assert!(pixels.iter().all(|p| p.is_finite()));
+    assert_eq!(pixels, decoded(&plugin, &graph, "decode"));
+    // Frames in, the same frames out: pixel space encodes and decodes exactly.
+    let image = tempfile::tempdir().unwrap();
+    let path = image.path().join("plate.png");
+    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]))
+        .save(&path)
+        .unwrap();
+    let mut graph = Graph::new();
+    graph
+        .add("model", "LoadModel")
+        .param("path", checkpoint.path().display().to_string())
+        .param("width", 16)
+        .param("height", 16);
+    graph
+        .add("load", "LoadImage")
+        .param("path", path.display().to_string());
+    graph
+        .add("encode", "EncodeFrames")
+        .input("model", "model", "model")
+        .input("frames", "load", "frames");
+    graph
+        .add("decode", "DecodeFrames")
+        .input("model", "model", "model")
+        .input("latent", "encode", "latent");
+    graph.output("decode");
+    let round_trip = decoded(&plugin, &graph, "decode");
+    let original: Vec<f32> = image::open(&path).unwrap().to_rgb32f().into_raw();
+    let worst = round_trip
+        .iter()
+        .zip(&original)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "round trip differs by {worst}");
+}

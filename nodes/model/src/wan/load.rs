@@ -165,7 +165,7 @@ fn stored_dtype(path: &Path) -> Result<Option<DType>> {
 /// timestep shift and the attention mask LCT runs its scenes with.
 pub struct WanPipeline {
     pub transformer: WanTransformer,
-    pub vae: WanVae,
+    pub vae: super::WanAutoencoder,
     pub text: WanTextEncoder,
     /// `scheduler/scheduler_config.json`'s `shift` (or `flow_shift`), else 1.
     pub shift: f32,
@@ -223,15 +223,13 @@ impl WanPipeline {
             )));
         }
         let transformer = load_transformer(folder, dtype, device)?;
-        // The VAE runs in f32 whatever the transformer does, as Wan's own pipelines run it
-        // (0.5 GB; its convolutions are sensitive to half precision).
-        let vae = load_vae(folder, DType::F32, device)?;
+        let vae = super::WanAutoencoder::load(&component(folder, "vae"), device)?;
         let text = load_text_encoder(folder, dtype, device)?;
-        if vae.config().z_dim != transformer.config().in_channels {
+        if vae.latent_channels() != transformer.config().in_channels {
             return Err(Error::Config(format!(
-                "{}: the VAE's z_dim {} is not the transformer's in_channels {}",
+                "{}: the autoencoder's {} latent channels are not the transformer's in_channels {}",
                 folder.display(),
-                vae.config().z_dim,
+                vae.latent_channels(),
                 transformer.config().in_channels
             )));
         }
@@ -259,24 +257,21 @@ impl WanPipeline {
         let video = ((frames.to_dtype(DType::F32)? * 2.0)? - 1.0)?
             .permute((1, 0, 2, 3))?
             .unsqueeze(0)?;
-        Ok(self
-            .vae
-            .normalize(&self.vae.encode(&video)?)?
-            .to_dtype(DType::F32)?)
+        Ok(self.vae.encode(&video)?.to_dtype(DType::F32)?)
     }
 
     /// Normalised latents `[1, C, t, h, w]` (any float dtype) to frames `[T, 3, H, W]` in
     /// 0..1 (f32).
     pub fn decode_frames(&self, latents: &Tensor) -> Result<Tensor> {
         let latents = latents.to_dtype(DType::F32)?;
-        let video = self.vae.decode(&self.vae.denormalize(&latents)?)?;
+        let video = self.vae.decode(&latents)?;
         Ok(((video.squeeze(0)?.permute((1, 0, 2, 3))? + 1.0)? * 0.5)?.to_dtype(DType::F32)?)
     }
 
     /// Latent `[channels, frames, height, width]` of a shot of `frames` video frames at
     /// `height` x `width` pixels.
     pub fn latent_dims(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 4]> {
-        let cell = self.vae.config().scale_factor_spatial;
+        let cell = self.vae.spatial_cell();
         let [_, ph, pw] = self.transformer.config().patch_size;
         if !height.is_multiple_of(cell * ph) || !width.is_multiple_of(cell * pw) {
             return Err(Error::Shape(format!(
@@ -286,7 +281,7 @@ impl WanPipeline {
             )));
         }
         Ok([
-            self.vae.config().z_dim,
+            self.vae.latent_channels(),
             self.vae.latent_frames(frames)?,
             height / cell,
             width / cell,

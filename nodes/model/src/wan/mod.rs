@@ -4,6 +4,7 @@
 //! diffusers layout). Checked against diffusers at tiny random
 //! configs (`tests/wan.rs`, fixtures from `tests/fixtures/wan_reference.py`).
 
+pub mod autoencoder;
 pub mod config;
 pub mod load;
 pub mod sample;
@@ -13,6 +14,7 @@ pub mod transformer;
 pub mod umt5;
 pub mod vae;
 
+pub use autoencoder::{WanAutoencoder, PIXEL_SPACE_CLASS};
 pub use config::WanTransformerConfig;
 pub use load::{
     is_wan_checkpoint, load_text_encoder, load_transformer, load_vae, WanPipeline, LCT_MARKER,
