@@ -609,3 +609,85 @@ fn a_transformer_in_the_original_wan_layout_loads_as_the_diffusers_one() {
         .to_string();
     assert!(message.contains("\"i2v\""), "{message}");
 }
+
+/// A word-level `tokenizer.json` over `words` (ids after `<pad>`, `</s>`, `<unk>`), ending
+/// every prompt with `</s>` as umT5's does.
+fn word_level_tokenizer(words: &[&str]) -> String {
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                           "rstrip": false, "normalized": false, "special": true})
+    };
+    let mut vocab = serde_json::Map::new();
+    for (id, word) in ["<pad>", "</s>", "<unk>"].iter().chain(words).enumerate() {
+        vocab.insert((*word).to_owned(), serde_json::json!(id));
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<pad>"), special(1, "</s>"), special(2, "<unk>")],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+    .to_string()
+}
+
+#[test]
+fn a_closed_word_level_vocabulary_refuses_unknown_words_and_prompts_pad_to_the_declared_length() {
+    use lct_model::wan::load::load_text_encoder;
+    let dir = tempfile::tempdir().unwrap();
+    for component in ["text_encoder", "tokenizer"] {
+        std::fs::create_dir(dir.path().join(component)).unwrap();
+    }
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            fixture().join("text_encoder").join(file),
+            dir.path().join("text_encoder").join(file),
+        )
+        .unwrap();
+    }
+    let tokenizer = dir.path().join("tokenizer");
+    std::fs::write(
+        tokenizer.join("tokenizer.json"),
+        word_level_tokenizer(&["large", "red", "circle", "striped", ",", "."]),
+    )
+    .unwrap();
+    std::fs::write(
+        tokenizer.join("tokenizer_config.json"),
+        r#"{"lct_closed_vocabulary": true}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("lct.json"), r#"{"text_tokens": 8}"#).unwrap();
+    let text = load_text_encoder(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        text.tokenizer.encode("Large red circle, striped.").unwrap(),
+        [3, 4, 5, 7, 6, 8, 1]
+    );
+    let encoded = text.encode("large red circle.").unwrap();
+    assert_eq!(encoded.dims(), [8, 16]);
+    let error = text.encode("large plaid circle.").unwrap_err().to_string();
+    assert!(
+        error.contains("unknown word 'plaid'") && error.contains("large red circle striped , ."),
+        "{error}"
+    );
+    // Without the declaration the same tokenizer is open: `<unk>` passes, as published ones do.
+    std::fs::write(tokenizer.join("tokenizer_config.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("lct.json"), r#"{"text_tokens": 600}"#).unwrap();
+    let error = load_text_encoder(dir.path(), DType::F32, &Device::Cpu)
+        .err()
+        .expect("600 text tokens")
+        .to_string();
+    assert!(error.contains("text_tokens 600"), "{error}");
+    std::fs::remove_file(dir.path().join("lct.json")).unwrap();
+    let open = load_text_encoder(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(open.tokenizer.encode("plaid").unwrap(), [2, 1]);
+    assert_eq!(open.encode("red").unwrap().dims(), [512, 16]);
+}

@@ -133,12 +133,13 @@ impl Backend {
     }
 
     /// Whether the model can read `text`: a closed vocabulary refuses unknown words (an
-    /// error naming the word and listing the vocabulary); Wan's tokenizer reads any text.
+    /// error naming the word and listing the vocabulary); Wan's own tokenizer reads any text.
     pub fn check_prompt(&self, text: &str) -> Result<()> {
         match self {
             Self::Lct(_) if text.trim().is_empty() => Ok(()),
             Self::Lct(p) => p.encode_global_prompt(text).map(drop),
-            Self::Wan(_) => Ok(()),
+            // Tokenizing is cheap; a closed vocabulary refuses unknown words here.
+            Self::Wan(w) => w.pipeline.text.tokenizer.encode(text).map(drop),
         }
     }
 

@@ -134,7 +134,7 @@ pub fn load_text_encoder(folder: &Path, dtype: DType, device: &Device) -> Result
     let encoder = build_checked_mmap(&files, compute, device, |vb| UmT5Encoder::new(&cfg, vb))?;
     let tokenizer = WanTokenizer::load(
         &folder.join("tokenizer").join("tokenizer.json"),
-        WAN_TEXT_TOKENS,
+        read_text_tokens(folder)?,
     )?;
     Ok(WanTextEncoder {
         tokenizer,
@@ -313,6 +313,25 @@ fn read_shift(folder: &Path) -> Result<f32> {
         )));
     }
     Ok(shift as f32)
+}
+
+/// The prompt length the text encoder pads to: `lct.json`'s `"text_tokens"` (a small model's
+/// short prompts), else Wan's 512.
+fn read_text_tokens(folder: &Path) -> Result<usize> {
+    let path = folder.join(LCT_MARKER);
+    let Some(marker) = read_optional_json(&path)? else {
+        return Ok(WAN_TEXT_TOKENS);
+    };
+    match marker.get("text_tokens") {
+        None => Ok(WAN_TEXT_TOKENS),
+        Some(value) => match value.as_u64() {
+            Some(tokens @ 1..=512) => Ok(tokens as usize),
+            _ => Err(Error::Config(format!(
+                "{}: text_tokens {value} is not a count from 1 to 512",
+                path.display()
+            ))),
+        },
+    }
 }
 
 fn read_attention(folder: &Path) -> Result<crate::AttentionMask> {

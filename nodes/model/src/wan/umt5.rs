@@ -229,7 +229,14 @@ impl UmT5Encoder {
 pub struct WanTokenizer {
     tokenizer: tokenizers::Tokenizer,
     max_length: usize,
+    /// For a closed vocabulary (lct's small models), the unknown token's id and the words:
+    /// a prompt word outside them is an error, not a silent `<unk>`.
+    closed: Option<(u32, String)>,
 }
+
+/// The field of `tokenizer_config.json` by which a word-level tokenizer declares that its
+/// vocabulary is closed (lct's extension; published tokenizers never have it).
+pub const CLOSED_VOCABULARY_FIELD: &str = "lct_closed_vocabulary";
 
 impl WanTokenizer {
     /// Reads `tokenizer.json` (the fast tokenizer as transformers saves it).
@@ -257,9 +264,44 @@ impl WanTokenizer {
             }))
             .map_err(invalid)?;
         tokenizer.with_padding(None);
+        let config = path.with_file_name("tokenizer_config.json");
+        let declared_closed = config.is_file()
+            && super::config::read_json::<serde_json::Value>(&config)?
+                .get(CLOSED_VOCABULARY_FIELD)
+                .and_then(|v| v.as_bool())
+                == Some(true);
+        let closed = if declared_closed {
+            let unknown = tokenizer.token_to_id("<unk>").ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: a closed vocabulary needs an `<unk>` token",
+                    path.display()
+                ))
+            })?;
+            let special: std::collections::HashSet<u32> = tokenizer
+                .get_added_tokens_decoder()
+                .keys()
+                .copied()
+                .collect();
+            let mut words: Vec<(u32, String)> = tokenizer
+                .get_vocab(false)
+                .into_iter()
+                .filter(|(_, id)| !special.contains(id) && *id != unknown)
+                .map(|(word, id)| (id, word))
+                .collect();
+            words.sort();
+            let listing = words
+                .into_iter()
+                .map(|(_, word)| word)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some((unknown, listing))
+        } else {
+            None
+        };
         Ok(Self {
             tokenizer,
             max_length,
+            closed,
         })
     }
 
@@ -274,6 +316,15 @@ impl WanTokenizer {
             .tokenizer
             .encode(cleaned.as_str(), true)
             .map_err(|e| Error::Config(format!("tokenizer: {e}")))?;
+        if let Some((unknown, vocabulary)) = &self.closed {
+            if let Some(at) = encoding.get_ids().iter().position(|id| id == unknown) {
+                let (start, end) = encoding.get_offsets()[at];
+                return Err(Error::UnknownWord {
+                    word: cleaned[start..end].to_owned(),
+                    vocabulary: vocabulary.clone(),
+                });
+            }
+        }
         Ok(encoding.get_ids().to_vec())
     }
 }
