@@ -18,8 +18,8 @@ pub const PIXEL_SPACE_CLASS: &str = "LctPixelSpace";
 
 /// A Wan checkpoint's autoencoder.
 pub enum WanAutoencoder {
-    /// Wan 2.1's or 2.2's video VAE.
-    Vae(WanVae),
+    /// Wan 2.1's or 2.2's video VAE (boxed: its layer list dwarfs the other variant).
+    Vae(Box<WanVae>),
     /// Frames as latents: `channels` (3) at full resolution, every frame its own.
     Pixels { channels: usize },
 }
@@ -55,12 +55,12 @@ impl WanAutoencoder {
         let files = super::load::weight_files(component)?;
         // The VAE runs in f32 whatever the transformer does, as Wan's own pipelines run it
         // (0.5 GB; its convolutions are sensitive to half precision).
-        Ok(Self::Vae(crate::weights::build_checked_mmap(
+        Ok(Self::Vae(Box::new(crate::weights::build_checked_mmap(
             &files,
             DType::F32,
             device,
             |vb| WanVae::new(&cfg, vb),
-        )?))
+        )?)))
     }
 
     /// Channels of a latent.
