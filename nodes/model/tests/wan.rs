@@ -691,3 +691,65 @@ fn a_closed_word_level_vocabulary_refuses_unknown_words_and_prompts_pad_to_the_d
     assert_eq!(open.tokenizer.encode("plaid").unwrap(), [2, 1]);
     assert_eq!(open.encode("red").unwrap().dims(), [512, 16]);
 }
+
+#[test]
+fn prompt_modulation_adds_one_projection_saves_loads_and_runs_scenes() {
+    use lct_model::wan::{WanShot, WanTrainConfig, WanTrainer, WanTransformerConfig};
+    use lct_model::AttentionMask;
+    let device = Device::Cpu;
+    let base = WanTransformerConfig::load(&fixture().join("transformer/config.json")).unwrap();
+    let extended = WanTransformerConfig {
+        prompt_modulation: true,
+        ..base.clone()
+    };
+    let cfg = WanTrainConfig {
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        attention: AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let plain = WanTrainer::fresh(&base, cfg.clone(), &device).unwrap();
+    let trainer = WanTrainer::fresh(&extended, cfg, &device).unwrap();
+    let dim = base.num_attention_heads * base.attention_head_dim;
+    assert_eq!(
+        trainer.parameter_count(),
+        plain.parameter_count() + dim * dim + dim
+    );
+    // Saved with the field, loaded back as the same model.
+    let out = tempfile::tempdir().unwrap();
+    trainer.save_transformer(out.path()).unwrap();
+    let loaded = load_transformer(out.path(), DType::F32, &device).unwrap();
+    assert!(loaded.config().prompt_modulation);
+    let tensors = reference();
+    let run = |model: &lct_model::wan::WanTransformer, text: &Tensor| {
+        model
+            .forward(
+                &tensors["latents"],
+                WanTimestep::PerSample(&tensors["timestep"]),
+                text,
+            )
+            .unwrap()
+    };
+    let text = &tensors["text"];
+    assert!(relative_error(&run(&loaded, text), &run(trainer.model(), text)) < 1e-6);
+    // A scene: per-shot windows pool per token, and every output is finite.
+    let gaussian =
+        |stream: u64, dims: &[usize]| lct_model::noise::gaussian(5, stream, dims, &device).unwrap();
+    let latents: Vec<Tensor> = (0..2).map(|i| gaussian(i, &[1, 4, 1, 4, 4])).collect();
+    let prompts: Vec<Tensor> = (0..2).map(|i| gaussian(10 + i, &[1, 5, 16])).collect();
+    let global = gaussian(20, &[1, 6, 16]);
+    let shots: Vec<WanShot> = (0..2)
+        .map(|i| WanShot {
+            latents: &latents[i],
+            timestep: 500.0,
+            prompt: &prompts[i],
+        })
+        .collect();
+    let (outputs, _) = loaded
+        .scene_forward(&global, &shots, AttentionMask::Bidirectional, None)
+        .unwrap();
+    for output in outputs {
+        let values = output.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()));
+    }
+}

@@ -33,6 +33,11 @@ pub struct WanTransformerConfig {
     pub num_frame_per_block: usize,
     /// SkyReels-V2's fps embedding: not covered yet, refused by name.
     pub inject_sample_info: bool,
+    /// lct's extension for small models (published checkpoints leave it off): the mean of the
+    /// prompt tokens each video token may read (its cross-attention window), projected to the
+    /// width and added to the timestep embedding, so that every adaLN modulation carries the
+    /// prompt, not only cross-attention. Adds `condition_embedder.prompt_proj`.
+    pub prompt_modulation: bool,
 }
 
 impl Default for WanTransformerConfig {
@@ -57,6 +62,7 @@ impl Default for WanTransformerConfig {
             pos_embed_seq_len: None,
             num_frame_per_block: 1,
             inject_sample_info: false,
+            prompt_modulation: false,
         }
     }
 }

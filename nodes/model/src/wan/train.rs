@@ -313,6 +313,7 @@ impl WanTrainer {
             "eps": c.eps,
             "rope_max_seq_len": c.rope_max_seq_len,
             "num_frame_per_block": c.num_frame_per_block,
+            "prompt_modulation": c.prompt_modulation,
         })
     }
 }

@@ -300,6 +300,8 @@ pub struct WanTransformer {
     time_projection: Linear,
     text_linear_1: Linear,
     text_linear_2: Linear,
+    /// `prompt_modulation`: the pooled prompt into the timestep embedding.
+    prompt_projection: Option<Linear>,
     blocks: Vec<Block>,
     proj_out: Linear,
     /// `[1, 2, dim]`: shift and scale of the output norm.
@@ -328,6 +330,10 @@ impl WanTransformer {
                 embedder.pp("text_embedder.linear_1"),
             )?,
             text_linear_2: candle_nn::linear(dim, dim, embedder.pp("text_embedder.linear_2"))?,
+            prompt_projection: cfg
+                .prompt_modulation
+                .then(|| candle_nn::linear(dim, dim, embedder.pp("prompt_proj")))
+                .transpose()?,
             blocks: (0..cfg.num_layers)
                 .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
@@ -504,14 +510,22 @@ impl WanTransformer {
                         .into(),
                 )),
             };
+        let raw_text = text;
+        let text = self
+            .text_linear_2
+            .forward(&gelu_tanh(&linear(&self.text_linear_1, text)?)?)?;
+        let temb = match &self.prompt_projection {
+            Some(projection) => {
+                let pooled = pooled_prompt(raw_text, &text, masks.cross_attention)?;
+                temb.broadcast_add(&linear(projection, &pooled)?)?
+            }
+            None => temb,
+        };
         let steps = temb.dim(1)?;
         let modulation = self
             .time_projection
             .forward(&temb.silu()?)?
             .reshape((batch, steps, 6, dim))?;
-        let text = self
-            .text_linear_2
-            .forward(&gelu_tanh(&linear(&self.text_linear_1, text)?)?)?;
         let mut x = tokens.clone();
         let mut own = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -543,6 +557,33 @@ impl WanTransformer {
             .permute(vec![0, 7, 1, 4, 2, 5, 3, 6])?
             .reshape((batch, channels, f * pt, h * ph, w * pw))?)
     }
+}
+
+/// The mean of the embedded prompt tokens `text` `[batch, text_tokens, dim]` that each video
+/// token may read: the prompt's own tokens (rows of `raw` `[batch, text_tokens, text_dim]`
+/// that are not the zero padding) within the token's cross-attention window (`mask`
+/// `[tokens, text_tokens]`, 0 where allowed). `[batch, 1, dim]` without a mask, else `[batch,
+/// tokens, dim]`; a token that may read nothing gets zeros.
+fn pooled_prompt(raw: &Tensor, text: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    // 1 for a prompt token, 0 for padding: [batch, 1, text_tokens].
+    let present = raw
+        .abs()?
+        .sum_keepdim(D::Minus1)?
+        .gt(0f64)?
+        .to_dtype(text.dtype())?
+        .transpose(1, 2)?;
+    let allowed = match mask {
+        // 0 (allowed) -> 1, -inf -> 0, for every video token: [batch, tokens, text_tokens].
+        Some(mask) => {
+            let open = mask.eq(0f64)?.to_dtype(text.dtype())?.unsqueeze(0)?;
+            present.broadcast_mul(&open)?
+        }
+        None => present,
+    };
+    let counts = allowed.sum_keepdim(D::Minus1)?.maximum(1f64)?;
+    Ok(allowed
+        .broadcast_div(&counts)?
+        .matmul(&text.contiguous()?)?)
 }
 
 /// `x * (1 + scale) + shift`, broadcast over tokens.
@@ -590,4 +631,38 @@ fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f64) -> Resul
 /// RMS norm over the last dimension (all heads together) with a weight.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     crate::fused::rms_norm(x, weight, eps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pooled_prompt_averages_the_prompt_tokens_each_video_token_may_read() {
+        let device = Device::Cpu;
+        // One sample, four text tokens, the last one zero padding.
+        let raw = Tensor::new(
+            &[[[1f32, 0.0], [0.0, 2.0], [3.0, 3.0], [0.0, 0.0]]],
+            &device,
+        )
+        .unwrap();
+        let text = Tensor::new(
+            &[[[1f32, 10.0], [2.0, 20.0], [3.0, 30.0], [100.0, 100.0]]],
+            &device,
+        )
+        .unwrap();
+        // Without a window: the mean of the three prompt tokens, padding left out.
+        let pooled = pooled_prompt(&raw, &text, None).unwrap();
+        assert_eq!(pooled.to_vec3::<f32>().unwrap(), [[[2.0, 20.0]]]);
+        // Video token 0 may read text tokens 0 and 1, token 1 only the padding (nothing).
+        let mask = additive_mask(2, 4, &device, |q, k| {
+            (q == 0 && k < 2) || (q == 1 && k == 3)
+        })
+        .unwrap();
+        let pooled = pooled_prompt(&raw, &text, Some(&mask)).unwrap();
+        assert_eq!(
+            pooled.to_vec3::<f32>().unwrap(),
+            [[[1.5, 15.0], [0.0, 0.0]]]
+        );
+    }
 }
