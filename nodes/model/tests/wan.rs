@@ -610,36 +610,6 @@ fn a_transformer_in_the_original_wan_layout_loads_as_the_diffusers_one() {
     assert!(message.contains("\"i2v\""), "{message}");
 }
 
-/// A word-level `tokenizer.json` over `words` (ids after `<pad>`, `</s>`, `<unk>`), ending
-/// every prompt with `</s>` as umT5's does.
-fn word_level_tokenizer(words: &[&str]) -> String {
-    let special = |id: u32, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                           "rstrip": false, "normalized": false, "special": true})
-    };
-    let mut vocab = serde_json::Map::new();
-    for (id, word) in ["<pad>", "</s>", "<unk>"].iter().chain(words).enumerate() {
-        vocab.insert((*word).to_owned(), serde_json::json!(id));
-    }
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [special(0, "<pad>"), special(1, "</s>"), special(2, "<unk>")],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
-            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}
-        },
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    })
-    .to_string()
-}
-
 #[test]
 fn a_closed_word_level_vocabulary_refuses_unknown_words_and_prompts_pad_to_the_declared_length() {
     use lct_model::wan::load::load_text_encoder;
@@ -657,7 +627,9 @@ fn a_closed_word_level_vocabulary_refuses_unknown_words_and_prompts_pad_to_the_d
     let tokenizer = dir.path().join("tokenizer");
     std::fs::write(
         tokenizer.join("tokenizer.json"),
-        word_level_tokenizer(&["large", "red", "circle", "striped", ",", "."]),
+        lct_model::wan::umt5::word_level_tokenizer_json(&[
+            "large", "red", "circle", "striped", ",", ".",
+        ]),
     )
     .unwrap();
     std::fs::write(

@@ -329,6 +329,41 @@ impl WanTokenizer {
     }
 }
 
+/// A word-level `tokenizer.json` (the tokenizers library's format) over `words`: ids 0, 1, 2
+/// for `<pad>`, `</s>`, `<unk>`, then the words in order; lowercased, split on whitespace and
+/// punctuation, every prompt ended by `</s>` as umT5's tokenizer ends it. With
+/// `tokenizer_config.json` declaring [`CLOSED_VOCABULARY_FIELD`], the vocabulary of a small
+/// model that knows its world's words only.
+pub fn word_level_tokenizer_json(words: &[&str]) -> String {
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                           "rstrip": false, "normalized": false, "special": true})
+    };
+    let mut vocab = serde_json::Map::new();
+    for (id, word) in ["<pad>", "</s>", "<unk>"].iter().chain(words).enumerate() {
+        vocab.insert((*word).to_owned(), serde_json::json!(id));
+    }
+    let end = serde_json::json!({"SpecialToken": {"id": "</s>", "type_id": 0}});
+    let sequence = |id: &str| serde_json::json!({"Sequence": {"id": id, "type_id": 0}});
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<pad>"), special(1, "</s>"), special(2, "<unk>")],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [sequence("A"), end.clone()],
+            "pair": [sequence("A"), sequence("B"), end],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+    .to_string()
+}
+
 /// The tokenizer and encoder together: a prompt to Wan's `[max_length, d_model]` context.
 pub struct WanTextEncoder {
     pub tokenizer: WanTokenizer,
