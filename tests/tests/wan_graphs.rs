@@ -395,7 +395,7 @@ fn pixel_space_checkpoint() -> tempfile::TempDir {
         attention: lct_model::AttentionMask::Bidirectional,
         shift: 1.0,
     };
-    WanTrainer::fresh(&config, cfg, &candle_core::Device::Cpu)
+    WanTrainer::fresh(&config, cfg, 0, &candle_core::Device::Cpu)
         .unwrap()
         .save_transformer(dir.path())
         .unwrap();

@@ -146,7 +146,7 @@ fn trainer(dir: &std::path::Path, torch_ran: bool, workers: usize) -> WanTrainer
     let mut trainer = if torch_ran {
         WanTrainer::from_checkpoint(dir, cfg, &Device::Cpu).expect("diffusers' weights")
     } else {
-        WanTrainer::fresh(&config(), cfg, &Device::Cpu).expect("random weights")
+        WanTrainer::fresh(&config(), cfg, 0, &Device::Cpu).expect("random weights")
     };
     trainer.set_workers(workers);
     trainer

@@ -194,6 +194,36 @@ pub fn build_checked<T>(
 
 /// Sets every variable of `vars` (built by a model through a `VarBuilder` over it) from
 /// memory-mapped safetensors files, checking names and shapes and that no tensor is left over.
+/// Sets every variable of `vars` from `seed`, so that a model trained from scratch starts the
+/// same every time (candle's own initialisation draws from an unseeded generator): weights of
+/// rank 2 and more normal with standard deviation `1 / sqrt(fan_in)` (fan-in: all but the
+/// first dim), norm weights 1, biases 0, other vectors and tables normal scaled by their last
+/// dim. Variables are visited in name order, each with its own noise stream.
+pub fn seeded_init(vars: &candle_nn::VarMap, seed: u64) -> Result<()> {
+    let data = vars.data().lock().expect("not poisoned");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (stream, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let device = var.device();
+        let value = if name.ends_with(".bias") {
+            Tensor::zeros(dims.as_slice(), DType::F32, device)?
+        } else if dims.len() == 1 && name.contains("norm") {
+            Tensor::ones(dims.as_slice(), DType::F32, device)?
+        } else {
+            let fan_in: usize = if dims.len() >= 2 {
+                dims[1..].iter().product()
+            } else {
+                *dims.last().unwrap_or(&1)
+            };
+            (crate::noise::gaussian(seed, stream as u64, &dims, device)? / (fan_in as f64).sqrt())?
+        };
+        var.set(&value.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
 pub fn load_varmap_mmap(vars: &candle_nn::VarMap, files: &[PathBuf]) -> Result<()> {
     let source = map_files(files)?;
     let data = vars.data().lock().expect("not poisoned");

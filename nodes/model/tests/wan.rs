@@ -680,8 +680,8 @@ fn prompt_modulation_adds_one_projection_saves_loads_and_runs_scenes() {
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };
-    let plain = WanTrainer::fresh(&base, cfg.clone(), &device).unwrap();
-    let trainer = WanTrainer::fresh(&extended, cfg, &device).unwrap();
+    let plain = WanTrainer::fresh(&base, cfg.clone(), 0, &device).unwrap();
+    let trainer = WanTrainer::fresh(&extended, cfg, 0, &device).unwrap();
     let dim = base.num_attention_heads * base.attention_head_dim;
     assert_eq!(
         trainer.parameter_count(),
@@ -724,4 +724,32 @@ fn prompt_modulation_adds_one_projection_saves_loads_and_runs_scenes() {
         let values = output.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(values.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn a_fresh_transformer_starts_from_its_seed() {
+    use lct_model::wan::{WanTrainConfig, WanTrainer, WanTransformerConfig};
+    use lct_model::AttentionMask;
+    let device = Device::Cpu;
+    let config = WanTransformerConfig::load(&fixture().join("transformer/config.json")).unwrap();
+    let cfg = WanTrainConfig {
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        attention: AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let tensors = reference();
+    let output = |seed: u64| {
+        WanTrainer::fresh(&config, cfg.clone(), seed, &device)
+            .unwrap()
+            .model()
+            .forward(
+                &tensors["latents"],
+                WanTimestep::PerSample(&tensors["timestep"]),
+                &tensors["text"],
+            )
+            .unwrap()
+    };
+    assert_eq!(relative_error(&output(3), &output(3)), 0.0);
+    assert!(relative_error(&output(3), &output(4)) > 1e-2);
 }

@@ -93,7 +93,7 @@ fn caption_vocabulary() -> Result<Vec<String>> {
     Ok(words.into_iter().collect())
 }
 
-/// The tokenizer files and a small umT5 with fixed random weights (seed 1).
+/// The tokenizer files and a small umT5 with fixed random weights (seed 1, the same every run).
 fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
     let words = caption_vocabulary()?;
     let word_refs: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -122,6 +122,7 @@ fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
         &config,
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
     )?;
+    lct_model::weights::seeded_init(&vars, 1)?;
     Ok(WanTextEncoder {
         tokenizer,
         encoder,
@@ -210,8 +211,14 @@ struct Score {
 }
 
 /// Samples every held-out shot (Euler, `sample_steps`, guidance `cfg` against the empty
-/// prompt) and reads it with the world's detectors.
-fn evaluate(stage: &ImageStage, trainer: &WanTrainer, captions: &mut Captions) -> Result<Score> {
+/// prompt), reads it with the world's detectors, and writes the frames as a contact sheet
+/// (`sheet`, 14 a row, in the order of the held-out scenes' first and second shots).
+fn evaluate(
+    stage: &ImageStage,
+    trainer: &WanTrainer,
+    captions: &mut Captions,
+    sheet: &Path,
+) -> Result<Score> {
     let mut shots = Vec::new();
     for index in 0..stage.eval_scenes {
         let spec = held_out_scene(index, 2);
@@ -251,6 +258,8 @@ fn evaluate(stage: &ImageStage, trainer: &WanTrainer, captions: &mut Captions) -
     }
     let frames = ((x.clamp(-1f32, 1f32)? + 1.0)? * 0.5)?.squeeze(2)?; // [count, 3, H, W]
     let frames = tensor_frames(&frames)?;
+    let rows: Vec<Vec<lct_world::Frame>> = frames.chunks(14).map(<[_]>::to_vec).collect();
+    lct_world::contact_sheet(&rows, 2).save(sheet)?;
     let mut score = Score {
         shots: count,
         colour: 0,
@@ -281,7 +290,7 @@ pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };
-    let mut trainer = WanTrainer::fresh(&transformer_config(), train, &Device::Cpu)?;
+    let mut trainer = WanTrainer::fresh(&transformer_config(), train, stage.seed, &Device::Cpu)?;
     trainer.set_workers(stage.workers);
     println!(
         "images stage: {:.2}M parameters, batch {}, {} workers",
@@ -307,7 +316,8 @@ pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
     loop {
         let minutes = started.elapsed().as_secs_f64() / 60.0;
         if minutes >= next_eval || minutes >= stage.minutes {
-            let score = evaluate(stage, &trainer, &mut captions)?;
+            let sheet = out.join(format!("held-out-{frames_seen:07}.png"));
+            let score = evaluate(stage, &trainer, &mut captions, &sheet)?;
             let loss = recent_loss.iter().sum::<f32>() / recent_loss.len().max(1) as f32;
             let loss = if recent_loss.is_empty() {
                 f32::NAN

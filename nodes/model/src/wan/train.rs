@@ -71,21 +71,24 @@ impl WanTrainer {
             folder.to_path_buf()
         };
         let config = WanTransformerConfig::load(&component.join("config.json"))?;
-        let trainer = Self::fresh(&config, cfg, device)?;
+        // Seeded, then overwritten by the checkpoint's weights.
+        let trainer = Self::fresh(&config, cfg, 0, device)?;
         crate::weights::load_varmap_mmap(&trainer.vars, &weight_files(&component)?)?;
         Ok(trainer)
     }
 
-    /// A transformer of `config` with freshly initialised f32 weights on `device`, to train
-    /// from scratch.
+    /// A transformer of `config` with f32 weights initialised from `seed` on `device`, to
+    /// train from scratch (the same seed, the same start).
     pub fn fresh(
         config: &WanTransformerConfig,
         cfg: WanTrainConfig,
+        seed: u64,
         device: &Device,
     ) -> Result<Self> {
         let vars = VarMap::new();
         let model =
             WanTransformer::new(config, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        crate::weights::seeded_init(&vars, seed)?;
         let optimizer = AdamW::new(
             vars.all_vars(),
             ParamsAdamW {
