@@ -10,7 +10,9 @@
 //! With diffusers, the weights and inputs are diffusers' (`benches/wan_step_diffusers.py`
 //! writes them), and the bench also reports how far lct's output is from diffusers'.
 
-use std::process::Command;
+#[path = "peer.rs"]
+mod peer;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -66,43 +68,26 @@ fn time(reps: usize, mut run: impl FnMut()) -> f64 {
 
 /// Runs the diffusers side into `dir`; its median seconds.
 fn diffusers(dir: &std::path::Path) -> Result<f64, String> {
-    let python = std::env::var("LCT_TORCH_PYTHON")
-        .map_err(|_| "set LCT_TORCH_PYTHON to a Python with diffusers to run it".to_owned())?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wan_step_diffusers.py");
-    let args = [
-        ("heads", HEADS),
-        ("head-dim", HEAD_DIM),
-        ("layers", LAYERS),
-        ("ffn", FFN),
-        ("channels", CHANNELS),
-        ("frames", FRAMES),
-        ("side", SIDE),
-        ("text", TEXT),
-        ("reps", REPS),
-    ]
-    .into_iter()
-    .flat_map(|(name, value)| [format!("--{name}"), value.to_string()]);
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    let stdout = peer::run(
+        script,
+        &[dir.as_os_str()],
+        &[
+            ("heads", HEADS),
+            ("head-dim", HEAD_DIM),
+            ("layers", LAYERS),
+            ("ffn", FFN),
+            ("channels", CHANNELS),
+            ("frames", FRAMES),
+            ("side", SIDE),
+            ("text", TEXT),
+            ("reps", REPS),
+        ],
+    )?;
     if let Some(line) = stdout.lines().find(|l| l.starts_with("torch")) {
         println!("diffusers: {line}");
     }
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("seconds "))
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("no timing in: {stdout}"))
+    peer::value(&stdout, "seconds ")
 }
 
 fn main() {

@@ -13,7 +13,9 @@
 //! bench also compares the first step's loss (before any update) with PyTorch's. The bench
 //! sets `RAYON_NUM_THREADS=1` for itself: each worker computes on its own core.
 
-use std::process::Command;
+#[path = "peer.rs"]
+mod peer;
+
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -84,54 +86,34 @@ struct Torch {
 
 /// Runs the PyTorch side into `dir`.
 fn torch(dir: &std::path::Path) -> Result<Torch, String> {
-    let python = std::env::var("LCT_TORCH_PYTHON")
-        .map_err(|_| "set LCT_TORCH_PYTHON to a Python with diffusers to run it".to_owned())?;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/benches/wan_train_step_diffusers.py"
     );
-    let args = [
-        ("heads", HEADS),
-        ("head-dim", HEAD_DIM),
-        ("layers", LAYERS),
-        ("ffn", FFN),
-        ("channels", CHANNELS),
-        ("side", SIDE),
-        ("patch", PATCH),
-        ("batch", BATCH),
-        ("text", TEXT),
-        ("text-dim", TEXT_DIM),
-        ("reps", REPS),
-    ]
-    .into_iter()
-    .flat_map(|(name, value)| [format!("--{name}"), value.to_string()]);
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    let stdout = peer::run(
+        script,
+        &[dir.as_os_str()],
+        &[
+            ("heads", HEADS),
+            ("head-dim", HEAD_DIM),
+            ("layers", LAYERS),
+            ("ffn", FFN),
+            ("channels", CHANNELS),
+            ("side", SIDE),
+            ("patch", PATCH),
+            ("batch", BATCH),
+            ("text", TEXT),
+            ("text-dim", TEXT_DIM),
+            ("reps", REPS),
+        ],
+    )?;
     if let Some(line) = stdout.lines().find(|l| l.starts_with("torch")) {
         println!("PyTorch: {line}");
     }
-    let value = |prefix: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .ok_or_else(|| format!("no `{prefix}` in: {stdout}"))
-    };
     Ok(Torch {
-        seconds: value("seconds ")?,
-        best: value("best ")?,
-        first_loss: value("loss0 ")? as f32,
+        seconds: peer::value(&stdout, "seconds ")?,
+        best: peer::value(&stdout, "best ")?,
+        first_loss: peer::value(&stdout, "loss0 ")? as f32,
     })
 }
 

@@ -90,7 +90,8 @@ enum Command {
         pool: usize,
         #[arg(long, default_value_t = 32)]
         batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
+        /// 2e-3 learned far faster than 5e-4 in the first probe (EXPERIMENTS.md).
+        #[arg(long, default_value_t = 2e-3)]
         lr: f64,
         #[arg(long, default_value_t = 2)]
         workers: usize,
