@@ -500,7 +500,7 @@ fn largest_component(mask: &[bool], w: usize, h: usize) -> Vec<usize> {
 /// Action shown by a sequence of per-frame character readings (consecutive frames of one shot).
 ///
 /// Displacements are measured in character extents so the rule is framing independent: a bounce
-/// shows both a clear rise and a clear fall; otherwise a mean step over 0.08 extent per frame is a
+/// shows both a clear rise and a clear fall; otherwise a mean step over 0.05 extent per frame is a
 /// move along its dominant axis; otherwise an extent gain of over 8% across the shot (the world
 /// grows it by 20%) is growth.
 pub fn detect_action(readings: &[Option<CharacterReading>]) -> Option<Action> {
@@ -530,7 +530,7 @@ pub fn detect_action(readings: &[Option<CharacterReading>]) -> Option<Action> {
         return Some(Action::Bounce);
     }
     let mean = [net[0] / n, net[1] / n];
-    if mean[0].abs().max(mean[1].abs()) > 0.08 {
+    if mean[0].abs().max(mean[1].abs()) > 0.05 {
         return Some(if mean[0].abs() >= mean[1].abs() {
             if mean[0] > 0.0 {
                 Action::MoveRight

@@ -13,13 +13,14 @@ use crate::WorldError;
 /// Most shots a sampled scene has; also fixes the speed of actions (see [`SceneSpec::speed`]).
 pub const MAX_SHOTS: usize = 5;
 /// Extent (bounding-box side) of a large, ungrown character in a wide shot, as a fraction of the
-/// frame's shorter side.
-pub const BASE_EXTENT: f32 = 0.16;
+/// frame's shorter side: 23 pixels of a 64-pixel frame, about three of the embedded model's
+/// 8-pixel tokens, so a wide shot's character spans several tokens and its outline is learnable.
+pub const BASE_EXTENT: f32 = 0.36;
 /// World distance a moving character covers over a full `MAX_SHOTS` scene; keeps it in frame.
 const TRAVEL: f32 = 0.6;
 /// Bounce height (world units) and period (frames): a 3-frame period makes every window of three
 /// frame steps contain a rise and a fall, so a 4-frame shot always shows the bounce.
-const BOUNCE_HEIGHT: f32 = 0.06;
+const BOUNCE_HEIGHT: f32 = 0.12;
 const BOUNCE_PERIOD: f32 = 3.0;
 /// Extent ratio between the last and first frame of a shot for the `Grow` action. The character
 /// keeps growing across shots while each shot's camera pulls back to hold its framing, so the
@@ -126,7 +127,7 @@ pub const STRIPE_SHADE: f32 = 0.5;
 impl Size {
     pub fn scale(self) -> f32 {
         match self {
-            Size::Small => 0.8,
+            Size::Small => 0.85,
             Size::Large => 1.0,
         }
     }
@@ -193,8 +194,8 @@ impl Framing {
     pub fn zoom(self) -> f32 {
         match self {
             Framing::Wide => 1.0,
-            Framing::Medium => 1.875,
-            Framing::CloseUp => 3.25,
+            Framing::Medium => 1.5,
+            Framing::CloseUp => 2.2,
         }
     }
 
@@ -564,6 +565,26 @@ mod tests {
                 assert!(dist(s.rgb(), g.rgb()) >= 0.25, "{s:?} vs {g:?}");
             }
         }
+    }
+
+    #[test]
+    fn framings_keep_apart_and_in_frame() {
+        let g = GROW_PER_SHOT.sqrt();
+        let extent =
+            |f: Framing, size: Size, growth: f32| BASE_EXTENT * f.zoom() * size.scale() * growth;
+        for pair in Framing::ALL.windows(2) {
+            let (smaller, larger) = (pair[0], pair[1]);
+            let hi = extent(smaller, Size::Large, g);
+            let lo = extent(larger, Size::Small, 1.0 / g);
+            assert!(
+                lo > hi * 1.03,
+                "{smaller:?} reaches {hi}, {larger:?} starts at {lo}"
+            );
+        }
+        let widest = extent(Framing::CloseUp, Size::Large, g);
+        assert!(widest < 0.9, "a large close-up spans {widest} of the frame");
+        // About three 8-pixel tokens across a large wide-shot character in a 64-pixel frame.
+        assert!(BASE_EXTENT * 64.0 >= 2.8 * 8.0);
     }
 
     #[test]
