@@ -120,8 +120,11 @@ fn torch(dir: &std::path::Path) -> Result<Torch, String> {
 /// A trainer on the PyTorch side's weights (when it ran) or fresh random ones.
 fn trainer(dir: &std::path::Path, torch_ran: bool, workers: usize) -> WanTrainer {
     let cfg = WanTrainConfig {
-        learning_rate: 1e-4,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 1e-4,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };

@@ -22,6 +22,7 @@ pub mod fused;
 pub mod kv_cache;
 pub mod layout;
 pub mod noise;
+pub mod optim;
 pub mod pipeline;
 pub mod rope;
 pub mod sampler;

@@ -455,8 +455,11 @@ fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_check
             .collect(),
     };
     let cfg = WanTrainConfig {
-        learning_rate: 3e-3,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 3e-3,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: AttentionMask::ContextCausal,
         shift: 3.0,
     };
@@ -515,8 +518,11 @@ fn batch_steps_split_over_workers_take_the_same_step_and_lower_the_loss() {
     };
     let times = [0.1, 0.3, 0.5, 0.7, 0.9];
     let cfg = WanTrainConfig {
-        learning_rate: 3e-3,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 3e-3,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };
@@ -675,8 +681,11 @@ fn prompt_modulation_adds_one_projection_saves_loads_and_runs_scenes() {
         ..base.clone()
     };
     let cfg = WanTrainConfig {
-        learning_rate: 1e-3,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 1e-3,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };
@@ -733,8 +742,11 @@ fn a_fresh_transformer_starts_from_its_seed() {
     let device = Device::Cpu;
     let config = WanTransformerConfig::load(&fixture().join("transformer/config.json")).unwrap();
     let cfg = WanTrainConfig {
-        learning_rate: 1e-3,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 1e-3,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };

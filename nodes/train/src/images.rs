@@ -18,8 +18,9 @@ use lct_model::noise::{gaussian, SplitMix64};
 use lct_model::wan::umt5::{word_level_tokenizer_json, CLOSED_VOCABULARY_FIELD};
 use lct_model::wan::{
     UmT5Config, UmT5Encoder, WanBatch, WanTextEncoder, WanTimestep, WanTokenizer, WanTrainConfig,
-    WanTrainer, WanTransformerConfig,
+    WanPrediction, WanTrainer, WanTransformer, WanTransformerConfig,
 };
+use lct_model::optim::OptimConfig;
 use lct_model::AttentionMask;
 use lct_world::{
     detect_character, global_prompt, render_shot, sample_scene, shot_prompt, CaptionMode,
@@ -28,28 +29,54 @@ use lct_world::{
 
 use crate::data::{character_coverage, frames_tensor, held_out_scene, tensor_frames, Result};
 
-/// Prompt tokens the text encoder pads to (a caption is about 45 words and marks).
-const TEXT_TOKENS: usize = 64;
 const FRAME: usize = 64;
 
-/// Settings of one run.
+/// Settings of one run (or one piece of it: a run resumes from its folder).
+#[derive(clap::Args, Debug, Clone)]
 pub struct ImageStage {
+    /// The run's folder: checkpoints, `log.tsv` and the held-out contact sheets. A folder
+    /// holding a checkpoint is resumed.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Optimiser steps of the whole stage (the learning-rate schedule spans them).
+    #[arg(long, default_value_t = 3000)]
+    pub steps: u64,
+    /// Wall-clock budget of this piece; the run stops (checkpointed) when it is spent.
+    #[arg(long, default_value_t = 600.0)]
     pub minutes: f64,
     /// Training frames rendered up front (in parallel); batches are drawn from them.
+    #[arg(long, default_value_t = 8192)]
     pub pool: usize,
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Peak learning rate (2e-3 learned far faster than 5e-4 in the first probe).
+    #[arg(long = "lr", default_value_t = 2e-3)]
     pub learning_rate: f64,
+    /// Steps of linear warm-up; a cosine decay to a tenth follows over the rest.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// Decay of the moving average of the weights that sampling uses.
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Minutes between evaluations.
-    pub eval_minutes: f64,
+    /// Steps between evaluations (each also checkpoints the run).
+    #[arg(long, default_value_t = 500)]
+    pub eval_steps: u64,
     /// Held-out scenes scored (two shots each).
+    #[arg(long, default_value_t = 56)]
     pub eval_scenes: u64,
     /// Weight of the character's pixels in the loss (1: none).
+    #[arg(long, default_value_t = 5.0)]
     pub character_weight: f32,
     /// Share of samples trained with the empty prompt (for guidance).
+    #[arg(long, default_value_t = 0.1)]
     pub drop_prompt: f64,
+    #[arg(long, default_value_t = 3.0)]
     pub cfg: f64,
+    #[arg(long, default_value_t = 20)]
     pub sample_steps: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -62,40 +89,56 @@ fn caption(spec: &SceneSpec, shot: usize) -> Result<String> {
     ))
 }
 
-/// The tokens the word-level tokenizer makes (lowercased runs of word characters, and runs
-/// of other non-space characters), over the captions of many scenes of both splits.
-fn caption_vocabulary() -> Result<Vec<String>> {
-    let mut words = BTreeSet::new();
+/// Captions of many scenes of both splits (the vocabulary and the longest prompt are read
+/// from them).
+fn sample_captions() -> Result<Vec<String>> {
+    let mut captions = Vec::new();
     for seed in 0..3000 {
         for split in [Split::Train, Split::HeldOut] {
             let spec = sample_scene(seed, split);
             for shot in 0..spec.shots.len() {
-                let text = caption(&spec, shot)?.to_lowercase();
-                let mut word = String::new();
-                let mut word_kind = None;
-                for c in text.chars().chain([' ']) {
-                    let kind = if c.is_whitespace() {
-                        None
-                    } else {
-                        Some(c.is_alphanumeric() || c == '_')
-                    };
-                    if kind != word_kind && !word.is_empty() {
-                        words.insert(std::mem::take(&mut word));
-                    }
-                    if kind.is_some() {
-                        word.push(c);
-                    }
-                    word_kind = kind;
-                }
+                captions.push(caption(&spec, shot)?);
             }
         }
     }
-    Ok(words.into_iter().collect())
+    Ok(captions)
 }
 
-/// The tokenizer files and a small umT5 with fixed random weights (seed 1, the same every run).
+/// The tokens the word-level tokenizer makes of `text` (lowercased runs of word characters,
+/// and runs of other non-space characters).
+fn caption_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut word_kind = None;
+    for c in text.to_lowercase().chars().chain([' ']) {
+        let kind = if c.is_whitespace() {
+            None
+        } else {
+            Some(c.is_alphanumeric() || c == '_')
+        };
+        if kind != word_kind && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        if kind.is_some() {
+            word.push(c);
+        }
+        word_kind = kind;
+    }
+    words
+}
+
+/// The tokenizer files and a small umT5 with fixed random weights (seed 1, the same every
+/// run); prompts pad to the longest caption's tokens and its end mark, rounded up to 8.
 fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
-    let words = caption_vocabulary()?;
+    let captions = sample_captions()?;
+    let mut words = BTreeSet::new();
+    let mut longest = 0;
+    for text in &captions {
+        let caption = caption_words(text);
+        longest = longest.max(caption.len());
+        words.extend(caption);
+    }
+    let text_tokens = (longest + 1).next_multiple_of(8);
     let word_refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let tokenizer_folder = folder.join("tokenizer");
     std::fs::create_dir_all(&tokenizer_folder)?;
@@ -107,7 +150,7 @@ fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
         tokenizer_folder.join("tokenizer_config.json"),
         serde_json::json!({ CLOSED_VOCABULARY_FIELD: true }).to_string(),
     )?;
-    let tokenizer = WanTokenizer::load(&tokenizer_folder.join("tokenizer.json"), TEXT_TOKENS)?;
+    let tokenizer = WanTokenizer::load(&tokenizer_folder.join("tokenizer.json"), text_tokens)?;
     let config = UmT5Config {
         vocab_size: words.len() + 3,
         d_model: 64,
@@ -130,7 +173,8 @@ fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
     })
 }
 
-/// The transformer: width 192, 6 blocks, 8x8-pixel patches of RGB, prompt modulation.
+/// The transformer: width 192, 6 blocks, 8x8-pixel patches of RGB, prompt modulation, the
+/// clean frame predicted.
 fn transformer_config() -> WanTransformerConfig {
     WanTransformerConfig {
         patch_size: [1, 8, 8],
@@ -143,6 +187,7 @@ fn transformer_config() -> WanTransformerConfig {
         num_layers: 6,
         rope_max_seq_len: 64,
         prompt_modulation: true,
+        prediction: WanPrediction::Sample,
         ..WanTransformerConfig::default()
     }
 }
@@ -215,7 +260,7 @@ struct Score {
 /// (`sheet`, 14 a row, in the order of the held-out scenes' first and second shots).
 fn evaluate(
     stage: &ImageStage,
-    trainer: &WanTrainer,
+    model: &WanTransformer,
     captions: &mut Captions,
     sheet: &Path,
 ) -> Result<Score> {
@@ -241,7 +286,6 @@ fn evaluate(
         &[count, 3, 1, FRAME, FRAME],
         &Device::Cpu,
     )?;
-    let model = trainer.model();
     for step in 0..stage.sample_steps {
         let t = 1.0 - step as f64 / stage.sample_steps as f64;
         let dt = 1.0 / stage.sample_steps as f64;
@@ -276,21 +320,60 @@ fn evaluate(
     Ok(score)
 }
 
-/// Trains for `stage.minutes`, evaluating every `stage.eval_minutes`; writes `out/log.tsv`
-/// (minutes, frames seen, loss, colour, shape, framing) and the transformer at the end.
-pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
+/// Where a run stands, saved with each checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    step: u64,
+    frames_seen: u64,
+    /// Training minutes of the earlier pieces.
+    minutes: f64,
+}
+
+const PROGRESS_FILE: &str = "progress.json";
+
+/// Trains until `stage.steps` or for `stage.minutes` (whichever comes first), evaluating and
+/// checkpointing every `stage.eval_steps`; resumes from `stage.out` when it holds a
+/// checkpoint. Appends to `out/log.tsv` (minutes, frames seen, learning rate, loss, colour,
+/// shape, framing).
+pub fn run(stage: &ImageStage) -> Result<()> {
+    let out = stage.out.as_path();
     std::fs::create_dir_all(out)?;
     let mut captions = Captions {
         encoder: text_encoder(out)?,
         cache: HashMap::new(),
     };
     let train = WanTrainConfig {
-        learning_rate: stage.learning_rate,
-        weight_decay: 0.0,
+        optim: OptimConfig {
+            learning_rate: stage.learning_rate,
+            warmup_steps: stage.warmup,
+            decay_steps: stage.steps.saturating_sub(stage.warmup),
+            min_lr_ratio: 0.1,
+            ema_decay: stage.ema,
+            grad_clip: 1.0,
+            ..OptimConfig::default()
+        },
         attention: AttentionMask::Bidirectional,
         shift: 1.0,
     };
-    let mut trainer = WanTrainer::fresh(&transformer_config(), train, stage.seed, &Device::Cpu)?;
+    let progress_path = out.join(PROGRESS_FILE);
+    let (mut trainer, mut progress) = if progress_path.is_file() {
+        let progress: Progress = serde_json::from_str(&std::fs::read_to_string(&progress_path)?)?;
+        let trainer = WanTrainer::resume(out, train, &Device::Cpu)?;
+        println!(
+            "resuming at step {} ({} frames, {:.1} min)",
+            progress.step, progress.frames_seen, progress.minutes
+        );
+        (trainer, progress)
+    } else {
+        let trainer = WanTrainer::fresh(&transformer_config(), train, stage.seed, &Device::Cpu)?;
+        std::fs::write(out.join("log.tsv"), "minutes\tframes\tlr\tloss\tcolour\tshape\tframing\n")?;
+        let progress = Progress {
+            step: 0,
+            frames_seen: 0,
+            minutes: 0.0,
+        };
+        (trainer, progress)
+    };
     trainer.set_workers(stage.workers);
     println!(
         "images stage: {:.2}M parameters, batch {}, {} workers",
@@ -308,26 +391,36 @@ pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
         pool.len(),
         rendering.elapsed().as_secs_f64()
     );
-    let mut log = std::fs::File::create(out.join("log.tsv"))?;
-    writeln!(log, "minutes\tframes\tloss\tcolour\tshape\tframing")?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.join("log.tsv"))?;
     let started = Instant::now();
-    let mut next_eval = 0.0;
-    let (mut step, mut frames_seen, mut recent_loss) = (0u64, 0u64, Vec::new());
+    let earlier_minutes = progress.minutes;
+    let first_step = progress.step;
+    let mut recent_loss = Vec::new();
     loop {
         let minutes = started.elapsed().as_secs_f64() / 60.0;
-        if minutes >= next_eval || minutes >= stage.minutes {
-            let sheet = out.join(format!("held-out-{frames_seen:07}.png"));
-            let score = evaluate(stage, &trainer, &mut captions, &sheet)?;
-            let loss = recent_loss.iter().sum::<f32>() / recent_loss.len().max(1) as f32;
+        let finished = progress.step >= stage.steps;
+        let out_of_time = minutes >= stage.minutes;
+        let due = progress.step != first_step && progress.step % stage.eval_steps.max(1) == 0;
+        if due || finished || out_of_time {
+            progress.minutes = earlier_minutes + minutes;
+            let sheet = out.join(format!("held-out-{:07}.png", progress.frames_seen));
+            let score = trainer
+                .with_sampling_model(|model| evaluate(stage, model, &mut captions, &sheet))??;
             let loss = if recent_loss.is_empty() {
                 f32::NAN
             } else {
-                loss
+                recent_loss.iter().sum::<f32>() / recent_loss.len() as f32
             };
             recent_loss.clear();
             let rate = |hits: usize| hits as f64 / score.shots as f64;
+            let lr = trainer.optimiser().config().learning_rate_at(progress.step.max(1));
             println!(
-                "{minutes:6.1} min  {frames_seen:7} frames  loss {loss:.4}  held-out colour {:.2} shape {:.2} framing {:.2} ({} shots)",
+                "{:6.1} min  step {:5}  {:7} frames  lr {lr:.1e}  loss {loss:.4}  held-out colour {:.2} shape {:.2} framing {:.2} ({} shots)",
+                progress.minutes,
+                progress.step,
+                progress.frames_seen,
                 rate(score.colour),
                 rate(score.shape),
                 rate(score.framing),
@@ -335,18 +428,21 @@ pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
             );
             writeln!(
                 log,
-                "{minutes:.1}\t{frames_seen}\t{loss:.4}\t{:.3}\t{:.3}\t{:.3}",
+                "{:.1}\t{}\t{lr:.2e}\t{loss:.4}\t{:.3}\t{:.3}\t{:.3}",
+                progress.minutes,
+                progress.frames_seen,
                 rate(score.colour),
                 rate(score.shape),
                 rate(score.framing)
             )?;
             log.flush()?;
-            trainer.save_transformer(out)?;
-            if minutes >= stage.minutes {
+            trainer.save_checkpoint(out)?;
+            std::fs::write(&progress_path, serde_json::to_string_pretty(&progress)?)?;
+            if finished || out_of_time {
                 return Ok(());
             }
-            next_eval = minutes + stage.eval_minutes;
         }
+        let step = progress.step;
         let mut latents = Vec::with_capacity(stage.batch);
         let mut weights = Vec::with_capacity(stage.batch);
         let mut texts = Vec::with_capacity(stage.batch);
@@ -371,7 +467,7 @@ pub fn run(stage: &ImageStage, out: &Path) -> Result<()> {
         let mut rng = SplitMix64::stream(stage.seed, 0x71e5 + step);
         let times: Vec<f32> = (0..stage.batch).map(|_| rng.uniform() as f32).collect();
         recent_loss.push(trainer.batch_step(&batch, &times, stage.seed + step)?);
-        step += 1;
-        frames_seen += stage.batch as u64;
+        progress.step += 1;
+        progress.frames_seen += stage.batch as u64;
     }
 }

@@ -80,37 +80,7 @@ enum Command {
     /// The images-first stage of the next embedded model (a small pixel-space Wan with prompt
     /// modulation) on single frames, scored on held-out shots while it trains: the
     /// learnability check. Run with RAYON_NUM_THREADS=1 (one matrix thread per worker).
-    Images {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 25.0)]
-        minutes: f64,
-        /// Training frames rendered up front; batches are drawn from them.
-        #[arg(long, default_value_t = 8192)]
-        pool: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// 2e-3 learned far faster than 5e-4 in the first probe (EXPERIMENTS.md).
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        #[arg(long, default_value_t = 5.0)]
-        eval_minutes: f64,
-        /// Held-out scenes scored, two shots each.
-        #[arg(long, default_value_t = 56)]
-        eval_scenes: u64,
-        #[arg(long, default_value_t = 5.0)]
-        character_weight: f32,
-        #[arg(long, default_value_t = 0.1)]
-        drop_prompt: f64,
-        #[arg(long, default_value_t = 3.0)]
-        cfg: f64,
-        #[arg(long, default_value_t = 20)]
-        sample_steps: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    Images(images::ImageStage),
     /// Train one stage (resumes when --out holds a checkpoint).
     Fit {
         #[arg(long, value_enum)]
@@ -682,39 +652,9 @@ fn main() -> std::process::ExitCode {
     lct_model::keep_freed_pages();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Images {
-            out,
-            minutes,
-            pool,
-            batch,
-            lr,
-            workers,
-            eval_minutes,
-            eval_scenes,
-            character_weight,
-            drop_prompt,
-            cfg,
-            sample_steps,
-            seed,
-        } => {
+        Command::Images(stage) => {
             lct_model::keep_freed_pages();
-            images::run(
-                &images::ImageStage {
-                    minutes,
-                    pool,
-                    batch,
-                    learning_rate: lr,
-                    workers,
-                    eval_minutes,
-                    eval_scenes,
-                    character_weight,
-                    drop_prompt,
-                    cfg,
-                    sample_steps,
-                    seed,
-                },
-                &out,
-            )
+            images::run(&stage)
         }
         Command::Wan {
             checkpoint,

@@ -216,8 +216,11 @@ pub fn tune(tuning: &WanTuning) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let cfg = WanTrainConfig {
-        learning_rate: tuning.learning_rate,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: tuning.learning_rate,
+            grad_clip: 0.0,
+            ..Default::default()
+        },
         attention: tuning.attention,
         shift: pipeline.shift,
     };

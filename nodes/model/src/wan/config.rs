@@ -38,6 +38,39 @@ pub struct WanTransformerConfig {
     /// width and added to the timestep embedding, so that every adaLN modulation carries the
     /// prompt, not only cross-attention. Adds `condition_embedder.prompt_proj`.
     pub prompt_modulation: bool,
+    /// lct's extension for pixel-space models (published checkpoints leave it off, meaning
+    /// `"velocity"`): what the network's output is. `"sample"` predicts the clean sample, which
+    /// the transformer turns into Wan's velocity itself, so that samplers, caches and losses
+    /// stay the same: a clean frame is low-dimensional where a velocity of noisy pixels is not.
+    pub prediction: WanPrediction,
+}
+
+/// Wan's timesteps run 0..1000 where the flow time runs 0..1.
+pub const WAN_TIME_SCALE: f64 = 1000.0;
+
+/// What a Wan network predicts (`prediction` in its config).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WanPrediction {
+    /// The flow velocity `noise - sample`, as every published Wan.
+    #[default]
+    Velocity,
+    /// The clean sample; its velocity is `(x_t - sample) / t`, with `t` held to at least
+    /// [`WanPrediction::MIN_TIME`].
+    Sample,
+}
+
+impl WanPrediction {
+    /// Smallest flow time a sample prediction is divided by (the velocity stays bounded near
+    /// the clean end).
+    pub const MIN_TIME: f64 = 0.05;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WanPrediction::Velocity => "velocity",
+            WanPrediction::Sample => "sample",
+        }
+    }
 }
 
 impl Default for WanTransformerConfig {
@@ -63,6 +96,7 @@ impl Default for WanTransformerConfig {
             num_frame_per_block: 1,
             inject_sample_info: false,
             prompt_modulation: false,
+            prediction: WanPrediction::Velocity,
         }
     }
 }
@@ -109,6 +143,13 @@ impl WanTransformerConfig {
             return Err(
                 "inject_sample_info (SkyReels-V2's fps embedding) is not supported yet".into(),
             );
+        }
+        if self.prediction == WanPrediction::Sample && self.out_channels() != self.in_channels {
+            return Err(format!(
+                "prediction \"sample\" needs out_channels ({}) equal to in_channels ({})",
+                self.out_channels(),
+                self.in_channels
+            ));
         }
         if self.num_frame_per_block == 0 {
             return Err("num_frame_per_block must be positive".into());

@@ -15,7 +15,7 @@ pub mod umt5;
 pub mod vae;
 
 pub use autoencoder::{WanAutoencoder, PIXEL_SPACE_CLASS};
-pub use config::WanTransformerConfig;
+pub use config::{WanPrediction, WanTransformerConfig};
 pub use load::{
     is_wan_checkpoint, load_text_encoder, load_transformer, load_vae, WanPipeline, LCT_MARKER,
     WAN_TEXT_TOKENS,

@@ -11,6 +11,7 @@
 use candle_core::{DType, Tensor};
 
 use super::scene::{WanSceneCache, WanShot};
+use super::config::WAN_TIME_SCALE;
 use super::WanTransformer;
 use crate::noise::gaussian;
 use crate::sampler::{generation_stream, renoise, report_step, scene_result};
@@ -19,8 +20,6 @@ use crate::{
     StepControl, StepInfo,
 };
 
-/// Wan's timesteps run 0..1000 where the flow time runs 0..1.
-const WAN_TIME_SCALE: f64 = 1000.0;
 
 /// The history of a scene as cached self-attention keys and values: one cache for the
 /// prompted branch and one for the negative-prompt branch (guidance), and the global prompt

@@ -9,6 +9,7 @@
 
 use candle_core::{Tensor, D};
 
+use super::config::WAN_TIME_SCALE;
 use super::transformer::{additive_mask, Masks, Rope, WanTimestep, WanTransformer};
 use crate::{AttentionMask, Error, MaskSpec, Result};
 
@@ -139,9 +140,11 @@ impl WanTransformer {
 
         let mut outputs = Vec::with_capacity(shots.len());
         let mut offset = 0;
-        for grid in &grids {
+        for (grid, shot) in grids.iter().zip(shots) {
             let n = grid.iter().product::<usize>();
-            outputs.push(self.unpatchify(&out.narrow(1, offset, n)?, 1, *grid)?);
+            let output = self.unpatchify(&out.narrow(1, offset, n)?, 1, *grid)?;
+            let time = Tensor::new(shot.timestep as f32 / WAN_TIME_SCALE as f32, device)?;
+            outputs.push(self.velocity(output, shot.latents, &time)?);
             offset += n;
         }
         let layers = match history {

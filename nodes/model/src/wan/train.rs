@@ -13,21 +13,21 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 
+use super::config::{WanPrediction, WAN_TIME_SCALE};
 use super::load::weight_files;
 use super::scene::WanShot;
 use super::{WanTransformer, WanTransformerConfig};
 use crate::noise::{gaussian, SplitMix64};
+use crate::optim::{OptimConfig, Optimiser};
 use crate::{AttentionMask, Error, Result};
 
-/// Wan's timesteps run 0..1000 where the flow time runs 0..1.
-const WAN_TIME_SCALE: f64 = 1000.0;
 
 #[derive(Debug, Clone)]
 pub struct WanTrainConfig {
-    pub learning_rate: f64,
-    pub weight_decay: f64,
+    /// AdamW, its schedule and the moving average of the weights.
+    pub optim: OptimConfig,
     /// The mask scenes are trained under.
     pub attention: AttentionMask,
     /// Flow times are drawn logit-normal, then shifted by this (the checkpoint's scheduler
@@ -55,7 +55,7 @@ pub struct WanTrainer {
     model: WanTransformer,
     config: WanTransformerConfig,
     vars: VarMap,
-    optimizer: AdamW,
+    optimiser: Optimiser,
     cfg: WanTrainConfig,
     /// Threads a [`WanBatch`] is split over, by samples.
     workers: usize,
@@ -78,7 +78,9 @@ impl WanTrainer {
     }
 
     /// A transformer of `config` with f32 weights initialised from `seed` on `device`, to
-    /// train from scratch (the same seed, the same start).
+    /// train from scratch (the same seed, the same start). The modulation starts at zero
+    /// (adaLN-Zero: `time_proj` and every block's `scale_shift_table`), so each block starts
+    /// as the identity and its gates open as it learns.
     pub fn fresh(
         config: &WanTransformerConfig,
         cfg: WanTrainConfig,
@@ -89,19 +91,19 @@ impl WanTrainer {
         let model =
             WanTransformer::new(config, VarBuilder::from_varmap(&vars, DType::F32, device))?;
         crate::weights::seeded_init(&vars, seed)?;
-        let optimizer = AdamW::new(
-            vars.all_vars(),
-            ParamsAdamW {
-                lr: cfg.learning_rate,
-                weight_decay: cfg.weight_decay,
-                ..ParamsAdamW::default()
-            },
-        )?;
+        for (name, var) in vars.data().lock().expect("not poisoned").iter() {
+            let gate = name == "condition_embedder.time_proj.weight"
+                || (name.starts_with("blocks.") && name.ends_with("scale_shift_table"));
+            if gate {
+                var.set(&var.zeros_like()?)?;
+            }
+        }
+        let optimiser = Optimiser::new(&vars, cfg.optim.clone())?;
         Ok(Self {
             model,
             config: config.clone(),
             vars,
-            optimizer,
+            optimiser,
             cfg,
             workers: 1,
         })
@@ -118,7 +120,39 @@ impl WanTrainer {
 
     /// Trainable parameters (scalars).
     pub fn parameter_count(&self) -> usize {
-        self.vars.all_vars().iter().map(|v| v.elem_count()).sum()
+        self.optimiser.parameter_count()
+    }
+
+    pub fn optimiser(&self) -> &Optimiser {
+        &self.optimiser
+    }
+
+    /// The optimiser, e.g. to set the schedule of a stage.
+    pub fn optimiser_mut(&mut self) -> &mut Optimiser {
+        &mut self.optimiser
+    }
+
+    /// Runs `work` on the model holding its sampling weights (the moving average when the
+    /// optimiser keeps one), then puts the trained weights back.
+    pub fn with_sampling_model<R>(&self, work: impl FnOnce(&WanTransformer) -> R) -> Result<R> {
+        self.optimiser.with_sampling_weights(|| work(&self.model))
+    }
+
+    /// Saves everything a run needs to go on exactly: the sampling transformer (diffusers
+    /// layout, under `dir/transformer/`) and the optimiser's state.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save_transformer(dir)?;
+        self.optimiser.save(dir)
+    }
+
+    /// Continues from what [`WanTrainer::save_checkpoint`] wrote: `config` must be the
+    /// saved transformer's.
+    pub fn resume(dir: &Path, cfg: WanTrainConfig, device: &Device) -> Result<Self> {
+        let config = WanTransformerConfig::load(&dir.join("transformer").join("config.json"))?;
+        let mut trainer = Self::fresh(&config, cfg, 0, device)?;
+        trainer.optimiser.restore(dir)?;
+        trainer.cfg.optim = trainer.optimiser.config().clone();
+        Ok(trainer)
     }
 
     /// Flow times for `shots` shots: logit-normal, shifted, one per shot, independent.
@@ -165,8 +199,9 @@ impl WanTrainer {
             self.model
                 .scene_forward(&scene.global_text, &shots, self.cfg.attention, None)?;
         let mut total = None;
-        for (output, target) in outputs.iter().zip(&targets) {
-            let error = (output - target)?.sqr()?.mean_all()?;
+        for ((output, target), &t) in outputs.iter().zip(&targets).zip(times) {
+            let t = Tensor::new(t, output.device())?;
+            let error = self.error(output, target, &t)?.sqr()?.mean_all()?;
             total = Some(match total {
                 None => error,
                 Some(sum) => (sum + error)?,
@@ -176,11 +211,25 @@ impl WanTrainer {
         Ok((total / scene.shots.len() as f64)?)
     }
 
+    /// What is squared in the loss: the velocity's error, or for a sample-predicting model
+    /// the clean sample's (its velocity scaled back by the time it was divided by), so that
+    /// every time counts alike in pixels rather than low noise dominating through `1 / t`.
+    /// `times` broadcast to the velocities.
+    fn error(&self, velocity: &Tensor, target: &Tensor, times: &Tensor) -> Result<Tensor> {
+        let error = (velocity - target)?;
+        Ok(match self.config.prediction {
+            WanPrediction::Velocity => error,
+            WanPrediction::Sample => {
+                error.broadcast_mul(&times.maximum(WanPrediction::MIN_TIME)?)?
+            }
+        })
+    }
+
     /// One optimiser step on `scene`, with times and noise drawn from `seed`; returns the loss.
     pub fn step(&mut self, scene: &WanTrainingScene, seed: u64) -> Result<f32> {
         let times = self.draw_times(scene.shots.len(), seed);
         let loss = self.loss(scene, &times, seed)?;
-        self.optimizer.backward_step(&loss)?;
+        self.optimiser.apply(&[loss.backward()?])?;
         Ok(loss.to_scalar::<f32>()?)
     }
 
@@ -223,7 +272,7 @@ impl WanTrainer {
             super::WanTimestep::PerSample(&timesteps),
             &batch.text,
         )?;
-        let error = (prediction - target)?.sqr()?;
+        let error = self.error(&prediction, &target, &t_wide)?.sqr()?;
         Ok(match &batch.weights {
             Some(weights) => error.broadcast_mul(weights)?.mean_all()?,
             None => error.mean_all()?,
@@ -259,26 +308,15 @@ impl WanTrainer {
             },
             || Error::Training("a training worker panicked".into()),
         )?;
-        let mut chunks = chunks.into_iter();
-        let (mut loss, mut gradients) = chunks.next().expect("at least one chunk");
-        for (chunk_loss, chunk_gradients) in chunks {
-            loss += chunk_loss;
-            for var in self.vars.all_vars() {
-                if let Some(g) = chunk_gradients.get(var.as_tensor()) {
-                    let sum = match gradients.get(var.as_tensor()) {
-                        Some(total) => (total + g)?,
-                        None => g.clone(),
-                    };
-                    gradients.insert(var.as_tensor(), sum);
-                }
-            }
-        }
-        self.optimizer.step(&gradients)?;
+        let loss = chunks.iter().map(|(loss, _)| loss).sum::<f32>();
+        let stores: Vec<_> = chunks.into_iter().map(|(_, gradients)| gradients).collect();
+        self.optimiser.apply(&stores)?;
         Ok(loss)
     }
 
     /// Writes `transformer/config.json` and `transformer/diffusion_pytorch_model.safetensors`
-    /// into `folder` (f32, diffusers' names).
+    /// (the sampling weights: the moving average when there is one) into `folder` (f32,
+    /// diffusers' names).
     pub fn save_transformer(&self, folder: &Path) -> Result<()> {
         let component = folder.join("transformer");
         std::fs::create_dir_all(&component).map_err(|source| Error::Io {
@@ -292,7 +330,7 @@ impl WanTrainer {
             source,
         })?;
         let weights = component.join("diffusion_pytorch_model.safetensors");
-        self.vars.save(&weights).map_err(|e| Error::Io {
+        candle_core::safetensors::save(&self.optimiser.sampling_tensors(), &weights).map_err(|e| Error::Io {
             path: weights,
             source: std::io::Error::other(e.to_string()),
         })
@@ -317,6 +355,7 @@ impl WanTrainer {
             "rope_max_seq_len": c.rope_max_seq_len,
             "num_frame_per_block": c.num_frame_per_block,
             "prompt_modulation": c.prompt_modulation,
+            "prediction": c.prediction.name(),
         })
     }
 }

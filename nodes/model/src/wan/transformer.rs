@@ -6,12 +6,13 @@
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use super::config::WanTransformerConfig;
+use super::config::{WanPrediction, WanTransformerConfig, WAN_TIME_SCALE};
 use crate::fused::{gated_residual, gelu_tanh, linear};
 use crate::{AttentionMask, Error, MaskSpec, Result};
 
 /// The diffusion timestep: one per sample `[batch]`, one per latent frame `[batch, frames]`
 /// (SkyReels-V2's diffusion forcing), or one per token `[batch, tokens]`.
+#[derive(Clone, Copy)]
 pub enum WanTimestep<'a> {
     PerSample(&'a Tensor),
     PerFrame(&'a Tensor),
@@ -450,7 +451,35 @@ impl WanTransformer {
         };
         let tokens =
             self.forward_tokens(&self.embed_patches(latents)?, timestep, text, &rope, &masks)?;
-        self.unpatchify(&tokens, batch, [f, h, w])
+        let output = self.unpatchify(&tokens, batch, [f, h, w])?;
+        if self.cfg.prediction == WanPrediction::Velocity {
+            return Ok(output);
+        }
+        // The flow time of every position of the grid: [batch, 1, frames, height, width].
+        let times = match timestep {
+            WanTimestep::PerSample(t) => t.reshape((batch, 1, 1, 1, 1))?,
+            WanTimestep::PerToken(t) => t
+                .reshape(vec![batch, 1, f, 1, h, 1, w, 1])?
+                .broadcast_as(vec![batch, 1, f, pt, h, ph, w, pw])?
+                .reshape((batch, 1, frames, height, width))?,
+            WanTimestep::PerFrame(_) => unreachable!("turned into per-token timesteps above"),
+        };
+        self.velocity(output, latents, &(times / WAN_TIME_SCALE)?)
+    }
+
+    /// The network's `output` for `latents` at flow times `times` (0..1, broadcastable to
+    /// the latents) as Wan's velocity: itself, or for a sample prediction `(latents - output)
+    /// / max(t, MIN_TIME)`.
+    pub fn velocity(&self, output: Tensor, latents: &Tensor, times: &Tensor) -> Result<Tensor> {
+        match self.cfg.prediction {
+            WanPrediction::Velocity => Ok(output),
+            WanPrediction::Sample => {
+                let times = times
+                    .to_dtype(output.dtype())?
+                    .maximum(WanPrediction::MIN_TIME)?;
+                Ok((latents.to_dtype(output.dtype())? - output)?.broadcast_div(&times)?)
+            }
+        }
     }
 
     /// The transformer on tokens `[batch, tokens, dim]` with their RoPE and masks: `[batch,
