@@ -390,8 +390,7 @@ fn pixel_space_checkpoint() -> tempfile::TempDir {
         ..WanTransformerConfig::default()
     };
     let cfg = WanTrainConfig {
-        learning_rate: 1e-4,
-        weight_decay: 0.0,
+        optim: lct_model::optim::OptimConfig::default(),
         attention: lct_model::AttentionMask::Bidirectional,
         shift: 1.0,
     };

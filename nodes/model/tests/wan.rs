@@ -437,7 +437,7 @@ fn wan_auto_regressive_generation_with_a_kv_cache_equals_recomputing_the_history
 
 #[test]
 fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_checkpoint() {
-    use lct_model::wan::{WanTrainConfig, WanTrainer, WanTrainingScene};
+    use lct_model::wan::{WanTrainConfig, WanTrainer, WanTrainingScene, WanTrainingShot};
     use lct_model::AttentionMask;
     let device = Device::Cpu;
     let gaussian =
@@ -450,7 +450,7 @@ fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_check
             .map(|i| {
                 let latents =
                     (&look + (gaussian(10 + i, &[1, 4, 2, 4, 4]) * 0.1).unwrap()).unwrap();
-                (latents, gaussian(20 + i, &[1, 5, 16]))
+                WanTrainingShot::new(latents, gaussian(20 + i, &[1, 5, 16]))
             })
             .collect(),
     };
@@ -467,9 +467,8 @@ fn lct_tuning_a_wan_transformer_lowers_its_scene_loss_and_saves_a_loadable_check
     let probe = |trainer: &WanTrainer| -> f32 {
         let mut total = 0.0;
         for seed in 100..104 {
-            let times = trainer.draw_times(2, seed);
             total += trainer
-                .loss(&scene, &times, seed)
+                .loss(&scene, &trainer.draw_trained(2, seed), seed)
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();

@@ -225,21 +225,19 @@ fn header_parameters(path: &Path, header: &[u8]) -> Result<usize, NodeError> {
         .sum())
 }
 
-/// A Wan checkpoint folder (diffusers layout), at `frame_size` (0: 832x480).
+/// A Wan checkpoint folder (diffusers layout), at `frame_size` (0: the size its `lct.json`
+/// declares, else 832x480).
 fn load_wan(
     dir: &Path,
     frame_size: [usize; 2],
     dtype: DType,
 ) -> Result<Arc<ModelValue>, NodeError> {
-    let frame_size = match frame_size {
-        [0, 0] => WAN_DEFAULT_FRAME,
-        [height, width] if height > 0 && width > 0 => [height, width],
-        [height, width] => {
-            return Err(failed(format!(
-                "`width` and `height` must both be set or both 0, got {width}x{height}"
-            )))
-        }
-    };
+    let [height, width] = frame_size;
+    if (height == 0) != (width == 0) {
+        return Err(failed(format!(
+            "`width` and `height` must both be set or both 0, got {width}x{height}"
+        )));
+    }
     // What identifies the weights: every config and every weight file's header, size and
     // modification time.
     let mut hasher = StableHasher::new();
@@ -296,6 +294,11 @@ fn load_wan(
     }
     let pipeline = lct_model::wan::WanPipeline::load(dir, dtype, &Device::Cpu)
         .map_err(engine_error(DESCRIPTOR.id))?;
+    // 0x0: the size the checkpoint declares (a small model's), else Wan's 832x480.
+    let frame_size = match frame_size {
+        [0, 0] => pipeline.frame_size.unwrap_or(WAN_DEFAULT_FRAME),
+        set => set,
+    };
     // The frame size must suit the VAE and the patches; checked once here, not per shot.
     pipeline
         .latent_dims(1, frame_size[0], frame_size[1])
@@ -320,52 +323,95 @@ fn load_wan(
     Ok(model)
 }
 
-/// The default model compiled into this library (see `nodes/build.rs`), loaded once.
 #[cfg(embedded_model)]
-fn embedded_model() -> Result<Arc<ModelValue>, NodeError> {
-    const CONFIG: &str = include_str!("../../assets/default/config.json");
-    const WEIGHTS: &[u8] = include_bytes!("../../assets/default/model.safetensors");
-    static MODEL: OnceLock<Result<Arc<ModelValue>, String>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let origin = Path::new("<embedded default model>");
-            let pipeline = lct_model::weights::pipeline_from_bytes(
-                CONFIG,
-                WEIGHTS,
-                origin,
-                DType::F32,
-                &Device::Cpu,
-            )
-            .map_err(|e| e.to_string())?;
-            let mut hasher = StableHasher::new();
-            hasher.write_str(CONFIG);
-            hasher.write_bytes(WEIGHTS);
-            let parameters = candle_core::safetensors::load_buffer(WEIGHTS, &Device::Cpu)
-                .map(|t| t.values().map(|t| t.elem_count()).sum())
-                .map_err(|e| e.to_string())?;
-            Ok(Arc::new(ModelValue {
-                backend: Arc::new(Backend::Lct(pipeline)),
-                source: "embedded default model".into(),
-                hash: hasher.finish(),
-                parameters,
-            }))
-        })
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_model.rs"));
+}
+
+/// The default model compiled into this library (see `nodes/build.rs`): a Wan checkpoint
+/// folder, unpacked once into the user's cache (`$LCT_CACHE_DIR`, else `$XDG_CACHE_HOME/lct`
+/// or `~/.cache/lct`, else the temporary folder) under a name that is the hash of its bytes,
+/// then loaded as any Wan folder (memory-mapped, shared).
+#[cfg(embedded_model)]
+fn embedded_model(frame_size: [usize; 2], dtype: DType) -> Result<Arc<ModelValue>, NodeError> {
+    static FOLDER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let folder = FOLDER
+        .get_or_init(|| unpack_embedded(embedded::EMBEDDED_FILES))
         .clone()
-        .map_err(|message| NodeError::Failed {
-            node: DESCRIPTOR.id,
-            message,
-        })
+        .map_err(failed)?;
+    load_wan(&folder, frame_size, dtype)
 }
 
 #[cfg(not(embedded_model))]
-fn embedded_model() -> Result<Arc<ModelValue>, NodeError> {
-    Err(NodeError::Failed {
-        node: DESCRIPTOR.id,
-        message: "this build carries no embedded default model (nodes/assets/default is empty); \
-                  set `path` (with `lct scene`: --model DIR) to a checkpoint directory holding \
-                  config.json and model.safetensors"
+fn embedded_model(_frame_size: [usize; 2], _dtype: DType) -> Result<Arc<ModelValue>, NodeError> {
+    Err(failed(
+        "this build carries no embedded default model (nodes/assets/default is empty); set \
+         `path` (with `lct scene`: --model DIR) to a Wan checkpoint folder"
             .into(),
-    })
+    ))
+}
+
+/// Where the embedded model is unpacked.
+fn cache_root() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    from_env("LCT_CACHE_DIR")
+        .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("lct")))
+        .or_else(|| from_env("HOME").map(|p| p.join(".cache").join("lct")))
+        .unwrap_or_else(|| std::env::temp_dir().join("lct-cache"))
+}
+
+/// Writes `files` (relative path, bytes) into `<cache>/embedded-model-<hash>/` unless a
+/// complete copy is there (every file present with its length), and returns that folder.
+/// Written into a private staging folder and renamed into place, so that processes
+/// unpacking at once never see each other's partial files.
+#[cfg_attr(not(embedded_model), allow(dead_code))]
+fn unpack_embedded(files: &[(&str, &[u8])]) -> Result<PathBuf, String> {
+    let mut hasher = StableHasher::new();
+    for (name, bytes) in files {
+        hasher.write_str(name);
+        hasher.write_bytes(bytes);
+    }
+    let root = cache_root();
+    let folder = root.join(format!("embedded-model-{:016x}", hasher.finish()));
+    let complete = |folder: &Path| {
+        files.iter().all(|(name, bytes)| {
+            std::fs::metadata(folder.join(name)).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        })
+    };
+    if complete(&folder) {
+        return Ok(folder);
+    }
+    let context = |path: &Path, e: std::io::Error| {
+        format!(
+            "unpacking the embedded model into {}: {e} (set LCT_CACHE_DIR to a writable folder)",
+            path.display()
+        )
+    };
+    let staging = root.join(format!(
+        ".embedded-model-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    for (name, bytes) in files {
+        let path = staging.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| context(parent, e))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| context(&path, e))?;
+    }
+    if std::fs::rename(&staging, &folder).is_err() {
+        // Another process got there first (or an incomplete copy is in the way: replaced).
+        if !complete(&folder) {
+            let _ = std::fs::remove_dir_all(&folder);
+            std::fs::rename(&staging, &folder).map_err(|e| context(&folder, e))?;
+            return Ok(folder);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(folder)
 }
 
 impl Node for LoadModel {
@@ -389,10 +435,7 @@ impl Node for LoadModel {
             _ => DType::F32,
         };
         if path.is_empty() {
-            let model = embedded_model()?;
-            check_f32(&model.source, dtype)?;
-            check_fixed_frame_size(&model, frame_size)?;
-            return Ok(vec![Value::Model(model)]);
+            return Ok(vec![Value::Model(embedded_model(frame_size, dtype)?)]);
         }
         Ok(vec![Value::Model(load_model_value(
             Path::new(path),

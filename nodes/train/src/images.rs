@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lct_model::noise::{gaussian, SplitMix64};
 use lct_model::wan::umt5::{word_level_tokenizer_json, CLOSED_VOCABULARY_FIELD};
+use lct_model::wan::{LCT_MARKER, PIXEL_SPACE_CLASS};
 use lct_model::wan::{
     UmT5Config, UmT5Encoder, WanBatch, WanTextEncoder, WanTimestep, WanTokenizer, WanTrainConfig,
     WanPrediction, WanTrainer, WanTransformer, WanTransformerConfig,
@@ -23,7 +24,7 @@ use lct_model::wan::{
 use lct_model::optim::OptimConfig;
 use lct_model::AttentionMask;
 use lct_world::{
-    detect_character, global_prompt, render_shot, sample_scene, shot_prompt, CaptionMode,
+    detect_character, global_prompt_omitting, render_shot, sample_scene, shot_prompt, Attribute,
     SceneSpec, Split,
 };
 
@@ -72,6 +73,9 @@ pub struct ImageStage {
     /// Share of samples trained with the empty prompt (for guidance).
     #[arg(long, default_value_t = 0.1)]
     pub drop_prompt: f64,
+    /// Chance that each look is left out of a caption (guidance per attribute).
+    #[arg(long, default_value_t = 0.05)]
+    pub drop_attribute: f64,
     #[arg(long, default_value_t = 3.0)]
     pub cfg: f64,
     #[arg(long, default_value_t = 20)]
@@ -82,9 +86,14 @@ pub struct ImageStage {
 
 /// A single frame's caption: the looks and environment (global prompt) and the shot's own.
 fn caption(spec: &SceneSpec, shot: usize) -> Result<String> {
+    caption_omitting(spec, shot, &[])
+}
+
+/// [`caption`] without the words of the `omitted` looks.
+fn caption_omitting(spec: &SceneSpec, shot: usize, omitted: &[Attribute]) -> Result<String> {
     Ok(format!(
         "{} {}",
-        global_prompt(spec, CaptionMode::GlobalLooks),
+        global_prompt_omitting(spec, omitted),
         shot_prompt(spec, shot)?
     ))
 }
@@ -166,11 +175,62 @@ fn text_encoder(folder: &Path) -> Result<WanTextEncoder> {
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
     )?;
     lct_model::weights::seeded_init(&vars, 1)?;
+    write_checkpoint_files(folder, &config, &vars, text_tokens)?;
     Ok(WanTextEncoder {
         tokenizer,
         encoder,
         output_dtype: DType::F32,
     })
+}
+
+/// Everything of the run's folder, beside the transformer, that makes it a Wan checkpoint in
+/// the diffusers layout: the text encoder's config and weights, pixel space for the VAE, the
+/// pipeline index, the scheduler (no shift) and `lct.json` (prompt length, frame size).
+fn write_checkpoint_files(
+    folder: &Path,
+    config: &UmT5Config,
+    vars: &VarMap,
+    text_tokens: usize,
+) -> Result<()> {
+    let write_json = |relative: &str, value: serde_json::Value| -> Result<()> {
+        let path = folder.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+        Ok(())
+    };
+    let mut encoder_config = serde_json::to_value(config)?;
+    encoder_config["_class_name"] = "UMT5EncoderModel".into();
+    write_json("text_encoder/config.json", encoder_config)?;
+    vars.save(folder.join("text_encoder/model.safetensors"))?;
+    write_json(
+        "vae/config.json",
+        serde_json::json!({ "_class_name": PIXEL_SPACE_CLASS, "channels": 3 }),
+    )?;
+    write_json(
+        "scheduler/scheduler_config.json",
+        serde_json::json!({ "_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0 }),
+    )?;
+    write_json(
+        "model_index.json",
+        serde_json::json!({
+            "_class_name": "WanPipeline",
+            "transformer": ["diffusers", "WanTransformer3DModel"],
+            "text_encoder": ["transformers", "UMT5EncoderModel"],
+            "tokenizer": ["tokenizers", "WordLevel"],
+            "vae": ["lct", PIXEL_SPACE_CLASS],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        }),
+    )?;
+    write_json(
+        LCT_MARKER,
+        serde_json::json!({
+            "text_tokens": text_tokens,
+            "frame_size": [FRAME, FRAME],
+            "attention": "bidirectional",
+        }),
+    )
 }
 
 /// The transformer: width 192, 6 blocks, 8x8-pixel patches of RGB, prompt modulation, the
@@ -209,9 +269,16 @@ impl Captions {
     }
 }
 
-/// One training frame: pixels `[1, 3, 1, 64, 64]` in -1..1, loss weights `[1, 1, 1, 64, 64]`,
-/// and its caption.
-fn training_frame(stage: &ImageStage, seed: u64) -> Result<(Tensor, Tensor, String)> {
+/// A rendered training frame: pixels `[1, 3, 1, 64, 64]` in -1..1, loss weights `[1, 1, 1,
+/// 64, 64]`, and the scene and shot it shows (its caption's source).
+struct TrainingFrame {
+    pixels: Tensor,
+    weights: Tensor,
+    spec: SceneSpec,
+    shot: usize,
+}
+
+fn training_frame(stage: &ImageStage, seed: u64) -> Result<TrainingFrame> {
     let mut rng = SplitMix64::stream(seed, 0x1a6e);
     let spec = sample_scene(seed, Split::Train);
     let shot = (rng.next_u64() % spec.shots.len() as u64) as usize;
@@ -225,11 +292,16 @@ fn training_frame(stage: &ImageStage, seed: u64) -> Result<(Tensor, Tensor, Stri
     let weight = ((coverage * (stage.character_weight as f64 - 1.0))? + 1.0)?
         .unsqueeze(0)?
         .unsqueeze(0)?;
-    Ok((pixels, weight, caption(&spec, shot)?))
+    Ok(TrainingFrame {
+        pixels,
+        weights: weight,
+        spec,
+        shot,
+    })
 }
 
 /// `stage.pool` training frames, rendered on the workers' threads.
-fn render_pool(stage: &ImageStage) -> Result<Vec<(Tensor, Tensor, String)>> {
+fn render_pool(stage: &ImageStage) -> Result<Vec<TrainingFrame>> {
     let seeds: Vec<u64> = (0..stage.pool as u64)
         .map(|i| stage.seed.wrapping_mul(1_000_003) + i)
         .collect();
@@ -374,6 +446,10 @@ pub fn run(stage: &ImageStage) -> Result<()> {
         };
         (trainer, progress)
     };
+    if progress.step >= stage.steps {
+        println!("{}: finished ({} steps)", out.display(), progress.step);
+        return Ok(());
+    }
     trainer.set_workers(stage.workers);
     println!(
         "images stage: {:.2}M parameters, batch {}, {} workers",
@@ -383,8 +459,8 @@ pub fn run(stage: &ImageStage) -> Result<()> {
     );
     let rendering = Instant::now();
     let pool = render_pool(stage)?;
-    for (_, _, text) in &pool {
-        captions.embed(text)?;
+    for frame in &pool {
+        captions.embed(&caption(&frame.spec, frame.shot)?)?;
     }
     println!(
         "{} training frames rendered in {:.0} s",
@@ -448,16 +524,21 @@ pub fn run(stage: &ImageStage) -> Result<()> {
         let mut texts = Vec::with_capacity(stage.batch);
         let mut draw = SplitMix64::stream(stage.seed, 0xba7c + step);
         for _ in 0..stage.batch {
-            let (pixels, weight, text) = &pool[draw.below(pool.len())];
-            latents.push(pixels.clone());
-            weights.push(weight.clone());
-            // The empty prompt now and then, for guidance at sampling.
+            let frame = &pool[draw.below(pool.len())];
+            latents.push(frame.pixels.clone());
+            weights.push(frame.weights.clone());
+            // For guidance at sampling: now and then the empty prompt, and each look left out
+            // of the caption now and then.
             let text = if draw.uniform() < stage.drop_prompt {
-                ""
+                String::new()
             } else {
-                text
+                let omitted: Vec<Attribute> = Attribute::ALL
+                    .into_iter()
+                    .filter(|_| draw.uniform() < stage.drop_attribute)
+                    .collect();
+                caption_omitting(&frame.spec, frame.shot, &omitted)?
             };
-            texts.push(captions.embed(text)?);
+            texts.push(captions.embed(&text)?);
         }
         let batch = WanBatch {
             latents: Tensor::cat(&latents, 0)?,

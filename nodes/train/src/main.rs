@@ -22,6 +22,7 @@ mod device;
 mod diagnostics;
 mod images;
 mod pca;
+mod scenes;
 mod wan;
 
 use clap::{Parser, Subcommand};
@@ -81,6 +82,10 @@ enum Command {
     /// modulation) on single frames, scored on held-out shots while it trains: the
     /// learnability check. Run with RAYON_NUM_THREADS=1 (one matrix thread per worker).
     Images(images::ImageStage),
+    /// The stages of the next embedded model after images: short single shots, LCT scenes,
+    /// the context-causal fine-tune (by their settings), each from the stage before.
+    /// Run with RAYON_NUM_THREADS=1.
+    Scenes(scenes::SceneStage),
     /// Train one stage (resumes when --out holds a checkpoint).
     Fit {
         #[arg(long, value_enum)]
@@ -652,10 +657,8 @@ fn main() -> std::process::ExitCode {
     lct_model::keep_freed_pages();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Images(stage) => {
-            lct_model::keep_freed_pages();
-            images::run(&stage)
-        }
+        Command::Images(stage) => images::run(&stage),
+        Command::Scenes(stage) => scenes::run(&stage),
         Command::Wan {
             checkpoint,
             scenes,

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use lct_model::wan::{WanPipeline, WanTrainConfig, WanTrainer, WanTrainingScene, LCT_MARKER};
+use lct_model::wan::{
+    WanPipeline, WanTrainConfig, WanTrainer, WanTrainingScene, WanTrainingShot, LCT_MARKER,
+};
 use lct_model::AttentionMask;
 use serde::Deserialize;
 
@@ -135,7 +137,10 @@ fn encode_scenes(
             let latents = pipeline
                 .encode_frames(&frames)
                 .map_err(|e| format!("{} shot {} ({}): {e}", path.display(), i + 1, shot.frames))?;
-            shots.push((latents.to_device(device)?, encode_text(&shot.prompt)?));
+            shots.push(WanTrainingShot::new(
+                latents.to_device(device)?,
+                encode_text(&shot.prompt)?,
+            ));
         }
         scenes.push(WanTrainingScene {
             global_text: encode_text(&spec.global_prompt)?,
@@ -252,8 +257,8 @@ pub fn tune(tuning: &WanTuning) -> Result<()> {
         let mut total = 0.0;
         for (i, scene) in scenes.iter().enumerate() {
             let seed = 1_000_000 + i as u64;
-            let times = trainer.draw_times(scene.shots.len(), seed);
-            total += trainer.loss(scene, &times, seed)?.to_scalar::<f32>()?;
+            let draws = trainer.draw_trained(scene.shots.len(), seed);
+            total += trainer.loss(scene, &draws, seed)?.to_scalar::<f32>()?;
         }
         Ok(total / scenes.len() as f32)
     };

@@ -40,46 +40,114 @@ pub struct SceneCaptions {
     pub shots: Vec<String>,
 }
 
+/// A look a caption can name; a caption may leave any of them out (classifier-free guidance
+/// is trained by dropping them one by one, as well as whole prompts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attribute {
+    Size,
+    Colour,
+    Shape,
+    Pattern,
+    Sky,
+    Ground,
+    Horizon,
+    Tone,
+    Time,
+}
+
+impl Attribute {
+    pub const ALL: [Attribute; 9] = [
+        Attribute::Size,
+        Attribute::Colour,
+        Attribute::Shape,
+        Attribute::Pattern,
+        Attribute::Sky,
+        Attribute::Ground,
+        Attribute::Horizon,
+        Attribute::Tone,
+        Attribute::Time,
+    ];
+}
+
+/// "large red circle, striped", without the words of `omitted` ("" when all are).
+fn character_words(c: &Character, omitted: &[Attribute]) -> String {
+    let kept = |a: Attribute| !omitted.contains(&a);
+    let mut noun: Vec<&str> = Vec::new();
+    for (attribute, word) in [
+        (Attribute::Size, c.size.word()),
+        (Attribute::Colour, c.colour.word()),
+        (Attribute::Shape, c.shape.word()),
+    ] {
+        if kept(attribute) {
+            noun.push(word);
+        }
+    }
+    let mut text = noun.join(" ");
+    if kept(Attribute::Pattern) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(c.pattern.word());
+    }
+    text
+}
+
+/// "blue sky, green ground, high horizon, warm light, day", without the items of `omitted`.
+fn environment_words(e: &Environment, omitted: &[Attribute]) -> String {
+    [
+        (Attribute::Sky, format!("{} sky", e.sky.word())),
+        (Attribute::Ground, format!("{} ground", e.ground.word())),
+        (Attribute::Horizon, format!("{} horizon", e.horizon.word())),
+        (Attribute::Tone, format!("{} light", e.tone.word())),
+        (Attribute::Time, e.time.word().to_owned()),
+    ]
+    .into_iter()
+    .filter(|(attribute, _)| !omitted.contains(attribute))
+    .map(|(_, words)| words)
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// "large red circle, striped"
 pub fn describe_character(c: &Character) -> String {
-    format!(
-        "{} {} {}, {}",
-        c.size.word(),
-        c.colour.word(),
-        c.shape.word(),
-        c.pattern.word()
-    )
+    character_words(c, &[])
 }
 
 /// "blue sky, green ground, high horizon, warm light, day"
 pub fn describe_environment(e: &Environment) -> String {
-    format!(
-        "{} sky, {} ground, {} horizon, {} light, {}",
-        e.sky.word(),
-        e.ground.word(),
-        e.horizon.word(),
-        e.tone.word(),
-        e.time.word()
-    )
+    environment_words(e, &[])
+}
+
+/// The global prompt of [`CaptionMode::GlobalLooks`] without the words of the `omitted`
+/// looks, e.g. without the colour "Character 1: large circle, striped. Environment: ...";
+/// a part left with no looks reads as in the other modes ("Character 1.", no environment).
+pub fn global_prompt_omitting(spec: &SceneSpec, omitted: &[Attribute]) -> String {
+    let mut text = match character_words(&spec.character, omitted) {
+        looks if looks.is_empty() => "Character 1.".to_owned(),
+        looks => format!("Character 1: {looks}."),
+    };
+    let environment = environment_words(&spec.environment, omitted);
+    if !environment.is_empty() {
+        text.push_str(&format!(" Environment: {environment}."));
+    }
+    format!("{text} Story: Character 1 {}.", spec.action.word())
 }
 
 /// The global prompt, e.g. "Character 1: large red circle, striped. Environment: blue sky, green
 /// ground, high horizon, warm light, day. Story: Character 1 moves right."
 pub fn global_prompt(spec: &SceneSpec, mode: CaptionMode) -> String {
-    let story = format!("Story: Character 1 {}.", spec.action.word());
     match mode {
-        CaptionMode::GlobalLooks => format!(
-            "Character 1: {}. Environment: {}. {story}",
-            describe_character(&spec.character),
-            describe_environment(&spec.environment)
+        CaptionMode::GlobalLooks => global_prompt_omitting(spec, &[]),
+        CaptionMode::NoCharacterLooks => global_prompt_omitting(
+            spec,
+            &[
+                Attribute::Size,
+                Attribute::Colour,
+                Attribute::Shape,
+                Attribute::Pattern,
+            ],
         ),
-        CaptionMode::NoCharacterLooks => {
-            format!(
-                "Character 1. Environment: {}. {story}",
-                describe_environment(&spec.environment)
-            )
-        }
-        CaptionMode::NoLooks => story,
+        CaptionMode::NoLooks => format!("Story: Character 1 {}.", spec.action.word()),
     }
 }
 

@@ -25,7 +25,7 @@ mod rng;
 pub mod spec;
 
 pub use caption::{
-    captions, describe_character, describe_environment, detokenize, environment_reference_prompt,
+    captions, global_prompt_omitting, Attribute, describe_character, describe_environment, detokenize, environment_reference_prompt,
     global_prompt, identity_reference_prompt, shot_prompt, split_words, tokenize, tokenize_padded,
     vocabulary, CaptionMode, SceneCaptions, PAD_ID,
 };

@@ -172,6 +172,9 @@ pub struct WanPipeline {
     /// `lct.json`'s `"attention"` (written by `lct-train` after LCT tuning): bidirectional for
     /// a checkpoint as published, context-causal after the context-causal fine-tune.
     pub attention: crate::AttentionMask,
+    /// `lct.json`'s `"frame_size"` `[height, width]`: the size a small model was trained at,
+    /// used where the user sets none (published Wan checkpoints declare none).
+    pub frame_size: Option<[usize; 2]>,
     pub folder: PathBuf,
 }
 
@@ -247,6 +250,7 @@ impl WanPipeline {
             text,
             shift: read_shift(folder)?,
             attention: read_attention(folder)?,
+            frame_size: read_frame_size(folder)?,
             folder: folder.to_path_buf(),
         })
     }
@@ -331,6 +335,30 @@ fn read_text_tokens(folder: &Path) -> Result<usize> {
                 path.display()
             ))),
         },
+    }
+}
+
+fn read_frame_size(folder: &Path) -> Result<Option<[usize; 2]>> {
+    let path = folder.join(LCT_MARKER);
+    let Some(marker) = read_optional_json(&path)? else {
+        return Ok(None);
+    };
+    let Some(value) = marker.get("frame_size") else {
+        return Ok(None);
+    };
+    let sides: Option<Vec<usize>> = value.as_array().map(|sides| {
+        sides
+            .iter()
+            .filter_map(|side| side.as_u64().filter(|&s| (1..=16384).contains(&s)))
+            .map(|side| side as usize)
+            .collect()
+    });
+    match sides.as_deref() {
+        Some(&[height, width]) => Ok(Some([height, width])),
+        _ => Err(Error::Config(format!(
+            "{}: frame_size {value} is not [height, width] in pixels",
+            path.display()
+        ))),
     }
 }
 

@@ -22,7 +22,9 @@ pub use load::{
 };
 pub use sample::{wan_cache_history, wan_generate_autoregressive, wan_sample, WanHistory};
 pub use scene::{WanSceneCache, WanShot};
-pub use train::{WanBatch, WanTrainConfig, WanTrainer, WanTrainingScene};
+pub use train::{
+    SceneDraw, ShotDraw, WanBatch, WanTrainConfig, WanTrainer, WanTrainingScene, WanTrainingShot,
+};
 pub use transformer::{additive_mask, Masks, Rope as WanRope, WanTimestep, WanTransformer};
 pub use umt5::{UmT5Config, UmT5Encoder, WanTextEncoder, WanTokenizer};
 pub use vae::{WanVae, WanVaeConfig};

@@ -35,11 +35,61 @@ pub struct WanTrainConfig {
     pub shift: f32,
 }
 
-/// One scene of training data, already encoded: the global prompt `[1, tokens, text_dim]`,
-/// and per shot its normalised latents `[1, C, T, h, w]` and prompt `[1, tokens, text_dim]`.
+/// One scene of training data, already encoded: the global prompt `[1, tokens, text_dim]`
+/// and its shots.
 pub struct WanTrainingScene {
     pub global_text: Tensor,
-    pub shots: Vec<(Tensor, Tensor)>,
+    pub shots: Vec<WanTrainingShot>,
+}
+
+/// A shot of a training scene: normalised latents `[1, C, T, h, w]`, its prompt `[1, tokens,
+/// text_dim]`, optional per-pixel loss weights `[1, 1, T, h, w]`, and whether it is given
+/// context (no loss of its own: a condition or history at sampling), which the draw of
+/// [`ShotDraw::context`] decides otherwise.
+pub struct WanTrainingShot {
+    pub latents: Tensor,
+    pub prompt: Tensor,
+    pub weights: Option<Tensor>,
+}
+
+impl WanTrainingShot {
+    pub fn new(latents: Tensor, prompt: Tensor) -> Self {
+        Self {
+            latents,
+            prompt,
+            weights: None,
+        }
+    }
+}
+
+/// A shot's draw for one step: its flow time, and whether it is context (clean or almost,
+/// in the sequence, without loss) or trained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShotDraw {
+    pub time: f32,
+    pub context: bool,
+}
+
+impl ShotDraw {
+    pub fn trained(time: f32) -> Self {
+        Self {
+            time,
+            context: false,
+        }
+    }
+}
+
+/// How the flow times of a scene's shots are drawn for the scene steps of
+/// [`WanTrainer::scenes_step`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SceneDraw {
+    /// Uniform times in 0..1 (covering high noise, where looks are decided), else the
+    /// trainer's logit-normal shifted draw.
+    pub uniform: bool,
+    /// Chance that a shot of a scene of several shots is context: time uniform in
+    /// `0..context_max_time`, no loss. At least one shot of every scene is trained.
+    pub context_prob: f64,
+    pub context_max_time: f32,
 }
 
 /// A batch of same-shaped single-shot samples, already encoded: latents `[B, C, T, H, W]`,
@@ -167,48 +217,139 @@ impl WanTrainer {
             .collect()
     }
 
-    /// The scene's flow-matching loss with its shots at `times`, noise drawn from `seed`:
-    /// the mean squared error of the predicted velocity against `noise - latents`.
-    pub fn loss(&self, scene: &WanTrainingScene, times: &[f32], seed: u64) -> Result<Tensor> {
-        if scene.shots.is_empty() || times.len() != scene.shots.len() {
+    /// Every shot trained, at the times of [`WanTrainer::draw_times`].
+    pub fn draw_trained(&self, shots: usize, seed: u64) -> Vec<ShotDraw> {
+        self.draw_times(shots, seed)
+            .into_iter()
+            .map(ShotDraw::trained)
+            .collect()
+    }
+
+    /// Each shot's draw for one scene step of `shots` shots, from `seed`.
+    pub fn draw_shots(&self, shots: usize, draw: &SceneDraw, seed: u64) -> Vec<ShotDraw> {
+        let mut rng = SplitMix64::stream(seed, 0xd7a3);
+        let times = self.draw_times(shots, seed);
+        let mut draws: Vec<ShotDraw> = times
+            .into_iter()
+            .map(|logit_normal| {
+                let context = shots > 1 && rng.uniform() < draw.context_prob;
+                let time = if context {
+                    rng.uniform() as f32 * draw.context_max_time
+                } else if draw.uniform {
+                    rng.uniform() as f32
+                } else {
+                    logit_normal
+                };
+                ShotDraw { time, context }
+            })
+            .collect();
+        if draws.iter().all(|d| d.context) {
+            let last = draws.len() - 1;
+            draws[last] = ShotDraw::trained(rng.uniform() as f32);
+        }
+        draws
+    }
+
+    /// The scene's flow-matching loss with its shots drawn as `draws`, noise from `seed`: the
+    /// mean over the trained shots of their (weighted) mean squared error (see
+    /// [`WanTrainer::error`]); context shots are in the sequence without loss.
+    pub fn loss(&self, scene: &WanTrainingScene, draws: &[ShotDraw], seed: u64) -> Result<Tensor> {
+        if scene.shots.is_empty() || draws.len() != scene.shots.len() {
             return Err(Error::Training(format!(
-                "a scene of {} shot(s) with {} time(s)",
+                "a scene of {} shot(s) with {} draw(s)",
                 scene.shots.len(),
-                times.len()
+                draws.len()
             )));
+        }
+        let trained = draws.iter().filter(|d| !d.context).count();
+        if trained == 0 {
+            return Err(Error::Training(
+                "every shot of the scene is context: nothing to train".into(),
+            ));
         }
         let mut noised = Vec::with_capacity(scene.shots.len());
         let mut targets = Vec::with_capacity(scene.shots.len());
-        for (i, ((latents, _), &t)) in scene.shots.iter().zip(times).enumerate() {
+        for (i, (shot, draw)) in scene.shots.iter().zip(draws).enumerate() {
+            let latents = &shot.latents;
+            let t = draw.time as f64;
             let noise = gaussian(seed, i as u64, latents.dims(), latents.device())?;
-            noised.push(((latents * (1.0 - t as f64))? + (&noise * t as f64)?)?);
+            noised.push(((latents * (1.0 - t))? + (&noise * t)?)?);
             targets.push((noise - latents)?);
         }
         let shots: Vec<WanShot> = scene
             .shots
             .iter()
             .zip(&noised)
-            .zip(times)
-            .map(|(((_, prompt), latents), &t)| WanShot {
+            .zip(draws)
+            .map(|((shot, latents), draw)| WanShot {
                 latents,
-                timestep: t as f64 * WAN_TIME_SCALE,
-                prompt,
+                timestep: draw.time as f64 * WAN_TIME_SCALE,
+                prompt: &shot.prompt,
             })
             .collect();
         let (outputs, _) =
             self.model
                 .scene_forward(&scene.global_text, &shots, self.cfg.attention, None)?;
         let mut total = None;
-        for ((output, target), &t) in outputs.iter().zip(&targets).zip(times) {
-            let t = Tensor::new(t, output.device())?;
-            let error = self.error(output, target, &t)?.sqr()?.mean_all()?;
+        for (((output, target), draw), shot) in
+            outputs.iter().zip(&targets).zip(draws).zip(&scene.shots)
+        {
+            if draw.context {
+                continue;
+            }
+            let t = Tensor::new(draw.time, output.device())?;
+            let squared = self.error(output, target, &t)?.sqr()?;
+            let error = match &shot.weights {
+                Some(weights) => squared.broadcast_mul(weights)?.mean_all()?,
+                None => squared.mean_all()?,
+            };
             total = Some(match total {
                 None => error,
                 Some(sum) => (sum + error)?,
             });
         }
-        let total = total.expect("at least one shot");
-        Ok((total / scene.shots.len() as f64)?)
+        let total = total.expect("at least one trained shot");
+        Ok((total / trained as f64)?)
+    }
+
+    /// One optimiser step on a batch of scenes (each drawn by `draw` from `seed` and its
+    /// place), split over the workers by scenes in contiguous chunks and summed in chunk
+    /// order; returns the mean loss.
+    pub fn scenes_step(
+        &mut self,
+        scenes: &[WanTrainingScene],
+        draw: &SceneDraw,
+        seed: u64,
+    ) -> Result<f32> {
+        if scenes.is_empty() {
+            return Err(Error::Training("an empty batch of scenes".into()));
+        }
+        let indices: Vec<usize> = (0..scenes.len()).collect();
+        let share = 1.0 / scenes.len() as f64;
+        let chunks = crate::train::map_chunks(
+            &indices,
+            self.workers,
+            |chunk| -> Result<(f32, candle_core::backprop::GradStore)> {
+                let mut total: Option<Tensor> = None;
+                for &i in chunk {
+                    let scene_seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64);
+                    let draws = self.draw_shots(scenes[i].shots.len(), draw, scene_seed);
+                    let loss = (self.loss(&scenes[i], &draws, scene_seed)? * share)?;
+                    total = Some(match total {
+                        None => loss,
+                        Some(sum) => (sum + loss)?,
+                    });
+                }
+                let total = total.expect("a chunk holds a scene");
+                let gradients = total.backward()?;
+                Ok((total.to_scalar::<f32>()?, gradients))
+            },
+            || Error::Training("a training worker panicked".into()),
+        )?;
+        let loss = chunks.iter().map(|(loss, _)| loss).sum::<f32>();
+        let stores: Vec<_> = chunks.into_iter().map(|(_, gradients)| gradients).collect();
+        self.optimiser.apply(&stores)?;
+        Ok(loss)
     }
 
     /// What is squared in the loss: the velocity's error, or for a sample-predicting model
@@ -227,8 +368,7 @@ impl WanTrainer {
 
     /// One optimiser step on `scene`, with times and noise drawn from `seed`; returns the loss.
     pub fn step(&mut self, scene: &WanTrainingScene, seed: u64) -> Result<f32> {
-        let times = self.draw_times(scene.shots.len(), seed);
-        let loss = self.loss(scene, &times, seed)?;
+        let loss = self.loss(scene, &self.draw_trained(scene.shots.len(), seed), seed)?;
         self.optimiser.apply(&[loss.backward()?])?;
         Ok(loss.to_scalar::<f32>()?)
     }

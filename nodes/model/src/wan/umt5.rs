@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// The fields of a published `text_encoder/config.json` (`UMT5EncoderModel`); defaults are
 /// umt5-xxl's, as Wan uses it.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default)]
 pub struct UmT5Config {
     pub vocab_size: usize,
