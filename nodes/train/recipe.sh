@@ -36,3 +36,6 @@ for file in model_index.json lct.json transformer/config.json \
   cp "$RUNS/causal/$file" "$assets/$file"
 done
 du -sh "$assets"
+$train curve --logs "$RUNS/images/log.tsv" --out nodes/train/training_curve.svg
+# The model card's table.
+$train evaluate --model "$assets"

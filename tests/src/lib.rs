@@ -262,7 +262,7 @@ pub fn fixture_model(mask: lct_model::AttentionMask) -> PathBuf {
 /// Whether this tree carries the embedded default model (then the plugin serves it).
 pub fn has_embedded_model() -> bool {
     workspace_root()
-        .join("nodes/assets/default/model.safetensors")
+        .join("nodes/assets/default/model_index.json")
         .is_file()
 }
 

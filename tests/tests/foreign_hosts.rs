@@ -192,7 +192,7 @@ fn the_cli_lists_nodes_and_runs_a_graph_file() {
     assert!(!result.status.success());
     assert!(
         (stderr.contains("LoadModel") && stderr.contains("--model"))
-            || stderr.contains("unknown word 'harbour'"),
+            || (stderr.contains("unknown word") && stderr.contains("'harbour'")),
         "{stderr}"
     );
 }

@@ -353,12 +353,17 @@ fn a_wan_checkpoint_runs_in_bf16_close_to_f32() {
     assert!(mean < 0.02, "bf16 differs from f32 by {mean} on average");
     // LCT checkpoints refuse it by name.
     let mut lct = Graph::new();
-    lct.add("model", "LoadModel").param("precision", "bf16");
+    lct.add("model", "LoadModel")
+        .param(
+            "path",
+            lct_integration_tests::fixture_model(lct_model::AttentionMask::Bidirectional)
+                .display()
+                .to_string(),
+        )
+        .param("precision", "bf16");
     lct.output("model");
-    if lct_integration_tests::has_embedded_model() {
-        let message = error_of(&plugin, &lct);
-        assert!(message.contains("f32 only"), "{message}");
-    }
+    let message = error_of(&plugin, &lct);
+    assert!(message.contains("f32 only"), "{message}");
 }
 
 /// The tiny checkpoint with its VAE replaced by pixel space (lct's declared extension of the

@@ -239,19 +239,20 @@ impl Optimiser {
         let decay = self.cfg.ema_decay.min((1.0 + n) / (10.0 + n));
         for (p, g) in self.parameters.iter_mut().zip(gradients) {
             if let Some(g) = g {
-                let g = (g * clip)?;
-                p.first = ((&p.first * b1)? + (&g * (1.0 - b1))?)?;
-                p.second = ((&p.second * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                let update =
-                    ((&p.first / correction1)? / ((&p.second / correction2)?.sqrt()? + self.cfg.epsilon)?)?;
+                // Detached: a gradient may carry the graph it was computed through, and a
+                // moment built from it would keep every earlier step's graph alive.
+                let g = (g * clip)?.detach();
+                p.first = ((&p.first * b1)? + (&g * (1.0 - b1))?)?.detach();
+                p.second = ((&p.second * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
+                let update = ((&p.first / correction1)?
+                    / ((&p.second / correction2)?.sqrt()? + self.cfg.epsilon)?)?;
                 let decayed = (p.var.as_tensor() * (1.0 - lr * self.cfg.weight_decay))?;
                 p.var.set(&(decayed - (update * lr)?)?)?;
             }
             if let Some(average) = &mut p.average {
                 // Detached: an average built from the variable would record the operation
                 // and keep every earlier average alive through its graph.
-                *average =
-                    ((&*average * decay)? + (p.var.as_tensor() * (1.0 - decay))?)?.detach();
+                *average = ((&*average * decay)? + (p.var.as_tensor() * (1.0 - decay))?)?.detach();
             }
         }
         Ok(StepReport {

@@ -764,3 +764,199 @@ fn a_fresh_transformer_starts_from_its_seed() {
     assert_eq!(relative_error(&output(3), &output(3)), 0.0);
     assert!(relative_error(&output(3), &output(4)) > 1e-2);
 }
+
+/// A fresh trainer over the fixture's transformer config, with `prediction`, EMA on.
+fn small_trainer(
+    prediction: lct_model::wan::WanPrediction,
+    workers: usize,
+) -> lct_model::wan::WanTrainer {
+    use lct_model::wan::{WanTrainConfig, WanTrainer, WanTransformerConfig};
+    let base = WanTransformerConfig::load(&fixture().join("transformer/config.json")).unwrap();
+    let config = WanTransformerConfig { prediction, ..base };
+    let cfg = WanTrainConfig {
+        optim: lct_model::optim::OptimConfig {
+            learning_rate: 3e-3,
+            warmup_steps: 2,
+            decay_steps: 10,
+            ema_decay: 0.9,
+            ..Default::default()
+        },
+        attention: lct_model::AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let mut trainer = WanTrainer::fresh(&config, cfg, 7, &Device::Cpu).unwrap();
+    trainer.set_workers(workers);
+    trainer
+}
+
+/// Three scenes of one to three shots (latents `[1, 4, 1, 4, 4]`), weighted pixels.
+fn small_scenes(seed: u64) -> Vec<lct_model::wan::WanTrainingScene> {
+    use lct_model::wan::{WanTrainingScene, WanTrainingShot};
+    let gaussian = |stream: u64, dims: &[usize]| {
+        lct_model::noise::gaussian(seed, stream, dims, &Device::Cpu).unwrap()
+    };
+    (0..3u64)
+        .map(|s| WanTrainingScene {
+            global_text: gaussian(100 + s, &[1, 6, 16]),
+            shots: (0..=s)
+                .map(|k| WanTrainingShot {
+                    latents: gaussian(10 * s + k, &[1, 4, 1, 4, 4]),
+                    prompt: gaussian(200 + 10 * s + k, &[1, 5, 16]),
+                    weights: Some(
+                        (gaussian(300 + 10 * s + k, &[1, 1, 1, 4, 4]).abs().unwrap() + 0.5)
+                            .unwrap(),
+                    ),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn fixture_output(model: &lct_model::wan::WanTransformer) -> Tensor {
+    let tensors = reference();
+    model
+        .forward(
+            &tensors["latents"],
+            WanTimestep::PerSample(&tensors["timestep"]),
+            &tensors["text"],
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_sample_predicting_transformer_gives_the_velocity_of_its_clean_sample() {
+    use lct_model::wan::WanPrediction;
+    let velocity = small_trainer(WanPrediction::Velocity, 1);
+    let sample = small_trainer(WanPrediction::Sample, 1);
+    let tensors = reference();
+    let latents = &tensors["latents"];
+    // The same weights: the raw network output is the clean sample for one, the velocity for
+    // the other; (x_t - x) / t turns one into the other.
+    let raw = fixture_output(velocity.model());
+    let t = (tensors["timestep"].to_dtype(DType::F32).unwrap() / 1000.0)
+        .unwrap()
+        .maximum(WanPrediction::MIN_TIME)
+        .unwrap()
+        .reshape(((), 1, 1, 1, 1))
+        .unwrap();
+    let expected = (latents - &raw).unwrap().broadcast_div(&t).unwrap();
+    assert!(relative_error(&fixture_output(sample.model()), &expected) < 1e-5);
+    // Scenes go through the same conversion, per shot.
+    let scenes = small_scenes(1);
+    let draws = sample.draw_trained(scenes[2].shots.len(), 3);
+    let loss = sample.loss(&scenes[2], &draws, 3).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+}
+
+#[test]
+fn scene_batches_split_over_workers_take_the_same_step_and_context_shots_carry_no_loss() {
+    use lct_model::wan::{SceneDraw, ShotDraw, WanPrediction};
+    let scenes = small_scenes(2);
+    let draw = SceneDraw {
+        uniform: true,
+        context_prob: 0.5,
+        context_max_time: 0.1,
+    };
+    let mut one = small_trainer(WanPrediction::Sample, 1);
+    let mut two = small_trainer(WanPrediction::Sample, 2);
+    for step in 0..3 {
+        let a = one.scenes_step(&scenes, &draw, step).unwrap();
+        let b = two.scenes_step(&scenes, &draw, step).unwrap();
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} against {b}");
+    }
+    assert!(relative_error(&fixture_output(one.model()), &fixture_output(two.model())) < 1e-5);
+    // A context shot changes the trained shot's loss only through attention: with every
+    // other shot context, the loss is the last shot's alone.
+    let scene = &scenes[2];
+    let context = [
+        ShotDraw {
+            time: 0.05,
+            context: true,
+        },
+        ShotDraw {
+            time: 0.05,
+            context: true,
+        },
+        ShotDraw::trained(0.6),
+    ];
+    let loss = one
+        .loss(scene, &context, 9)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(loss.is_finite() && loss > 0.0);
+    let all_context = [ShotDraw {
+        time: 0.05,
+        context: true,
+    }; 3];
+    assert!(one.loss(scene, &all_context, 9).is_err());
+    // Draws: context only in scenes of several shots, at most context_max_time, and at least
+    // one shot trained.
+    for seed in 0..50 {
+        let draws = one.draw_shots(3, &draw, seed);
+        assert!(draws.iter().any(|d| !d.context));
+        assert!(draws.iter().filter(|d| d.context).all(|d| d.time <= 0.1));
+        assert!(one.draw_shots(1, &draw, seed).iter().all(|d| !d.context));
+    }
+}
+
+#[test]
+fn a_checkpointed_run_resumes_exactly() {
+    use lct_model::wan::{SceneDraw, WanPrediction, WanTrainConfig, WanTrainer};
+    let scenes = small_scenes(3);
+    let draw = SceneDraw {
+        uniform: true,
+        context_prob: 0.3,
+        context_max_time: 0.1,
+    };
+    let mut straight = small_trainer(WanPrediction::Sample, 1);
+    let mut first = small_trainer(WanPrediction::Sample, 1);
+    for step in 0..3 {
+        straight.scenes_step(&scenes, &draw, step).unwrap();
+        first.scenes_step(&scenes, &draw, step).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    first.save_checkpoint(dir.path()).unwrap();
+    // The settings given at resume are replaced by the saved ones.
+    let cfg = WanTrainConfig {
+        optim: lct_model::optim::OptimConfig::default(),
+        attention: lct_model::AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let mut resumed = WanTrainer::resume(dir.path(), cfg, &Device::Cpu).unwrap();
+    assert_eq!(resumed.optimiser().step_count(), 3);
+    assert_eq!(resumed.optimiser().config(), straight.optimiser().config());
+    for step in 3..6 {
+        let a = straight.scenes_step(&scenes, &draw, step).unwrap();
+        let b = resumed.scenes_step(&scenes, &draw, step).unwrap();
+        assert_eq!(a, b, "step {step}");
+    }
+    assert_eq!(
+        relative_error(
+            &fixture_output(straight.model()),
+            &fixture_output(resumed.model())
+        ),
+        0.0
+    );
+    // Sampling uses the moving average, which differs from the trained weights, and the
+    // saved transformer is the average.
+    let averaged = straight
+        .with_sampling_model(|model| fixture_output(model))
+        .unwrap();
+    assert!(relative_error(&averaged, &fixture_output(straight.model())) > 1e-4);
+    straight.save_transformer(dir.path()).unwrap();
+    let saved = load_transformer(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert!(relative_error(&fixture_output(&saved), &averaged) < 1e-6);
+    // A damaged optimiser file is named.
+    std::fs::write(dir.path().join("optimiser.safetensors"), b"nonsense").unwrap();
+    let cfg = WanTrainConfig {
+        optim: lct_model::optim::OptimConfig::default(),
+        attention: lct_model::AttentionMask::Bidirectional,
+        shift: 1.0,
+    };
+    let error = WanTrainer::resume(dir.path(), cfg, &Device::Cpu)
+        .err()
+        .expect("a damaged file")
+        .to_string();
+    assert!(error.contains("optimiser.safetensors"), "{error}");
+}

@@ -336,7 +336,7 @@ mod embedded {
 fn embedded_model(frame_size: [usize; 2], dtype: DType) -> Result<Arc<ModelValue>, NodeError> {
     static FOLDER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let folder = FOLDER
-        .get_or_init(|| unpack_embedded(embedded::EMBEDDED_FILES))
+        .get_or_init(|| unpack_embedded(embedded::EMBEDDED_FILES, &cache_root()))
         .clone()
         .map_err(failed)?;
     load_wan(&folder, frame_size, dtype)
@@ -352,30 +352,35 @@ fn embedded_model(_frame_size: [usize; 2], _dtype: DType) -> Result<Arc<ModelVal
 }
 
 /// Where the embedded model is unpacked.
+#[cfg_attr(not(embedded_model), allow(dead_code))]
 fn cache_root() -> PathBuf {
-    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from_env("LCT_CACHE_DIR")
         .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("lct")))
         .or_else(|| from_env("HOME").map(|p| p.join(".cache").join("lct")))
         .unwrap_or_else(|| std::env::temp_dir().join("lct-cache"))
 }
 
-/// Writes `files` (relative path, bytes) into `<cache>/embedded-model-<hash>/` unless a
+/// Writes `files` (relative path, bytes) into `<root>/embedded-model-<hash>/` unless a
 /// complete copy is there (every file present with its length), and returns that folder.
 /// Written into a private staging folder and renamed into place, so that processes
 /// unpacking at once never see each other's partial files.
 #[cfg_attr(not(embedded_model), allow(dead_code))]
-fn unpack_embedded(files: &[(&str, &[u8])]) -> Result<PathBuf, String> {
+fn unpack_embedded(files: &[(&str, &[u8])], root: &Path) -> Result<PathBuf, String> {
     let mut hasher = StableHasher::new();
     for (name, bytes) in files {
         hasher.write_str(name);
         hasher.write_bytes(bytes);
     }
-    let root = cache_root();
     let folder = root.join(format!("embedded-model-{:016x}", hasher.finish()));
     let complete = |folder: &Path| {
         files.iter().all(|(name, bytes)| {
-            std::fs::metadata(folder.join(name)).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+            std::fs::metadata(folder.join(name))
+                .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
         })
     };
     if complete(&folder) {
@@ -387,13 +392,11 @@ fn unpack_embedded(files: &[(&str, &[u8])]) -> Result<PathBuf, String> {
             path.display()
         )
     };
+    static UNPACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let staging = root.join(format!(
         ".embedded-model-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
+        UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     for (name, bytes) in files {
         let path = staging.join(name);
@@ -469,7 +472,7 @@ mod tests {
 
     #[test]
     fn the_scene_context_tooltips_give_prompts_the_embedded_model_accepts() {
-        let model = embedded_model().unwrap();
+        let model = embedded_model([0, 0], DType::F32).unwrap();
         let global = format!(
             "{} {}",
             tooltip_example("characters"),
@@ -489,5 +492,35 @@ mod tests {
             .backend
             .encode_shot("[SHOT 1] wide shot of Mara in a red coat.")
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod unpack_tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_folder_is_unpacked_once_and_a_damaged_copy_is_replaced() {
+        let cache = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("model_index.json", b"{}"), ("transformer/w", b"1234")];
+        // Four threads at once: one folder, complete, no staging left behind.
+        let folders: Vec<PathBuf> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| unpack_embedded(files, cache.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(folders.iter().all(|f| f == &folders[0]));
+        assert_eq!(
+            std::fs::read(folders[0].join("transformer/w")).unwrap(),
+            b"1234"
+        );
+        let entries = std::fs::read_dir(cache.path()).unwrap().count();
+        assert_eq!(entries, 1, "staging folders left behind");
+        // A truncated file is noticed and the copy replaced.
+        std::fs::write(folders[0].join("transformer/w"), b"12").unwrap();
+        let again = unpack_embedded(files, cache.path()).unwrap();
+        assert_eq!(again, folders[0]);
+        assert_eq!(std::fs::read(again.join("transformer/w")).unwrap(), b"1234");
     }
 }

@@ -15,13 +15,13 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lct_model::noise::{gaussian, SplitMix64};
-use lct_model::wan::umt5::{word_level_tokenizer_json, CLOSED_VOCABULARY_FIELD};
-use lct_model::wan::{LCT_MARKER, PIXEL_SPACE_CLASS};
-use lct_model::wan::{
-    UmT5Config, UmT5Encoder, WanBatch, WanTextEncoder, WanTimestep, WanTokenizer, WanTrainConfig,
-    WanPrediction, WanTrainer, WanTransformer, WanTransformerConfig,
-};
 use lct_model::optim::OptimConfig;
+use lct_model::wan::umt5::{word_level_tokenizer_json, CLOSED_VOCABULARY_FIELD};
+use lct_model::wan::{
+    UmT5Config, UmT5Encoder, WanBatch, WanPrediction, WanTextEncoder, WanTimestep, WanTokenizer,
+    WanTrainConfig, WanTrainer, WanTransformer, WanTransformerConfig,
+};
+use lct_model::wan::{LCT_MARKER, PIXEL_SPACE_CLASS};
 use lct_model::AttentionMask;
 use lct_world::{
     detect_character, global_prompt_omitting, render_shot, sample_scene, shot_prompt, Attribute,
@@ -263,7 +263,9 @@ impl Captions {
         if let Some(found) = self.cache.get(text) {
             return Ok(found.clone());
         }
-        let embedded = self.encoder.encode(text)?.unsqueeze(0)?;
+        // Detached: the encoder's weights are variables, and a kept embedding would keep its
+        // whole forward graph alive (gigabytes over tens of thousands of captions).
+        let embedded = self.encoder.encode(text)?.unsqueeze(0)?.detach();
         self.cache.insert(text.to_owned(), embedded.clone());
         Ok(embedded)
     }
@@ -438,7 +440,10 @@ pub fn run(stage: &ImageStage) -> Result<()> {
         (trainer, progress)
     } else {
         let trainer = WanTrainer::fresh(&transformer_config(), train, stage.seed, &Device::Cpu)?;
-        std::fs::write(out.join("log.tsv"), "minutes\tframes\tlr\tloss\tcolour\tshape\tframing\n")?;
+        std::fs::write(
+            out.join("log.tsv"),
+            "minutes\tframes\tlr\tloss\tcolour\tshape\tframing\n",
+        )?;
         let progress = Progress {
             step: 0,
             frames_seen: 0,
@@ -491,7 +496,10 @@ pub fn run(stage: &ImageStage) -> Result<()> {
             };
             recent_loss.clear();
             let rate = |hits: usize| hits as f64 / score.shots as f64;
-            let lr = trainer.optimiser().config().learning_rate_at(progress.step.max(1));
+            let lr = trainer
+                .optimiser()
+                .config()
+                .learning_rate_at(progress.step.max(1));
             println!(
                 "{:6.1} min  step {:5}  {:7} frames  lr {lr:.1e}  loss {loss:.4}  held-out colour {:.2} shape {:.2} framing {:.2} ({} shots)",
                 progress.minutes,

@@ -17,9 +17,11 @@
 //! Role: the recipe and its measurements only; it drives `lct-model` on `lct-world` data (and,
 //! for `wan`, on the user's scenes) and must not depend on the plugin, the nodes or the host.
 
+mod curve;
 mod data;
 mod device;
 mod diagnostics;
+mod evaluate;
 mod images;
 mod pca;
 mod scenes;
@@ -86,6 +88,10 @@ enum Command {
     /// the context-causal fine-tune (by their settings), each from the stage before.
     /// Run with RAYON_NUM_THREADS=1.
     Scenes(scenes::SceneStage),
+    /// The embedded model's table on held-out scenes (a Wan checkpoint folder).
+    Evaluate(evaluate::Evaluation),
+    /// A run's training curve (held-out colour and shape against frames seen) as SVG.
+    Curve(curve::Curve),
     /// Train one stage (resumes when --out holds a checkpoint).
     Fit {
         #[arg(long, value_enum)]
@@ -659,6 +665,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Images(stage) => images::run(&stage),
         Command::Scenes(stage) => scenes::run(&stage),
+        Command::Evaluate(evaluation) => evaluate::run(&evaluation),
+        Command::Curve(curve) => curve::run(&curve),
         Command::Wan {
             checkpoint,
             scenes,

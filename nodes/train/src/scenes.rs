@@ -110,7 +110,9 @@ fn render_scene(stage: &SceneStage, seed: u64) -> Result<PooledScene> {
     for shot in 0..stage.max_shots {
         let clip = render_shot(&spec, shot)?;
         let frames = frames_tensor(&clip.frames)?; // [T, 3, H, W] in 0..1
-        let pixels = ((frames * 2.0)? - 1.0)?.permute((1, 0, 2, 3))?.unsqueeze(0)?;
+        let pixels = ((frames * 2.0)? - 1.0)?
+            .permute((1, 0, 2, 3))?
+            .unsqueeze(0)?;
         let coverage = character_coverage(&spec, shot, 1)?; // [T, H, W]
         let weights = ((coverage * (stage.character_weight as f64 - 1.0))? + 1.0)?
             .unsqueeze(0)?
@@ -131,7 +133,9 @@ impl Prompts {
         if let Some(found) = self.cache.get(text) {
             return Ok(found.clone());
         }
-        let embedded = self.encoder.encode(text)?.unsqueeze(0)?;
+        // Detached: the encoder's weights are variables, and a kept embedding would keep its
+        // whole forward graph alive (gigabytes over tens of thousands of captions).
+        let embedded = self.encoder.encode(text)?.unsqueeze(0)?.detach();
         self.cache.insert(text.to_owned(), embedded.clone());
         Ok(embedded)
     }

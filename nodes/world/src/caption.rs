@@ -306,6 +306,38 @@ mod tests {
     use crate::spec::{sample_scene, Split};
 
     #[test]
+    fn captions_leave_out_exactly_the_looks_asked() {
+        let spec = sample_scene(3, Split::Train);
+        let full = global_prompt(&spec, CaptionMode::GlobalLooks);
+        assert_eq!(global_prompt_omitting(&spec, &[]), full);
+        let colour = spec.character.colour.word();
+        let without = global_prompt_omitting(&spec, &[Attribute::Colour]);
+        assert_eq!(
+            without,
+            full.replacen(&format!(" {colour} "), " ", 1),
+            "{full} -> {without}"
+        );
+        let no_sky = global_prompt_omitting(&spec, &[Attribute::Sky]);
+        assert!(!no_sky.contains(" sky"), "{no_sky}");
+        assert_eq!(
+            global_prompt_omitting(&spec, &Attribute::ALL),
+            global_prompt(&spec, CaptionMode::NoLooks).replacen("Story", "Character 1. Story", 1)
+        );
+        assert_eq!(
+            global_prompt_omitting(
+                &spec,
+                &[
+                    Attribute::Size,
+                    Attribute::Colour,
+                    Attribute::Shape,
+                    Attribute::Pattern
+                ]
+            ),
+            global_prompt(&spec, CaptionMode::NoCharacterLooks)
+        );
+    }
+
+    #[test]
     fn vocabulary_has_no_duplicates() {
         let v = vocabulary();
         let set: std::collections::HashSet<_> = v.iter().collect();

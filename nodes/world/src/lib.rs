@@ -25,9 +25,9 @@ mod rng;
 pub mod spec;
 
 pub use caption::{
-    captions, global_prompt_omitting, Attribute, describe_character, describe_environment, detokenize, environment_reference_prompt,
-    global_prompt, identity_reference_prompt, shot_prompt, split_words, tokenize, tokenize_padded,
-    vocabulary, CaptionMode, SceneCaptions, PAD_ID,
+    captions, describe_character, describe_environment, detokenize, environment_reference_prompt,
+    global_prompt, global_prompt_omitting, identity_reference_prompt, shot_prompt, split_words,
+    tokenize, tokenize_padded, vocabulary, Attribute, CaptionMode, SceneCaptions, PAD_ID,
 };
 pub use detect::{
     colour_balance, continues, cross_scene_agreement, detect_action, detect_character,

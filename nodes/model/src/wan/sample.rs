@@ -10,8 +10,8 @@
 
 use candle_core::{DType, Tensor};
 
-use super::scene::{WanSceneCache, WanShot};
 use super::config::WAN_TIME_SCALE;
+use super::scene::{WanSceneCache, WanShot};
 use super::WanTransformer;
 use crate::noise::gaussian;
 use crate::sampler::{generation_stream, renoise, report_step, scene_result};
@@ -19,7 +19,6 @@ use crate::{
     AttentionMask, Error, HistoryMode, Result, SamplerConfig, SceneRequest, ShotInput, ShotRole,
     StepControl, StepInfo,
 };
-
 
 /// The history of a scene as cached self-attention keys and values: one cache for the
 /// prompted branch and one for the negative-prompt branch (guidance), and the global prompt

@@ -23,7 +23,6 @@ use crate::noise::{gaussian, SplitMix64};
 use crate::optim::{OptimConfig, Optimiser};
 use crate::{AttentionMask, Error, Result};
 
-
 #[derive(Debug, Clone)]
 pub struct WanTrainConfig {
     /// AdamW, its schedule and the moving average of the weights.
@@ -470,9 +469,11 @@ impl WanTrainer {
             source,
         })?;
         let weights = component.join("diffusion_pytorch_model.safetensors");
-        candle_core::safetensors::save(&self.optimiser.sampling_tensors(), &weights).map_err(|e| Error::Io {
-            path: weights,
-            source: std::io::Error::other(e.to_string()),
+        candle_core::safetensors::save(&self.optimiser.sampling_tensors(), &weights).map_err(|e| {
+            Error::Io {
+                path: weights,
+                source: std::io::Error::other(e.to_string()),
+            }
         })
     }
 

@@ -317,10 +317,17 @@ impl WanTokenizer {
             .encode(cleaned.as_str(), true)
             .map_err(|e| Error::Config(format!("tokenizer: {e}")))?;
         if let Some((unknown, vocabulary)) = &self.closed {
-            if let Some(at) = encoding.get_ids().iter().position(|id| id == unknown) {
-                let (start, end) = encoding.get_offsets()[at];
+            // Every unknown word named at once, so a prompt is fixed in one go.
+            let words: Vec<&str> = encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_offsets())
+                .filter(|(id, _)| *id == unknown)
+                .map(|(_, &(start, end))| &cleaned[start..end])
+                .collect();
+            if !words.is_empty() {
                 return Err(Error::UnknownWord {
-                    word: cleaned[start..end].to_owned(),
+                    word: words.join("', '"),
                     vocabulary: vocabulary.clone(),
                 });
             }
