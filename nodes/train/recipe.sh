@@ -19,11 +19,11 @@ train=target/release/lct-train
 $train images --out "$RUNS/images" --steps "${IMAGE_STEPS:-6000}" --eval-steps 1000 \
   --minutes "$MINUTES"
 $train scenes --from "$RUNS/images" --out "$RUNS/shots" --min-shots 1 --max-shots 1 \
-  --batch 8 --steps "${SHOT_STEPS:-400}" --context-prob 0 --minutes "$MINUTES"
+  --batch 8 --steps "${SHOT_STEPS:-300}" --context-prob 0 --minutes "$MINUTES"
 $train scenes --from "$RUNS/shots" --out "$RUNS/lct" --min-shots 2 --max-shots 3 \
-  --steps "${LCT_STEPS:-1000}" --minutes "$MINUTES"
+  --steps "${LCT_STEPS:-800}" --minutes "$MINUTES"
 $train scenes --from "$RUNS/lct" --out "$RUNS/causal" --min-shots 2 --max-shots 3 \
-  --attention context-causal --steps "${CAUSAL_STEPS:-300}" --minutes "$MINUTES"
+  --attention context-causal --steps "${CAUSAL_STEPS:-250}" --minutes "$MINUTES"
 
 # The checkpoint folder, without the run's own files (optimiser state, logs, sheets).
 assets=nodes/assets/default

@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_mix_sets_how_often_a_sample_is_one_shot_and_the_characters_weight() {
-        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mmdit_model");
         let pipeline =
             lct_model::load_pipeline(&model, candle_core::DType::F32, &Device::Cpu).unwrap();
         let mix = |single_shot_prob, character_emphasis| DataMix {

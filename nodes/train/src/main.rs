@@ -1,12 +1,21 @@
-//! `lct-train`: the embedded default model's recipe, stage by stage, each resumable.
+//! `lct-train`: the embedded default model's recipe, stage by stage, each resumable
+//! (`nodes/train/recipe.sh` runs them all).
 //!
+//! ```text
+//! lct-train images --out runs/embedded/images --steps 6000          # the Wan model, images first
+//! lct-train scenes --from runs/embedded/images --out runs/embedded/shots --max-shots 1
+//! lct-train scenes --from runs/embedded/shots --out runs/embedded/lct --min-shots 2
+//! lct-train scenes --from runs/embedded/lct --out runs/embedded/causal --attention context-causal
+//! lct-train evaluate --model nodes/assets/default                   # the model card's table
+//! ```
+//! The earlier MMDiT line (its last model in `tests/mmdit_model`), until it leaves the tree:
 //! ```text
 //! lct-train fit --stage pretrain --out runs/pretrain --minutes 20
 //! lct-train fit --stage lct      --out runs/lct      --from runs/pretrain --minutes 30
 //! lct-train fit --stage causal   --out runs/causal   --from runs/lct      --minutes 15
 //! lct-train eval --pretrain runs/pretrain --lct runs/lct --causal runs/causal --out runs/eval
-//! lct-train probe-prompts --model nodes/assets/default                 # single shots follow their prompt?
-//! lct-train probe-context --model nodes/assets/default                 # does a shot read its context?
+//! lct-train probe-prompts --model nodes/train/tests/mmdit_model                # single shots follow their prompt?
+//! lct-train probe-context --model nodes/train/tests/mmdit_model                # does a shot read its context?
 //! lct-train wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --scenes my-scenes --out wan-lct
 //! ```
 //! A stage whose `--out` already holds a checkpoint continues from it.
@@ -263,9 +272,10 @@ impl Sampling {
     }
 }
 
-/// Where the embedded default model lives in the source tree.
+/// The last embedded model of the MMDiT line (the one before the Wan model), kept as the
+/// checkpoint the MMDiT recipe's tests and probes run on until that line leaves the tree.
 pub fn embedded_model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/default")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mmdit_model")
 }
 
 /// The default model: width 128, 4 layers, 64x64 frames through an 8-channel 4x4-patch

@@ -847,7 +847,7 @@ mod tests {
 
     #[test]
     fn the_caption_setting_is_named_in_the_table() {
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mmdit_model");
         let pipeline = load_pipeline(&model, DType::F32, &Device::Cpu).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cfg = SamplerConfig {
