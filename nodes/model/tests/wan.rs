@@ -940,9 +940,7 @@ fn a_checkpointed_run_resumes_exactly() {
     );
     // Sampling uses the moving average, which differs from the trained weights, and the
     // saved transformer is the average.
-    let averaged = straight
-        .with_sampling_model(|model| fixture_output(model))
-        .unwrap();
+    let averaged = straight.with_sampling_model(fixture_output).unwrap();
     assert!(relative_error(&averaged, &fixture_output(straight.model())) > 1e-4);
     straight.save_transformer(dir.path()).unwrap();
     let saved = load_transformer(dir.path(), DType::F32, &Device::Cpu).unwrap();
