@@ -252,14 +252,15 @@ fn transformer_config() -> WanTransformerConfig {
     }
 }
 
-/// Embedded captions, computed once each (the encoder is fixed).
-struct Captions {
-    encoder: WanTextEncoder,
-    cache: HashMap<String, Tensor>,
+/// Embedded prompts `[1, tokens, dim]`, computed once each (the encoder is frozen); shared by
+/// every stage.
+pub(crate) struct Captions {
+    pub(crate) encoder: WanTextEncoder,
+    pub(crate) cache: HashMap<String, Tensor>,
 }
 
 impl Captions {
-    fn embed(&mut self, text: &str) -> Result<Tensor> {
+    pub(crate) fn embed(&mut self, text: &str) -> Result<Tensor> {
         if let Some(found) = self.cache.get(text) {
             return Ok(found.clone());
         }

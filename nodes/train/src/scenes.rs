@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use lct_model::noise::SplitMix64;
 use lct_model::optim::OptimConfig;
 use lct_model::wan::{
-    load_text_encoder, wan_sample, SceneDraw, WanTextEncoder, WanTrainConfig, WanTrainer,
-    WanTrainingScene, WanTrainingShot, LCT_MARKER,
+    load_text_encoder, wan_sample, SceneDraw, WanTrainConfig, WanTrainer, WanTrainingScene,
+    WanTrainingShot, LCT_MARKER,
 };
 use lct_model::{AttentionMask, SamplerConfig, SceneRequest, ShotInput, ShotRole, StepControl};
 use lct_world::{
@@ -24,6 +24,7 @@ use lct_world::{
 };
 
 use crate::data::{character_coverage, frames_tensor, held_out_scene, tensor_frames, Result};
+use crate::images::Captions;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mask {
@@ -122,25 +123,6 @@ fn render_scene(stage: &SceneStage, seed: u64) -> Result<PooledScene> {
     Ok(PooledScene { spec, shots })
 }
 
-/// Embedded prompts, computed once each (the encoder is frozen).
-struct Prompts {
-    encoder: WanTextEncoder,
-    cache: HashMap<String, Tensor>,
-}
-
-impl Prompts {
-    fn embed(&mut self, text: &str) -> Result<Tensor> {
-        if let Some(found) = self.cache.get(text) {
-            return Ok(found.clone());
-        }
-        // Detached: the encoder's weights are variables, and a kept embedding would keep its
-        // whole forward graph alive (gigabytes over tens of thousands of captions).
-        let embedded = self.encoder.encode(text)?.unsqueeze(0)?.detach();
-        self.cache.insert(text.to_owned(), embedded.clone());
-        Ok(embedded)
-    }
-}
-
 /// The global prompt a training scene is shown with: looks in full, none, or the
 /// environment only (by the stage's shares), each look left out now and then, or the empty
 /// prompt.
@@ -188,7 +170,7 @@ const EVAL_FRAMES: usize = 4;
 fn evaluate(
     stage: &SceneStage,
     trainer: &WanTrainer,
-    prompts: &mut Prompts,
+    prompts: &mut Captions,
     mask: AttentionMask,
     sheet: &Path,
 ) -> Result<Score> {
@@ -322,7 +304,7 @@ pub fn run(stage: &SceneStage) -> Result<()> {
         Mask::ContextCausal => AttentionMask::ContextCausal,
     };
     carry_checkpoint_files(&stage.from, out, mask)?;
-    let mut prompts = Prompts {
+    let mut prompts = Captions {
         encoder: load_text_encoder(out, DType::F32, &Device::Cpu)?,
         cache: HashMap::new(),
     };
