@@ -323,30 +323,20 @@ impl WanTrainer {
         if scenes.is_empty() {
             return Err(Error::Training("an empty batch of scenes".into()));
         }
-        let indices: Vec<usize> = (0..scenes.len()).collect();
         let share = 1.0 / scenes.len() as f64;
-        let chunks = crate::train::map_chunks(
-            &indices,
-            self.workers,
-            |chunk| -> Result<(f32, candle_core::backprop::GradStore)> {
-                let mut total: Option<Tensor> = None;
-                for &i in chunk {
-                    let scene_seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64);
-                    let draws = self.draw_shots(scenes[i].shots.len(), draw, scene_seed);
-                    let loss = (self.loss(&scenes[i], &draws, scene_seed)? * share)?;
-                    total = Some(match total {
-                        None => loss,
-                        Some(sum) => (sum + loss)?,
-                    });
-                }
-                let total = total.expect("a chunk holds a scene");
-                let gradients = total.backward()?;
-                Ok((total.to_scalar::<f32>()?, gradients))
-            },
-            || Error::Training("a training worker panicked".into()),
-        )?;
-        let loss = chunks.iter().map(|(loss, _)| loss).sum::<f32>();
-        let stores: Vec<_> = chunks.into_iter().map(|(_, gradients)| gradients).collect();
+        let (loss, stores) = self.chunk_gradients(scenes.len(), |chunk| {
+            let mut total: Option<Tensor> = None;
+            for &i in chunk {
+                let scene_seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64);
+                let draws = self.draw_shots(scenes[i].shots.len(), draw, scene_seed);
+                let loss = (self.loss(&scenes[i], &draws, scene_seed)? * share)?;
+                total = Some(match total {
+                    None => loss,
+                    Some(sum) => (sum + loss)?,
+                });
+            }
+            Ok(total.expect("a chunk holds a scene"))
+        })?;
         self.optimiser.apply(&stores)?;
         Ok(loss)
     }
@@ -425,32 +415,44 @@ impl WanTrainer {
     /// thread timing.
     pub fn batch_step(&mut self, batch: &WanBatch, times: &[f32], seed: u64) -> Result<f32> {
         let samples = batch.latents.dim(0)?;
-        let indices: Vec<usize> = (0..samples).collect();
+        let (loss, stores) = self.chunk_gradients(samples, |chunk| {
+            let (start, len) = (chunk[0], chunk.len());
+            let part = WanBatch {
+                latents: batch.latents.narrow(0, start, len)?,
+                text: batch.text.narrow(0, start, len)?,
+                weights: match &batch.weights {
+                    Some(w) => Some(w.narrow(0, start, len)?),
+                    None => None,
+                },
+            };
+            let share = len as f64 / samples as f64;
+            Ok((self.batch_loss(&part, &times[start..start + len], seed, start)? * share)?)
+        })?;
+        self.optimiser.apply(&stores)?;
+        Ok(loss)
+    }
+
+    /// Items `0..count` split over the workers in contiguous chunks; each chunk's loss (its
+    /// share of the batch's) differentiated on its thread. The summed loss and the gradient
+    /// stores, in chunk order, so the step does not depend on thread timing.
+    fn chunk_gradients(
+        &self,
+        count: usize,
+        chunk_loss: impl Fn(&[usize]) -> Result<Tensor> + Sync,
+    ) -> Result<(f32, Vec<candle_core::backprop::GradStore>)> {
+        let indices: Vec<usize> = (0..count).collect();
         let chunks = crate::train::map_chunks(
             &indices,
             self.workers,
             |chunk| -> Result<(f32, candle_core::backprop::GradStore)> {
-                let (start, len) = (chunk[0], chunk.len());
-                let part = WanBatch {
-                    latents: batch.latents.narrow(0, start, len)?,
-                    text: batch.text.narrow(0, start, len)?,
-                    weights: match &batch.weights {
-                        Some(w) => Some(w.narrow(0, start, len)?),
-                        None => None,
-                    },
-                };
-                let share = len as f64 / samples as f64;
-                let loss =
-                    (self.batch_loss(&part, &times[start..start + len], seed, start)? * share)?;
+                let loss = chunk_loss(chunk)?;
                 let gradients = loss.backward()?;
                 Ok((loss.to_scalar::<f32>()?, gradients))
             },
             || Error::Training("a training worker panicked".into()),
         )?;
         let loss = chunks.iter().map(|(loss, _)| loss).sum::<f32>();
-        let stores: Vec<_> = chunks.into_iter().map(|(_, gradients)| gradients).collect();
-        self.optimiser.apply(&stores)?;
-        Ok(loss)
+        Ok((loss, chunks.into_iter().map(|(_, g)| g).collect()))
     }
 
     /// Writes `transformer/config.json` and `transformer/diffusion_pytorch_model.safetensors`
