@@ -806,6 +806,7 @@ fn small_scenes(seed: u64) -> Vec<lct_model::wan::WanTrainingScene> {
                         (gaussian(300 + 10 * s + k, &[1, 1, 1, 4, 4]).abs().unwrap() + 0.5)
                             .unwrap(),
                     ),
+                    given: false,
                 })
                 .collect(),
         })

@@ -24,8 +24,8 @@ use lct_model::wan::{
 use lct_model::wan::{LCT_MARKER, PIXEL_SPACE_CLASS};
 use lct_model::AttentionMask;
 use lct_world::{
-    detect_character, global_prompt_omitting, render_shot, sample_scene, shot_prompt, Attribute,
-    SceneSpec, Split,
+    detect_character, environment_reference_prompt, global_prompt_omitting,
+    identity_reference_prompt, render_shot, sample_scene, shot_prompt, Attribute, SceneSpec, Split,
 };
 
 use crate::data::{character_coverage, frames_tensor, held_out_scene, tensor_frames, Result};
@@ -84,29 +84,44 @@ pub struct ImageStage {
     pub seed: u64,
 }
 
-/// A single frame's caption: the looks and environment (global prompt) and the shot's own.
-fn caption(spec: &SceneSpec, shot: usize) -> Result<String> {
+/// A single frame's prompt as the scene stages and the nodes give it: the global prompt (looks
+/// and environment) and the shot's own, two windows of the cross-attention.
+fn caption(spec: &SceneSpec, shot: usize) -> Result<[String; 2]> {
     caption_omitting(spec, shot, &[])
 }
 
 /// [`caption`] without the words of the `omitted` looks.
-fn caption_omitting(spec: &SceneSpec, shot: usize, omitted: &[Attribute]) -> Result<String> {
-    Ok(format!(
-        "{} {}",
+fn caption_omitting(spec: &SceneSpec, shot: usize, omitted: &[Attribute]) -> Result<[String; 2]> {
+    Ok([
         global_prompt_omitting(spec, omitted),
-        shot_prompt(spec, shot)?
-    ))
+        shot_prompt(spec, shot)?,
+    ])
+}
+
+/// The empty prompt in both windows: what guidance runs against.
+fn empty_caption() -> [String; 2] {
+    [String::new(), String::new()]
 }
 
 /// Captions of many scenes of both splits (the vocabulary and the longest prompt are read
 /// from them).
 fn sample_captions() -> Result<Vec<String>> {
-    let mut captions = Vec::new();
+    // The reference images' prompts (scene stages) share the vocabulary.
+    let mut captions = vec![
+        identity_reference_prompt().to_owned(),
+        environment_reference_prompt().to_owned(),
+    ];
+    // Shot numbers up to ten (the evaluation's long rollout), past the world's longest scene.
+    let mut long = sample_scene(0, Split::Train);
+    long.shots = vec![long.shots[0]; 10];
+    for shot in 0..long.shots.len() {
+        captions.push(shot_prompt(&long, shot)?);
+    }
     for seed in 0..3000 {
         for split in [Split::Train, Split::HeldOut] {
             let spec = sample_scene(seed, split);
             for shot in 0..spec.shots.len() {
-                captions.push(caption(&spec, shot)?);
+                captions.push(caption(&spec, shot)?.join(" "));
             }
         }
     }
@@ -247,6 +262,7 @@ fn transformer_config() -> WanTransformerConfig {
         num_layers: 6,
         rope_max_seq_len: 64,
         prompt_modulation: true,
+        prompt_queries: 8,
         prediction: WanPrediction::Sample,
         ..WanTransformerConfig::default()
     }
@@ -269,6 +285,12 @@ impl Captions {
         let embedded = self.encoder.encode(text)?.unsqueeze(0)?.detach();
         self.cache.insert(text.to_owned(), embedded.clone());
         Ok(embedded)
+    }
+
+    /// A global prompt and a shot prompt, each embedded alone and read side by side
+    /// (`[1, 2 * tokens, dim]`), as one shot of a scene reads them.
+    pub(crate) fn embed_pair(&mut self, [global, shot]: &[String; 2]) -> Result<Tensor> {
+        Ok(Tensor::cat(&[self.embed(global)?, self.embed(shot)?], 1)?)
     }
 }
 
@@ -350,11 +372,13 @@ fn evaluate(
     let text = Tensor::cat(
         &shots
             .iter()
-            .map(|(spec, shot)| captions.embed(&caption(spec, *shot)?))
+            .map(|(spec, shot)| captions.embed_pair(&caption(spec, *shot)?))
             .collect::<Result<Vec<_>>>()?,
         0,
     )?;
-    let empty = captions.embed("")?.repeat((count, 1, 1))?;
+    let empty = captions
+        .embed_pair(&empty_caption())?
+        .repeat((count, 1, 1))?;
     let mut x = gaussian(
         stage.seed ^ 0xe7a1,
         0,
@@ -466,7 +490,7 @@ pub fn run(stage: &ImageStage) -> Result<()> {
     let rendering = Instant::now();
     let pool = render_pool(stage)?;
     for frame in &pool {
-        captions.embed(&caption(&frame.spec, frame.shot)?)?;
+        captions.embed_pair(&caption(&frame.spec, frame.shot)?)?;
     }
     println!(
         "{} training frames rendered in {:.0} s",
@@ -539,7 +563,7 @@ pub fn run(stage: &ImageStage) -> Result<()> {
             // For guidance at sampling: now and then the empty prompt, and each look left out
             // of the caption now and then.
             let text = if draw.uniform() < stage.drop_prompt {
-                String::new()
+                empty_caption()
             } else {
                 let omitted: Vec<Attribute> = Attribute::ALL
                     .into_iter()
@@ -547,7 +571,7 @@ pub fn run(stage: &ImageStage) -> Result<()> {
                     .collect();
                 caption_omitting(&frame.spec, frame.shot, &omitted)?
             };
-            texts.push(captions.embed(&text)?);
+            texts.push(captions.embed_pair(&text)?);
         }
         let batch = WanBatch {
             latents: Tensor::cat(&latents, 0)?,

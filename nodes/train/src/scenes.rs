@@ -19,8 +19,9 @@ use lct_model::wan::{
 };
 use lct_model::{AttentionMask, SamplerConfig, SceneRequest, ShotInput, ShotRole, StepControl};
 use lct_world::{
-    detect_character, global_prompt, global_prompt_omitting, render_shot, sample_scene,
-    shot_prompt, Attribute, CaptionMode, SceneSpec, Split,
+    detect_character, environment_reference_prompt, global_prompt, global_prompt_omitting,
+    identity_reference_prompt, render_environment_reference, render_identity_reference,
+    render_shot, sample_scene, shot_prompt, Attribute, CaptionMode, SceneSpec, Split,
 };
 
 use crate::data::{character_coverage, frames_tensor, held_out_scene, tensor_frames, Result};
@@ -58,7 +59,9 @@ pub struct SceneStage {
     /// Scenes per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
-    #[arg(long = "lr", default_value_t = 5e-4)]
+    /// Peak learning rate: about where the images stage ends (5e-4 lowered the agreement of
+    /// shots in the first recipe).
+    #[arg(long = "lr", default_value_t = 2e-4)]
     pub learning_rate: f64,
     #[arg(long, default_value_t = 50)]
     pub warmup: u64,
@@ -75,6 +78,11 @@ pub struct SceneStage {
     pub no_looks: f64,
     #[arg(long, default_value_t = 0.15)]
     pub no_character_looks: f64,
+    /// Share of scenes led by two given reference images (the character on a plain
+    /// background, the empty environment) under a global prompt naming no looks: the looks
+    /// come from the images (the compositional use).
+    #[arg(long, default_value_t = 0.2)]
+    pub references: f64,
     #[arg(long, default_value_t = 5.0)]
     pub character_weight: f32,
     #[arg(long, default_value_t = 0.1)]
@@ -96,10 +104,28 @@ pub struct SceneStage {
     pub seed: u64,
 }
 
-/// A rendered scene: per shot its pixels `[1, 3, T, 64, 64]` in -1..1 and loss weights.
+/// A rendered scene: per shot its pixels `[1, 3, T, 64, 64]` in -1..1 and loss weights; its
+/// identity and environment reference images `[1, 3, 1, 64, 64]`.
 struct PooledScene {
     spec: SceneSpec,
     shots: Vec<(Tensor, Tensor)>,
+    references: [Tensor; 2],
+}
+
+/// A rendered frame `[1, 3, 1, H, W]` in -1..1.
+fn frame_pixels(frame: &lct_world::Frame) -> Result<Tensor> {
+    let frames = frames_tensor(std::slice::from_ref(frame))?; // [1, 3, H, W] in 0..1
+    Ok(((frames * 2.0)? - 1.0)?
+        .permute((1, 0, 2, 3))?
+        .unsqueeze(0)?)
+}
+
+/// The identity and environment reference images of `spec` as latents.
+pub(crate) fn reference_pixels(spec: &SceneSpec) -> Result<[Tensor; 2]> {
+    Ok([
+        frame_pixels(&render_identity_reference(&spec.character, 64, 64))?,
+        frame_pixels(&render_environment_reference(&spec.environment, 64, 64))?,
+    ])
 }
 
 fn render_scene(stage: &SceneStage, seed: u64) -> Result<PooledScene> {
@@ -120,7 +146,12 @@ fn render_scene(stage: &SceneStage, seed: u64) -> Result<PooledScene> {
             .unsqueeze(0)?;
         shots.push((pixels, weights));
     }
-    Ok(PooledScene { spec, shots })
+    let references = reference_pixels(&spec)?;
+    Ok(PooledScene {
+        spec,
+        shots,
+        references,
+    })
 }
 
 /// The global prompt a training scene is shown with: looks in full, none, or the
@@ -441,14 +472,31 @@ pub fn run(stage: &SceneStage) -> Result<()> {
         for _ in 0..stage.batch {
             let pooled = &pool[rng.below(pool.len())];
             let count = stage.min_shots + rng.below(stage.max_shots - stage.min_shots + 1);
-            let global = training_global_prompt(stage, &pooled.spec, &mut rng);
-            let mut shots = Vec::with_capacity(count);
+            let mut shots = Vec::with_capacity(count + 2);
+            let global = if rng.uniform() < stage.references {
+                let [identity, environment] = &pooled.references;
+                for (latents, prompt) in [
+                    (identity, identity_reference_prompt()),
+                    (environment, environment_reference_prompt()),
+                ] {
+                    shots.push(WanTrainingShot {
+                        latents: latents.clone(),
+                        prompt: prompts.embed(prompt)?,
+                        weights: None,
+                        given: true,
+                    });
+                }
+                global_prompt(&pooled.spec, CaptionMode::NoLooks)
+            } else {
+                training_global_prompt(stage, &pooled.spec, &mut rng)
+            };
             for shot in 0..count {
                 let (pixels, weights) = &pooled.shots[shot];
                 shots.push(WanTrainingShot {
                     latents: pixels.clone(),
                     prompt: prompts.embed(&shot_prompt(&pooled.spec, shot)?)?,
                     weights: Some(weights.clone()),
+                    given: false,
                 });
             }
             scenes.push(WanTrainingScene {

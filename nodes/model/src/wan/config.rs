@@ -38,6 +38,12 @@ pub struct WanTransformerConfig {
     /// width and added to the timestep embedding, so that every adaLN modulation carries the
     /// prompt, not only cross-attention. Adds `condition_embedder.prompt_proj`.
     pub prompt_modulation: bool,
+    /// lct's extension with `prompt_modulation` (published checkpoints leave it off, meaning
+    /// 0): the prompt is pooled by this many learned queries (attention pooling over the same
+    /// window), each free to pick its own words (one the shape, one the colour), where the
+    /// mean gives every word 1/N of one vector. Adds `condition_embedder.prompt_queries`
+    /// `[n, dim]`; `prompt_proj` then reads `n * dim`.
+    pub prompt_queries: usize,
     /// lct's extension for pixel-space models (published checkpoints leave it off, meaning
     /// `"velocity"`): what the network's output is. `"sample"` predicts the clean sample, which
     /// the transformer turns into Wan's velocity itself, so that samplers, caches and losses
@@ -96,6 +102,7 @@ impl Default for WanTransformerConfig {
             num_frame_per_block: 1,
             inject_sample_info: false,
             prompt_modulation: false,
+            prompt_queries: 0,
             prediction: WanPrediction::Velocity,
         }
     }
@@ -149,6 +156,12 @@ impl WanTransformerConfig {
                 "prediction \"sample\" needs out_channels ({}) equal to in_channels ({})",
                 self.out_channels(),
                 self.in_channels
+            ));
+        }
+        if self.prompt_queries > 0 && !self.prompt_modulation {
+            return Err(format!(
+                "prompt_queries {} needs prompt_modulation (the pooled prompt they read)",
+                self.prompt_queries
             ));
         }
         if self.num_frame_per_block == 0 {

@@ -42,13 +42,14 @@ pub struct WanTrainingScene {
 }
 
 /// A shot of a training scene: normalised latents `[1, C, T, h, w]`, its prompt `[1, tokens,
-/// text_dim]`, optional per-pixel loss weights `[1, 1, T, h, w]`, and whether it is given
-/// context (no loss of its own: a condition or history at sampling), which the draw of
-/// [`ShotDraw::context`] decides otherwise.
+/// text_dim]`, optional per-pixel loss weights `[1, 1, T, h, w]`, and whether it is `given`
+/// (a reference image, a condition at sampling): always drawn as context, where otherwise
+/// [`ShotDraw::context`] is drawn.
 pub struct WanTrainingShot {
     pub latents: Tensor,
     pub prompt: Tensor,
     pub weights: Option<Tensor>,
+    pub given: bool,
 }
 
 impl WanTrainingShot {
@@ -57,6 +58,7 @@ impl WanTrainingShot {
             latents,
             prompt,
             weights: None,
+            given: false,
         }
     }
 }
@@ -249,6 +251,36 @@ impl WanTrainer {
         draws
     }
 
+    /// [`WanTrainer::draw_shots`] for `scene`, its given shots always context; when that leaves
+    /// nothing trained, its last shot that is not given is trained.
+    pub fn draw_scene(
+        &self,
+        scene: &WanTrainingScene,
+        draw: &SceneDraw,
+        seed: u64,
+    ) -> Vec<ShotDraw> {
+        let mut draws = self.draw_shots(scene.shots.len(), draw, seed);
+        let mut rng = SplitMix64::stream(seed, 0x61e7);
+        for (shot_draw, shot) in draws.iter_mut().zip(&scene.shots) {
+            if shot.given {
+                *shot_draw = ShotDraw {
+                    time: rng.uniform() as f32 * draw.context_max_time,
+                    context: true,
+                };
+            }
+        }
+        if draws.iter().all(|d| d.context) {
+            if let Some(last) = scene.shots.iter().rposition(|s| !s.given) {
+                draws[last] = ShotDraw::trained(if draw.uniform {
+                    rng.uniform() as f32
+                } else {
+                    self.draw_times(1, seed ^ 0x1a57)[0]
+                });
+            }
+        }
+        draws
+    }
+
     /// The scene's flow-matching loss with its shots drawn as `draws`, noise from `seed`: the
     /// mean over the trained shots of their (weighted) mean squared error (see
     /// [`WanTrainer::error`]); context shots are in the sequence without loss.
@@ -328,7 +360,7 @@ impl WanTrainer {
             let mut total: Option<Tensor> = None;
             for &i in chunk {
                 let scene_seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64);
-                let draws = self.draw_shots(scenes[i].shots.len(), draw, scene_seed);
+                let draws = self.draw_scene(&scenes[i], draw, scene_seed);
                 let loss = (self.loss(&scenes[i], &draws, scene_seed)? * share)?;
                 total = Some(match total {
                     None => loss,
@@ -343,8 +375,9 @@ impl WanTrainer {
 
     /// What is squared in the loss: the velocity's error, or for a sample-predicting model
     /// the clean sample's (its velocity scaled back by the time it was divided by), so that
-    /// every time counts alike in pixels rather than low noise dominating through `1 / t`.
-    /// `times` broadcast to the velocities.
+    /// every time counts alike in pixels rather than low noise dominating through `1 / t`
+    /// (the velocity loss, with noise-heavy times as JiT pairs it, learned colour slower and
+    /// shape no faster here). `times` broadcast to the velocities.
     fn error(&self, velocity: &Tensor, target: &Tensor, times: &Tensor) -> Result<Tensor> {
         let error = (velocity - target)?;
         Ok(match self.config.prediction {
@@ -498,6 +531,7 @@ impl WanTrainer {
             "rope_max_seq_len": c.rope_max_seq_len,
             "num_frame_per_block": c.num_frame_per_block,
             "prompt_modulation": c.prompt_modulation,
+            "prompt_queries": c.prompt_queries,
             "prediction": c.prediction.name(),
         })
     }

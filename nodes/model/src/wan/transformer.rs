@@ -303,6 +303,8 @@ pub struct WanTransformer {
     text_linear_2: Linear,
     /// `prompt_modulation`: the pooled prompt into the timestep embedding.
     prompt_projection: Option<Linear>,
+    /// `prompt_queries`: `[n, dim]`, the attention pooling's queries (none: the mean).
+    prompt_queries: Option<Tensor>,
     blocks: Vec<Block>,
     proj_out: Linear,
     /// `[1, 2, dim]`: shift and scale of the output norm.
@@ -333,7 +335,16 @@ impl WanTransformer {
             text_linear_2: candle_nn::linear(dim, dim, embedder.pp("text_embedder.linear_2"))?,
             prompt_projection: cfg
                 .prompt_modulation
-                .then(|| candle_nn::linear(dim, dim, embedder.pp("prompt_proj")))
+                .then(|| {
+                    candle_nn::linear(
+                        dim * cfg.prompt_queries.max(1),
+                        dim,
+                        embedder.pp("prompt_proj"),
+                    )
+                })
+                .transpose()?,
+            prompt_queries: (cfg.prompt_queries > 0)
+                .then(|| embedder.get((cfg.prompt_queries, dim), "prompt_queries"))
                 .transpose()?,
             blocks: (0..cfg.num_layers)
                 .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
@@ -545,7 +556,11 @@ impl WanTransformer {
             .forward(&gelu_tanh(&linear(&self.text_linear_1, text)?)?)?;
         let temb = match &self.prompt_projection {
             Some(projection) => {
-                let pooled = pooled_prompt(raw_text, &text, masks.cross_attention)?;
+                let readable = readable_prompt(raw_text, text.dtype(), masks.cross_attention)?;
+                let pooled = match &self.prompt_queries {
+                    Some(queries) => attention_pooled_prompt(&readable, &text, queries)?,
+                    None => mean_pooled_prompt(&readable, &text)?,
+                };
                 temb.broadcast_add(&linear(projection, &pooled)?)?
             }
             None => temb,
@@ -588,31 +603,58 @@ impl WanTransformer {
     }
 }
 
-/// The mean of the embedded prompt tokens `text` `[batch, text_tokens, dim]` that each video
-/// token may read: the prompt's own tokens (rows of `raw` `[batch, text_tokens, text_dim]`
-/// that are not the zero padding) within the token's cross-attention window (`mask`
-/// `[tokens, text_tokens]`, 0 where allowed). `[batch, 1, dim]` without a mask, else `[batch,
-/// tokens, dim]`; a token that may read nothing gets zeros.
-fn pooled_prompt(raw: &Tensor, text: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    // 1 for a prompt token, 0 for padding: [batch, 1, text_tokens].
+/// Which prompt tokens each video token may read, 1 or 0 in `dtype`: the prompt's own tokens
+/// (rows of `raw` `[batch, text_tokens, text_dim]` that are not the zero padding) within the
+/// token's cross-attention window (`mask` `[tokens, text_tokens]`, 0 where allowed). `[batch,
+/// 1, text_tokens]` without a mask, else `[batch, tokens, text_tokens]`.
+fn readable_prompt(raw: &Tensor, dtype: DType, mask: Option<&Tensor>) -> Result<Tensor> {
     let present = raw
         .abs()?
         .sum_keepdim(D::Minus1)?
         .gt(0f64)?
-        .to_dtype(text.dtype())?
+        .to_dtype(dtype)?
         .transpose(1, 2)?;
-    let allowed = match mask {
-        // 0 (allowed) -> 1, -inf -> 0, for every video token: [batch, tokens, text_tokens].
+    Ok(match mask {
+        // 0 (allowed) -> 1, -inf -> 0, for every video token.
         Some(mask) => {
-            let open = mask.eq(0f64)?.to_dtype(text.dtype())?.unsqueeze(0)?;
+            let open = mask.eq(0f64)?.to_dtype(dtype)?.unsqueeze(0)?;
             present.broadcast_mul(&open)?
         }
         None => present,
-    };
-    let counts = allowed.sum_keepdim(D::Minus1)?.maximum(1f64)?;
-    Ok(allowed
+    })
+}
+
+/// The mean of the embedded prompt tokens `text` `[batch, text_tokens, dim]` that each video
+/// token may read (`readable`, from [`readable_prompt`]): `[batch, 1 or tokens, dim]`; a token
+/// that may read nothing gets zeros.
+fn mean_pooled_prompt(readable: &Tensor, text: &Tensor) -> Result<Tensor> {
+    let counts = readable.sum_keepdim(D::Minus1)?.maximum(1f64)?;
+    Ok(readable
         .broadcast_div(&counts)?
         .matmul(&text.contiguous()?)?)
+}
+
+/// Attention pooling of `text` `[batch, text_tokens, dim]` by `queries` `[n, dim]` over the
+/// tokens each video token may read (`readable`): each query's softmax-weighted sum, side by
+/// side, `[batch, 1 or tokens, n * dim]`; a token that may read nothing gets zeros.
+fn attention_pooled_prompt(readable: &Tensor, text: &Tensor, queries: &Tensor) -> Result<Tensor> {
+    let (batch, rows, text_tokens) = readable.dims3()?;
+    let (n, dim) = queries.dims2()?;
+    let text = text.contiguous()?;
+    // [batch, n, text_tokens], shifted by each query's largest logit (the softmax is unchanged).
+    let logits = (queries.broadcast_matmul(&text.transpose(1, 2)?)? / (dim as f64).sqrt())?;
+    let weights = logits
+        .broadcast_sub(&logits.max_keepdim(D::Minus1)?)?
+        .exp()?;
+    // Per video token and query, the weights of the tokens it may read, normalised.
+    let weights = readable
+        .unsqueeze(2)?
+        .broadcast_mul(&weights.unsqueeze(1)?)?; // [batch, rows, n, text_tokens]
+    let weights = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?.maximum(1e-30)?)?;
+    Ok(weights
+        .reshape((batch, rows * n, text_tokens))?
+        .matmul(&text)?
+        .reshape((batch, rows, n * dim))?)
 }
 
 /// `x * (1 + scale) + shift`, broadcast over tokens.
@@ -667,7 +709,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pooled_prompt_averages_the_prompt_tokens_each_video_token_may_read() {
+    fn the_pooled_prompt_reads_the_prompt_tokens_each_video_token_may_read() {
         let device = Device::Cpu;
         // One sample, four text tokens, the last one zero padding.
         let raw = Tensor::new(
@@ -681,17 +723,34 @@ mod tests {
         )
         .unwrap();
         // Without a window: the mean of the three prompt tokens, padding left out.
-        let pooled = pooled_prompt(&raw, &text, None).unwrap();
-        assert_eq!(pooled.to_vec3::<f32>().unwrap(), [[[2.0, 20.0]]]);
+        let mean = |mask: Option<&Tensor>| {
+            let readable = readable_prompt(&raw, DType::F32, mask).unwrap();
+            mean_pooled_prompt(&readable, &text).unwrap()
+        };
+        assert_eq!(mean(None).to_vec3::<f32>().unwrap(), [[[2.0, 20.0]]]);
         // Video token 0 may read text tokens 0 and 1, token 1 only the padding (nothing).
         let mask = additive_mask(2, 4, &device, |q, k| {
             (q == 0 && k < 2) || (q == 1 && k == 3)
         })
         .unwrap();
-        let pooled = pooled_prompt(&raw, &text, Some(&mask)).unwrap();
         assert_eq!(
-            pooled.to_vec3::<f32>().unwrap(),
+            mean(Some(&mask)).to_vec3::<f32>().unwrap(),
             [[[1.5, 15.0], [0.0, 0.0]]]
         );
+
+        // Attention pooling: a zero query weighs every readable token alike (the mean); a
+        // query along the first channel picks the readable token largest there.
+        let queries = Tensor::new(&[[0f32, 0.0], [200.0, 0.0]], &device).unwrap();
+        let readable = readable_prompt(&raw, DType::F32, Some(&mask)).unwrap();
+        let pooled = attention_pooled_prompt(&readable, &text, &queries)
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap();
+        let expected = [[1.5f32, 15.0, 2.0, 20.0], [0.0, 0.0, 0.0, 0.0]];
+        for (row, want) in pooled[0].iter().zip(expected) {
+            for (got, want) in row.iter().zip(want) {
+                assert!((got - want).abs() < 1e-4, "{pooled:?}");
+            }
+        }
     }
 }
