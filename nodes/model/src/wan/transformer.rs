@@ -641,15 +641,15 @@ fn attention_pooled_prompt(readable: &Tensor, text: &Tensor, queries: &Tensor) -
     let (batch, rows, text_tokens) = readable.dims3()?;
     let (n, dim) = queries.dims2()?;
     let text = text.contiguous()?;
-    // [batch, n, text_tokens], shifted by each query's largest logit (the softmax is unchanged).
     let logits = (queries.broadcast_matmul(&text.transpose(1, 2)?)? / (dim as f64).sqrt())?;
+    // [batch, rows, n, text_tokens]: unreadable tokens pushed far down, then each row's
+    // softmax shifted by its own largest readable logit (an unreadable one may be larger).
+    let hidden = ((readable.unsqueeze(2)? - 1.0)? * 1e30)?;
+    let logits = logits.unsqueeze(1)?.broadcast_add(&hidden)?;
     let weights = logits
         .broadcast_sub(&logits.max_keepdim(D::Minus1)?)?
-        .exp()?;
-    // Per video token and query, the weights of the tokens it may read, normalised.
-    let weights = readable
-        .unsqueeze(2)?
-        .broadcast_mul(&weights.unsqueeze(1)?)?; // [batch, rows, n, text_tokens]
+        .exp()?
+        .broadcast_mul(&readable.unsqueeze(2)?)?;
     let weights = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?.maximum(1e-30)?)?;
     Ok(weights
         .reshape((batch, rows * n, text_tokens))?
