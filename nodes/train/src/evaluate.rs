@@ -232,18 +232,12 @@ pub fn run(evaluation: &Evaluation) -> Result<()> {
             shots += 1;
         }
     }
-    let rate = |hits: usize| hits as f64 / shots.max(1) as f64;
-    println!();
-    println!("| single shots, looks in the prompt | shots | colour | shape | pattern | sky | ground | framing |");
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| held-out | {shots} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        rate(hits[0]),
-        rate(hits[1]),
-        rate(hits[2]),
-        rate(hits[3]),
-        rate(hits[4]),
-        rate(hits[5])
+    print_rates(
+        "single shots, looks in the prompt",
+        &["colour", "shape", "pattern", "sky", "ground", "framing"],
+        "held-out",
+        shots,
+        &hits,
     );
 
     // Scenes of three shots.
@@ -303,21 +297,30 @@ pub fn run(evaluation: &Evaluation) -> Result<()> {
             generated += 1;
         }
     }
-    let share = |count: usize| count as f64 / generated.max(1) as f64;
-    println!();
-    println!("| compositional: identity and environment images, no looks in any caption | shots | identity matched | environment matched | both |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| joint | {generated} | {:.2} | {:.2} | {:.2} |",
-        share(matched[0]),
-        share(matched[1]),
-        share(matched[2])
+    print_rates(
+        "compositional: identity and environment images, no looks in any caption",
+        &["identity matched", "environment matched", "both"],
+        "joint",
+        generated,
+        &matched,
     );
 
     if model.pipeline.attention == AttentionMask::ContextCausal {
         rollout(&model, &specs)?;
     }
     Ok(())
+}
+
+/// A one-row markdown table: `row`, its `count` of shots, and each of `hits` as a share of them.
+fn print_rates(title: &str, columns: &[&str], row: &str, count: usize, hits: &[usize]) {
+    let rates: Vec<String> = hits
+        .iter()
+        .map(|&h| format!("{:.2}", h as f64 / count.max(1) as f64))
+        .collect();
+    println!();
+    println!("| {title} | shots | {} |", columns.join(" | "));
+    println!("|---|---|{}", "---|".repeat(columns.len()));
+    println!("| {row} | {count} | {} |", rates.join(" | "));
 }
 
 /// The character reads as the scene's: colour, shape and pattern.
