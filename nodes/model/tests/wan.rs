@@ -898,6 +898,13 @@ fn scene_batches_split_over_workers_take_the_same_step_and_context_shots_carry_n
         assert!(draws.iter().any(|d| !d.context));
         assert!(draws.iter().filter(|d| d.context).all(|d| d.time <= 0.1));
         assert!(one.draw_shots(1, &draw, seed).iter().all(|d| !d.context));
+        // Given shots (reference images) are always context; the others keep one trained.
+        let mut given = small_scenes(2).remove(2);
+        given.shots[0].given = true;
+        given.shots[1].given = true;
+        let draws = one.draw_scene(&given, &draw, seed);
+        assert!(draws[..2].iter().all(|d| d.context && d.time <= 0.1));
+        assert!(!draws[2].context);
     }
 }
 

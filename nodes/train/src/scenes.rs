@@ -112,19 +112,19 @@ struct PooledScene {
     references: [Tensor; 2],
 }
 
-/// A rendered frame `[1, 3, 1, H, W]` in -1..1.
-fn frame_pixels(frame: &lct_world::Frame) -> Result<Tensor> {
-    let frames = frames_tensor(std::slice::from_ref(frame))?; // [1, 3, H, W] in 0..1
+/// Rendered frames as a clip's pixels `[1, 3, T, H, W]` in -1..1.
+fn clip_pixels(frames: &[lct_world::Frame]) -> Result<Tensor> {
+    let frames = frames_tensor(frames)?; // [T, 3, H, W] in 0..1
     Ok(((frames * 2.0)? - 1.0)?
         .permute((1, 0, 2, 3))?
         .unsqueeze(0)?)
 }
 
 /// The identity and environment reference images of `spec` as latents.
-pub(crate) fn reference_pixels(spec: &SceneSpec) -> Result<[Tensor; 2]> {
+fn reference_pixels(spec: &SceneSpec) -> Result<[Tensor; 2]> {
     Ok([
-        frame_pixels(&render_identity_reference(&spec.character, 64, 64))?,
-        frame_pixels(&render_environment_reference(&spec.environment, 64, 64))?,
+        clip_pixels(&[render_identity_reference(&spec.character, 64, 64)])?,
+        clip_pixels(&[render_environment_reference(&spec.environment, 64, 64)])?,
     ])
 }
 
@@ -135,11 +135,7 @@ fn render_scene(stage: &SceneStage, seed: u64) -> Result<PooledScene> {
         .expect("the sampler yields every shot count");
     let mut shots = Vec::with_capacity(stage.max_shots);
     for shot in 0..stage.max_shots {
-        let clip = render_shot(&spec, shot)?;
-        let frames = frames_tensor(&clip.frames)?; // [T, 3, H, W] in 0..1
-        let pixels = ((frames * 2.0)? - 1.0)?
-            .permute((1, 0, 2, 3))?
-            .unsqueeze(0)?;
+        let pixels = clip_pixels(&render_shot(&spec, shot)?.frames)?;
         let coverage = character_coverage(&spec, shot, 1)?; // [T, H, W]
         let weights = ((coverage * (stage.character_weight as f64 - 1.0))? + 1.0)?
             .unsqueeze(0)?
